@@ -1,0 +1,55 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+#: The read-only fixtures shared beside the repository (spec, reference outputs).
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def tiny_config_kwargs() -> dict:
+    """A UPOCR small enough for fast tests that still has shifted blocks in both encoder and decoder."""
+    return dict(
+        embed_dim=16,
+        encoder_depths=[2, 1, 1, 2],
+        encoder_num_heads=[1, 1, 2, 2],
+        encoder_window_size=4,
+        encoder_pretrained_window_size=4,
+        decoder_depths=[2, 1, 1, 1, 2],
+        decoder_num_heads=[2, 2, 2, 1, 1],
+        decoder_window_size=4,
+        decoder_pretrained_window_size=4,
+        continuous_position_bias_hidden_size=16,
+        drop_path_rate=0.0,
+        decoder_drop_path_rate=0.0,
+        image_size=64,
+    )
+
+
+@pytest.fixture
+def tiny_config():
+    from upocr_hf import UpocrConfig
+
+    return UpocrConfig(**tiny_config_kwargs())
+
+
+@pytest.fixture
+def tiny_model(tiny_config):
+    import torch
+
+    from upocr_hf import UpocrModel
+
+    torch.manual_seed(0)
+    model = UpocrModel(tiny_config).eval()
+    # zero-initialised post-norms would make every block an identity: randomise them so tests see real paths
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith(("attention_norm.weight", "mlp_norm.weight")):
+                param.uniform_(0.5, 1.5)
+    return model

@@ -1,0 +1,322 @@
+"""UpocrConfig / UpocrModel / checkpoint converter: faithfulness to the authors' implementation and HF behaviour."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from conftest import SHARED, tiny_config_kwargs
+from safetensors.torch import load_file, save_file
+
+from upocr_hf import UpocrConfig, UpocrModel
+from upocr_hf.convert_original_checkpoint import (
+    CheckpointConversionError,
+    convert_checkpoint,
+    convert_state_dict,
+    main,
+    read_original_checkpoint,
+)
+
+REFERENCE = SHARED / "reference"
+REFERENCE_TASK_NAMES = {
+    "text removal": "text-removal",
+    "tampered text detection": "tampered-text-detection",
+    "text segmentation": "text-segmentation",
+}
+
+
+@pytest.fixture(scope="module")
+def converted_reference(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("converted") / "upocr-small"
+    convert_checkpoint(REFERENCE / "upocr_small_original_state_dict.safetensors", folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def reference_io():
+    meta = json.loads((REFERENCE / "upocr_small_meta.json").read_text())
+    return meta, load_file(str(REFERENCE / "upocr_small_reference_io.safetensors"))
+
+
+@pytest.mark.parametrize("attn_implementation, tolerance", [("sdpa", 1e-4), ("eager", 2e-4)])
+@pytest.mark.parametrize("case", ["case512", "case384x256"])
+def test_converted_reference_reproduces_authors_outputs(
+    converted_reference, reference_io, case, attn_implementation, tolerance
+):
+    """Both fixture cases, every output scale, in fp32. SDPA (the default) is within 1e-4; the eager path rounds
+    differently and stays within 2e-4 (the float64 model itself is 7e-5 from the authors' float32 outputs)."""
+    meta, io = reference_io
+    model = UpocrModel.from_pretrained(converted_reference, attn_implementation=attn_implementation).eval()
+    tasks = [REFERENCE_TASK_NAMES[name] for name in meta[f"{case}_tasks"]]
+    with torch.no_grad():
+        outputs = model(io[f"{case}.pixel_values"], task=tasks)
+    assert len(outputs.multi_scale_predictions) == 3
+    for scale, prediction in enumerate(outputs.multi_scale_predictions):
+        expected = io[f"{case}.output{scale}"]
+        assert prediction.shape == expected.shape
+        assert (prediction - expected).abs().max().item() <= tolerance, f"output{scale}"
+    assert torch.equal(outputs.prediction, outputs.multi_scale_predictions[-1])
+
+
+def test_reference_config_is_read_off_the_checkpoint(converted_reference, reference_io):
+    meta, _ = reference_io
+    config = UpocrConfig.from_pretrained(converted_reference)
+    expected = meta["config"]
+    assert config.embed_dim == expected["encoder_embed_dim"]
+    assert config.encoder_depths == expected["encoder_depths"]
+    assert config.encoder_num_heads == expected["encoder_num_heads"]
+    assert config.decoder_depths == expected["decoder_depths"]
+    assert config.decoder_num_heads == expected["decoder_num_heads"]
+    assert (config.encoder_window_size, config.encoder_pretrained_window_size) == (16, 16)
+    assert (config.decoder_window_size, config.decoder_pretrained_window_size) == (8, 8)
+    assert config.tasks == [REFERENCE_TASK_NAMES[name] for name in meta["tasks_in_embedding_order"]]
+    model = UpocrModel.from_pretrained(converted_reference)
+    assert model.num_parameters() == meta["num_parameters"]
+    assert (converted_reference / "model.safetensors").is_file()
+
+
+def test_full_original_checkpoint_shapes_convert_and_load_strictly(tmp_path):
+    shapes = json.loads((REFERENCE / "upocr_full_original_state_dict_shapes.json").read_text())
+    original = {
+        key: torch.zeros(shape, dtype=torch.int64 if key.endswith("relative_position_index") else torch.float32)
+        for key, shape in shapes["state_dict_shapes"].items()
+    }
+    model = UpocrModel(UpocrConfig())
+    model.load_state_dict(convert_state_dict(original), strict=True)
+    assert model.num_parameters() == shapes["num_parameters"] == 108_157_401
+    assert sum(p.numel() for p in model.encoder.parameters()) == 48_960_762
+    assert sum(p.numel() for p in model.decoder.parameters()) == 58_603_743
+    assert model.bottleneck.weight.numel() + model.bottleneck.bias.numel() == 590_592
+    assert model.task_embeddings.weight.numel() == 2_304
+
+
+def test_default_config_is_the_papers_model():
+    config = UpocrConfig()
+    assert config.encoder_hidden_sizes == [96, 192, 384, 768]
+    assert config.decoder_hidden_sizes == [768, 384, 192, 96, 48]
+    assert config.tasks == ["text-removal", "tampered-text-detection", "text-segmentation"]
+    assert config.id2label == {0: "background", 1: "real text", 2: "tampered text"}
+    assert (config.encoder_window_size, config.decoder_window_size) == (16, 8)
+
+
+def test_init_weights_follow_the_spec(tiny_config):
+    model = UpocrModel(tiny_config)
+    block = model.encoder.stages[0].blocks[0]
+    for norm in (block.attention_norm, block.mlp_norm):
+        assert torch.count_nonzero(norm.weight) == 0 and torch.count_nonzero(norm.bias) == 0
+    assert torch.allclose(block.attention.logit_scale, torch.full_like(block.attention.logit_scale, 2.302585))
+    assert torch.count_nonzero(block.attention.query.bias) == 0
+    linear_weights = torch.cat([m.weight.flatten() for m in model.modules() if isinstance(m, torch.nn.Linear)])
+    assert abs(linear_weights.std().item() - tiny_config.initializer_range) < 0.1 * tiny_config.initializer_range
+    assert torch.count_nonzero(model.encoder.stages[0].blocks[1].mlp_norm.weight) == 0
+    assert torch.equal(model.encoder.embeddings.norm.weight, torch.ones(tiny_config.embed_dim))
+
+
+def test_save_and_from_pretrained_round_trip(tiny_model, tmp_path):
+    pixel_values = torch.rand(2, 3, 64, 96)
+    with torch.no_grad():
+        expected = tiny_model(pixel_values, task=["text-removal", "text-segmentation"])
+    tiny_model.save_pretrained(tmp_path)
+    reloaded = UpocrModel.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        actual = reloaded(pixel_values, task=["text-removal", "text-segmentation"])
+    for a, b in zip(actual.multi_scale_predictions, expected.multi_scale_predictions):
+        assert torch.equal(a, b)
+    # recomputed (non-persistent) buffers survive loading on the meta device
+    attention = reloaded.decoder.stages[0].blocks[0].attention
+    table, index = attention.create_coords_table_and_index()
+    assert torch.equal(attention.relative_position_index, index)
+    assert torch.equal(attention.relative_coords_table, table)
+
+
+def test_remote_code_loads_without_the_package(tiny_model, tmp_path):
+    folder = tmp_path / "model"
+    tiny_model.save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["auto_map"] == {
+        "AutoConfig": "configuration_upocr.UpocrConfig",
+        "AutoModel": "modeling_upocr.UpocrModel",
+    }
+    assert {"configuration_upocr.py", "modeling_upocr.py", "tasks.py"} <= {p.name for p in folder.iterdir()}
+    pixel_values = torch.rand(1, 3, 64, 64)
+    save_file({"pixel_values": pixel_values}, str(tmp_path / "input.safetensors"))
+    with torch.no_grad():
+        expected = tiny_model(pixel_values, task="tampered-text-detection").prediction
+
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["upocr_hf"] = None  # any import of the package now fails
+        import torch
+        from safetensors.torch import load_file, save_file
+        from transformers import AutoModel
+        model = AutoModel.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()
+        assert not type(model).__module__.startswith("upocr_hf"), type(model).__module__
+        x = load_file({str(tmp_path / "input.safetensors")!r})["pixel_values"]
+        with torch.no_grad():
+            y = model(x, task="tampered-text-detection").prediction
+        save_file({{"prediction": y.contiguous()}}, {str(tmp_path / "output.safetensors")!r})
+        """
+    )
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    actual = load_file(str(tmp_path / "output.safetensors"))["prediction"]
+    assert torch.equal(actual, expected)
+
+
+def test_mixed_task_batch_matches_single_samples(tiny_model):
+    torch.manual_seed(1)
+    pixel_values = torch.rand(3, 3, 64, 64)
+    tasks = ["text-segmentation", "text-removal", "tampered-text-detection"]
+    with torch.no_grad():
+        batched = tiny_model(pixel_values, task=tasks).multi_scale_predictions
+        for i, task in enumerate(tasks):
+            single = tiny_model(pixel_values[i : i + 1], task=task).multi_scale_predictions
+            for b, s in zip(batched, single):
+                assert torch.allclose(b[i : i + 1], s, atol=1e-3)  # fp32 noise of random weights: ~1e-4
+        # ids, a tensor of ids and names are the same request
+        by_ids = tiny_model(pixel_values, task=torch.tensor([2, 0, 1])).prediction
+        assert torch.equal(by_ids, batched[-1])
+        # different prompts give different outputs
+        assert not torch.allclose(batched[-1][0], tiny_model(pixel_values[:1], task=0).prediction[0])
+
+
+@pytest.mark.parametrize("height, width", [(64, 64), (70, 45), (33, 100)])
+def test_sizes_not_multiple_of_32_are_padded_and_cropped(tiny_model, height, width):
+    pixel_values = torch.rand(1, 3, height, width)
+    with torch.no_grad():
+        outputs = tiny_model(pixel_values, task="text-removal")
+        padded_height, padded_width = -(-height // 32) * 32, -(-width // 32) * 32
+        padded = torch.nn.functional.pad(pixel_values, (0, padded_width - width, 0, padded_height - height), mode="reflect")
+        manual = tiny_model(padded, task="text-removal").multi_scale_predictions
+    for scale, prediction, full in zip((4, 2, 1), outputs.multi_scale_predictions, manual):
+        expected_shape = (1, 3, -(-height // scale), -(-width // scale))
+        assert prediction.shape == expected_shape
+        assert torch.allclose(prediction, full[..., : expected_shape[2], : expected_shape[3]], atol=1e-6)
+
+
+def test_hidden_states_and_tuple_output(tiny_model):
+    with torch.no_grad():
+        outputs = tiny_model(torch.rand(1, 3, 64, 64), task=0, output_hidden_states=True)
+        as_tuple = tiny_model(torch.rand(1, 3, 64, 64), task=0, return_dict=False)
+    assert [h.shape[1] for h in outputs.encoder_hidden_states] == [16, 32, 64, 128]
+    assert [tuple(h.shape[2:]) for h in outputs.encoder_hidden_states] == [(16, 16), (8, 8), (4, 4), (2, 2)]
+    assert [h.shape[1] for h in outputs.decoder_hidden_states] == [64, 32, 16, 8, 4]
+    assert tuple(outputs.decoder_hidden_states[-1].shape[2:]) == (64, 64)
+    assert isinstance(as_tuple, tuple) and as_tuple[0].shape == (1, 3, 64, 64) and len(as_tuple[1]) == 3
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_config):
+    torch.manual_seed(0)
+    model = UpocrModel(tiny_config).train()
+    pixel_values = torch.rand(2, 3, 64, 64)
+
+    def gradients():
+        model.zero_grad()
+        model(pixel_values, task=[0, 1]).prediction.square().mean().backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain = gradients()
+    model.activation_checkpointing_enable()
+    assert model.is_activation_checkpointing
+    checkpointed = gradients()
+    assert plain.keys() == checkpointed.keys() and len(plain) > 0
+    for name in plain:
+        assert torch.allclose(plain[name], checkpointed[name], atol=1e-6), name
+
+
+def test_sdpa_and_eager_agree(tiny_model):
+    pixel_values = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        tiny_model.config._attn_implementation = "eager"
+        eager = tiny_model(pixel_values, task=[0, 2]).prediction
+        tiny_model.config._attn_implementation = "sdpa"
+        sdpa = tiny_model(pixel_values, task=[0, 2]).prediction
+    assert torch.allclose(eager, sdpa, atol=1e-3)  # fp32 noise of random weights: ~2e-4
+
+
+def test_bad_inputs_raise_clear_errors(tiny_model):
+    good = torch.rand(1, 3, 64, 64)
+    with pytest.raises(ValueError, match=r"Unknown task 'deblur'.*text-removal.*tampered-text-detection.*text-segmentation"):
+        tiny_model(good, task="deblur")
+    with pytest.raises(ValueError, match="out of range"):
+        tiny_model(good, task=3)
+    with pytest.raises(ValueError, match="2 tasks for a batch of 1"):
+        tiny_model(good, task=["text-removal", "text-removal"])
+    with pytest.raises(ValueError, match="at least 32×32"):
+        tiny_model(torch.rand(1, 3, 31, 64), task=0)
+    with pytest.raises(ValueError, match=r"shape \(batch_size, 3, height, width\)"):
+        tiny_model(torch.rand(1, 4, 64, 64), task=0)
+    with pytest.raises(ValueError, match=r"shape \(batch_size, 3, height, width\)"):
+        tiny_model(torch.rand(3, 64, 64), task=0)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"encoder_num_heads": [3, 1, 2, 2]}, r"encoder stage 0: 16 channels .* not divisible by encoder_num_heads\[0\] = 3"),
+        ({"decoder_num_heads": [2, 2, 2, 3, 1]}, r"decoder stage 3: 16 channels are not divisible"),
+        ({"embed_dim": 4, "encoder_num_heads": [1, 1, 1, 1], "decoder_num_heads": [1, 1, 1, 1, 1]},
+         "patch split needs channels divisible by 4"),
+        ({"tasks": []}, "at least one task"),
+        ({"tasks": ["a", "a"]}, "unique"),
+        ({"encoder_depths": [2, 2, 2]}, "encoder_depths must have 4 entries"),
+        ({"decoder_window_size": 5}, "decoder_window_size must be an even number"),
+    ],
+)
+def test_config_validation(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        UpocrConfig(**{**tiny_config_kwargs(), **overrides})
+
+
+def test_new_task_lists_work(tiny_config):
+    config = UpocrConfig(**{**tiny_config_kwargs(), "tasks": ["text-segmentation", "deblur"]})
+    model = UpocrModel(config).eval()
+    assert model.task_embeddings.num_embeddings == 2
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 32, 32), task="deblur").prediction.shape == (1, 3, 32, 32)
+
+
+def test_converter_cli_reads_pth_and_reports_unmappable_keys(tmp_path, capsys):
+    original = load_file(str(REFERENCE / "upocr_small_original_state_dict.safetensors"))
+    vgg_key = "vgg16.features.0.weight"
+    checkpoint = tmp_path / "upocr.pth"
+    torch.save({"model": {**original, vgg_key: torch.zeros(1)}, "epoch": 3}, checkpoint)
+    assert vgg_key in read_original_checkpoint(checkpoint)
+    main(["--checkpoint", str(checkpoint), "--output", str(tmp_path / "out")])
+    assert "1,489,731 parameters" in capsys.readouterr().out
+    good = (tmp_path / "out" / "model.safetensors").read_bytes()
+
+    broken = tmp_path / "broken.pth"
+    torch.save({"model": {**original, "decoder.extra_head.weight": torch.zeros(1)}}, broken)
+    with pytest.raises(CheckpointConversionError, match="decoder.extra_head.weight"):
+        convert_checkpoint(broken, tmp_path / "out")
+    # the failed conversion neither replaced nor damaged the good folder, nor left temporary folders
+    assert (tmp_path / "out" / "model.safetensors").read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.pth", "out", "upocr.pth"]
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--checkpoint", str(tmp_path / "missing.pth"), "--output", str(tmp_path / "x")])
+    assert exit_info.value.code == 2
+    assert "missing.pth: no such checkpoint file" in capsys.readouterr().err
+
+
+def test_converter_needs_task_names_for_other_prompt_counts(tmp_path):
+    original = load_file(str(REFERENCE / "upocr_small_original_state_dict.safetensors"))
+    original["task_prompt.task_embedding.weight"] = original["task_prompt.task_embedding.weight"][:2].clone()
+    with pytest.raises(CheckpointConversionError, match="2 task prompts; name them"):
+        convert_checkpoint_from_dict(original, tmp_path / "out")
+    model = convert_checkpoint_from_dict(original, tmp_path / "out", tasks=["text-removal", "text-segmentation"])
+    assert model.config.tasks == ["text-removal", "text-segmentation"]
+
+
+def convert_checkpoint_from_dict(original, output, tasks=None):
+    path = output.parent / "checkpoint.safetensors"
+    save_file(original, str(path))
+    return convert_checkpoint(path, output, tasks)

@@ -1,0 +1,205 @@
+"""UPOCR model configuration."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from transformers import PretrainedConfig
+
+from .tasks import DEFAULT_TASKS, TAMPER_ID2LABEL
+
+NUM_ENCODER_STAGES = 4
+NUM_DECODER_STAGES = 5
+#: Decoder stages (0-based) whose output gets a lateral branch of the encoder map at the same stride.
+SKIP_DECODER_STAGES = (0, 1, 2)
+#: Decoder stages (0-based) whose output is turned into an RGB prediction (strides 4, 2, 1).
+OUTPUT_DECODER_STAGES = (2, 3, 4)
+
+
+class UpocrConfig(PretrainedConfig):
+    r"""
+    Configuration of a [`UpocrModel`]: a Swin Transformer V2 encoder, a task-prompted bottleneck and a Swin V2
+    decoder with patch splitting, as in "Towards Unified Pixel-Level OCR Interface" (Peng et al., ICML 2024).
+    The defaults give the paper's model (108,157,401 parameters).
+
+    Channel widths are derived: encoder stage `i` has `embed_dim * 2**i` channels, decoder stage `j` has
+    `embed_dim * 8 / 2**j` channels before its patch split, so the three RGB predictions come from maps with
+    `embed_dim`, `embed_dim / 2` and `embed_dim / 4` channels (strides 4, 2 and 1).
+
+    Args:
+        image_size (`int`, *optional*, defaults to 512):
+            Side of the square images the model was trained on; the image processor resizes to it.
+        num_channels (`int`, *optional*, defaults to 3):
+            Channels of the input and of every prediction (RGB).
+        patch_size (`int`, *optional*, defaults to 4):
+            Side of the patch embedding convolution (kernel and stride). Only 4 is supported: the decoder's five
+            ×2 splits must return to full resolution.
+        embed_dim (`int`, *optional*, defaults to 96):
+            Channels of the patch embedding (encoder stage 1).
+        encoder_depths (`list[int]`, *optional*, defaults to `[2, 2, 18, 2]`):
+            Number of Swin V2 blocks in each of the 4 encoder stages.
+        encoder_num_heads (`list[int]`, *optional*, defaults to `[3, 6, 12, 24]`):
+            Attention heads in each encoder stage.
+        encoder_window_size (`int`, *optional*, defaults to 16):
+            Attention window side in the encoder.
+        encoder_pretrained_window_size (`int`, *optional*, defaults to 16):
+            Window side the encoder's continuous position bias was pretrained with (0: same as the window).
+        decoder_depths (`list[int]`, *optional*, defaults to `[2, 18, 2, 2, 2]`):
+            Number of Swin V2 blocks in each of the 5 decoder stages.
+        decoder_num_heads (`list[int]`, *optional*, defaults to `[24, 12, 6, 3, 2]`):
+            Attention heads in each decoder stage.
+        decoder_window_size (`int`, *optional*, defaults to 8):
+            Attention window side in the decoder.
+        decoder_pretrained_window_size (`int`, *optional*, defaults to 8):
+            Window side the decoder's continuous position bias was pretrained with (0: same as the window).
+        mlp_ratio (`float`, *optional*, defaults to 4.0):
+            Hidden width of each block's MLP relative to its channels.
+        hidden_act (`str`, *optional*, defaults to `"gelu"`):
+            Activation of the MLPs.
+        qkv_bias (`bool`, *optional*, defaults to `True`):
+            Whether queries and values have a learned bias (keys never have one).
+        continuous_position_bias_hidden_size (`int`, *optional*, defaults to 512):
+            Hidden width of the MLP that maps relative offsets to attention biases.
+        hidden_dropout_prob (`float`, *optional*, defaults to 0.0):
+            Dropout after the MLP.
+        attention_probs_dropout_prob (`float`, *optional*, defaults to 0.0):
+            Dropout on the attention probabilities.
+        drop_path_rate (`float`, *optional*, defaults to 0.3):
+            Stochastic depth rate of the last encoder block; it rises linearly from 0 over the encoder blocks.
+        decoder_drop_path_rate (`float`, *optional*, defaults to 0.3):
+            Same for the decoder blocks.
+        layer_norm_eps (`float`, *optional*, defaults to 1e-5):
+            Epsilon of every LayerNorm.
+        initializer_range (`float`, *optional*, defaults to 0.02):
+            Standard deviation of the truncated normal initialisation of Linear layers.
+        tasks (`list[str]`, *optional*, defaults to `["text-removal", "tampered-text-detection", "text-segmentation"]`):
+            Ordered task identifiers; row `i` of the task prompt embedding belongs to `tasks[i]`. The default is
+            the row order of the authors' released checkpoint.
+        id2label (`dict[int, str]`, *optional*):
+            Classes of tampered text detection; defaults to background / real text / tampered text.
+    """
+
+    model_type = "upocr"
+
+    def __init__(
+        self,
+        image_size: int = 512,
+        num_channels: int = 3,
+        patch_size: int = 4,
+        embed_dim: int = 96,
+        encoder_depths: Sequence[int] = (2, 2, 18, 2),
+        encoder_num_heads: Sequence[int] = (3, 6, 12, 24),
+        encoder_window_size: int = 16,
+        encoder_pretrained_window_size: int = 16,
+        decoder_depths: Sequence[int] = (2, 18, 2, 2, 2),
+        decoder_num_heads: Sequence[int] = (24, 12, 6, 3, 2),
+        decoder_window_size: int = 8,
+        decoder_pretrained_window_size: int = 8,
+        mlp_ratio: float = 4.0,
+        hidden_act: str = "gelu",
+        qkv_bias: bool = True,
+        continuous_position_bias_hidden_size: int = 512,
+        hidden_dropout_prob: float = 0.0,
+        attention_probs_dropout_prob: float = 0.0,
+        drop_path_rate: float = 0.3,
+        decoder_drop_path_rate: float = 0.3,
+        layer_norm_eps: float = 1e-5,
+        initializer_range: float = 0.02,
+        tasks: Sequence[str] = DEFAULT_TASKS,
+        **kwargs,
+    ) -> None:
+        if "id2label" not in kwargs and "num_labels" not in kwargs:
+            kwargs["id2label"] = dict(TAMPER_ID2LABEL)
+        self.image_size = image_size
+        self.num_channels = num_channels
+        self.patch_size = patch_size
+        self.embed_dim = embed_dim
+        self.encoder_depths = list(encoder_depths)
+        self.encoder_num_heads = list(encoder_num_heads)
+        self.encoder_window_size = encoder_window_size
+        self.encoder_pretrained_window_size = encoder_pretrained_window_size
+        self.decoder_depths = list(decoder_depths)
+        self.decoder_num_heads = list(decoder_num_heads)
+        self.decoder_window_size = decoder_window_size
+        self.decoder_pretrained_window_size = decoder_pretrained_window_size
+        self.mlp_ratio = mlp_ratio
+        self.hidden_act = hidden_act
+        self.qkv_bias = qkv_bias
+        self.continuous_position_bias_hidden_size = continuous_position_bias_hidden_size
+        self.hidden_dropout_prob = hidden_dropout_prob
+        self.attention_probs_dropout_prob = attention_probs_dropout_prob
+        self.drop_path_rate = drop_path_rate
+        self.decoder_drop_path_rate = decoder_drop_path_rate
+        self.layer_norm_eps = layer_norm_eps
+        self.initializer_range = initializer_range
+        self.tasks = list(tasks)
+        super().__init__(**kwargs)
+        self.validate_architecture()
+
+    @property
+    def encoder_hidden_sizes(self) -> list[int]:
+        """Channels of each encoder stage (strides 4, 8, 16, 32)."""
+        return [self.embed_dim * 2**i for i in range(NUM_ENCODER_STAGES)]
+
+    @property
+    def decoder_hidden_sizes(self) -> list[int]:
+        """Channels of each decoder stage before its patch split (strides 32, 16, 8, 4, 2)."""
+        top = self.embed_dim * 2 ** (NUM_ENCODER_STAGES - 1)
+        return [top // 2**j for j in range(NUM_DECODER_STAGES)]
+
+    @property
+    def task2id(self) -> dict[str, int]:
+        """Task identifier → row of the task prompt embedding."""
+        return {task: i for i, task in enumerate(self.tasks)}
+
+    def validate_architecture(self) -> None:
+        """Raise `ValueError` naming the field and the rule when the hyperparameters cannot build a model."""
+        if self.patch_size != 4:
+            raise ValueError(f"patch_size must be 4 (the decoder upsamples ×32 in five ×2 splits), got {self.patch_size}")
+        if self.num_channels != 3:
+            raise ValueError(f"num_channels must be 3 (UPOCR reads and writes RGB images), got {self.num_channels}")
+        for name, expected in (
+            ("encoder_depths", NUM_ENCODER_STAGES),
+            ("encoder_num_heads", NUM_ENCODER_STAGES),
+            ("decoder_depths", NUM_DECODER_STAGES),
+            ("decoder_num_heads", NUM_DECODER_STAGES),
+        ):
+            values = getattr(self, name)
+            if len(values) != expected:
+                raise ValueError(f"{name} must have {expected} entries (one per stage), got {len(values)}: {values}")
+            if any(int(v) < 1 for v in values):
+                raise ValueError(f"{name} entries must be positive integers, got {values}")
+        if self.embed_dim < 1:
+            raise ValueError(f"embed_dim must be positive, got {self.embed_dim}")
+        for stage, (channels, heads) in enumerate(zip(self.encoder_hidden_sizes, self.encoder_num_heads)):
+            if channels % heads:
+                raise ValueError(
+                    f"encoder stage {stage}: {channels} channels (embed_dim * 2**{stage}) are not divisible by "
+                    f"encoder_num_heads[{stage}] = {heads}"
+                )
+        for stage, (channels, heads) in enumerate(zip(self.decoder_hidden_sizes, self.decoder_num_heads)):
+            if channels % heads:
+                raise ValueError(
+                    f"decoder stage {stage}: {channels} channels are not divisible by decoder_num_heads[{stage}] = {heads}"
+                )
+            if channels % 4:
+                raise ValueError(
+                    f"decoder stage {stage}: the patch split needs channels divisible by 4, got {channels} "
+                    f"(embed_dim must be a multiple of 8)"
+                )
+        for name in ("encoder_window_size", "decoder_window_size"):
+            window = getattr(self, name)
+            if window < 2 or window % 2:
+                raise ValueError(f"{name} must be an even number ≥ 2 (shifted windows move by half), got {window}")
+        for name in ("encoder_pretrained_window_size", "decoder_pretrained_window_size"):
+            if getattr(self, name) == 1 or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 (use the window size) or ≥ 2, got {getattr(self, name)}")
+        if not self.tasks:
+            raise ValueError("tasks must list at least one task identifier")
+        if any(not isinstance(task, str) or not task for task in self.tasks):
+            raise ValueError(f"tasks must be non-empty strings, got {self.tasks}")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"tasks must be unique, got {self.tasks}")
+
+
+__all__ = ["UpocrConfig"]
