@@ -1,0 +1,222 @@
+"""train.py and upocr_hf.training: the paper's schedule, parameter groups, overfitting, exact resume, two CPU ranks."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from upocr_hf import UpocrModel
+from upocr_hf.data.synthetic import generate_folders
+from upocr_hf.losses import UpocrLoss
+from upocr_hf.tasks import DEFAULT_TASKS
+from upocr_hf.training import (
+    CheckpointFolders,
+    PaperSchedule,
+    build_model,
+    optimizer_param_groups,
+    parse_split_overrides,
+    parse_task_folders,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    generate_folders(root, 12, size=64, seed=0)
+    return root
+
+
+def data_args(root):
+    return [
+        "--data",
+        f"text-removal={root / 'SCUT-EnsText'}",
+        f"tampered-text-detection={root / 'Tampered-IC13'}",
+        f"text-segmentation={root / 'TextSeg'}",
+        "--train_splits",
+        "text-segmentation=train",
+    ]
+
+
+def tiny_run_args(root, output_dir, max_steps, extra=()):
+    return [
+        *data_args(root),
+        "--output_dir", str(output_dir),
+        "--config", "tiny",
+        "--image_size", "64",
+        "--max_steps", str(max_steps),
+        "--batch_size_per_task", "2",
+        "--perceptual_loss", "off",
+        "--num_workers", "0",
+        "--logging_steps", "1",
+        "--warmup_steps", "2",
+        "--lr_block", "1",
+        *extra,
+    ]  # fmt: skip
+
+
+def run_train(args, env_extra=None, launcher=None, timeout=600):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", **(env_extra or {}))
+    command = [*(launcher or [sys.executable]), str(REPO / "train.py"), *args]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_schedule_corner_points():
+    schedule = PaperSchedule()
+    assert schedule.lr_at(0) == pytest.approx(1e-4)
+    assert schedule.lr_at(199) == pytest.approx(1e-4)  # constant within a block of 200
+    assert schedule.lr_at(200) == pytest.approx(1e-4 + 4e-4 * 200 / 2000)
+    assert schedule.lr_at(1999) == pytest.approx(1e-4 + 4e-4 * 1800 / 2000)
+    assert schedule.lr_at(2000) == pytest.approx(5e-4)  # peak at the end of warm-up
+    assert schedule.lr_at(41_000) == pytest.approx(5e-4 - 4.9e-4 * 39_000 / 78_000)
+    assert schedule.lr_at(79_999) == pytest.approx(1e-5)  # the last iteration ends at the final rate
+    assert all(schedule.lr_at(s) >= schedule.lr_at(s + 200) for s in range(2000, 79_800, 200))
+
+
+def test_encoder_gets_a_tenth_of_the_rate_and_scheduler_scales_both(tiny_model):
+    groups = optimizer_param_groups(tiny_model, lr=5e-4)
+    encoder_ids = {id(p) for p in tiny_model.encoder.parameters()}
+    assert {id(p) for p in groups[0]["params"]} == encoder_ids
+    assert groups[0]["lr"] == pytest.approx(5e-5) and groups[1]["lr"] == pytest.approx(5e-4)
+    assert len(groups[0]["params"]) + len(groups[1]["params"]) == len(list(tiny_model.parameters()))
+    optimizer = torch.optim.AdamW(groups, lr=5e-4)
+    scheduler = PaperSchedule().scheduler(optimizer)
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([1e-5, 1e-4])
+    for _ in range(2000):
+        optimizer.step()
+        scheduler.step()
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([5e-5, 5e-4])
+
+
+@pytest.mark.parametrize("task", DEFAULT_TASKS)
+def test_overfitting_a_fixed_batch_halves_the_loss(task, synthetic_root):
+    from upocr_hf.data import UpocrAugment, upocr_collate
+    from upocr_hf.training import TRAIN_SPLITS, load_task_datasets
+
+    folders = parse_task_folders(data_args(synthetic_root)[1:4])
+    splits = {**TRAIN_SPLITS, **parse_split_overrides(["text-segmentation=train"])}
+    dataset = load_task_datasets({task: folders[task]}, splits)[task]
+    dataset.set_transform(UpocrAugment(64, train=False))
+    batch = upocr_collate([dataset[i] for i in range(2)])
+    torch.manual_seed(0)
+    model = build_model("scratch", "tiny", DEFAULT_TASKS, 64).train()
+    loss_fn = UpocrLoss(DEFAULT_TASKS, perceptual="off")
+    optimizer = torch.optim.AdamW(optimizer_param_groups(model, lr=2e-3, encoder_lr_ratio=1.0), lr=2e-3)
+    losses = []
+    for _ in range(40):
+        outputs = model(batch["pixel_values"], task=batch["task_ids"])
+        loss = loss_fn(
+            outputs.multi_scale_predictions, batch["pixel_values"], batch["labels"], batch["text_mask"],
+            batch["ignore_mask"], batch["task_ids"],
+        ).loss  # fmt: skip
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert min(losses[-5:]) <= 0.5 * losses[0], losses
+
+
+def final_weights(output_dir):
+    return load_file(str(Path(output_dir) / "final" / "model.safetensors"))
+
+
+def test_resume_after_kill_gives_the_same_weights(synthetic_root, tmp_path):
+    straight = run_train(tiny_run_args(synthetic_root, tmp_path / "straight", 6))
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    killed_dir = tmp_path / "killed"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"),
+         *tiny_run_args(synthetic_root, killed_dir, 6, ["--checkpointing_steps", "3"])],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.time() + 300
+    while not (killed_dir / "checkpoints" / "step_3").exists():
+        assert process.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed_dir / "final").exists()
+    assert [p.name for p in CheckpointFolders(killed_dir / "checkpoints").completed()] == ["step_3"]
+
+    resumed = run_train(
+        tiny_run_args(synthetic_root, killed_dir, 6, ["--checkpointing_steps", "3", "--resume_from_checkpoint", "latest"])
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "at step 3" in resumed.stderr
+    expected, actual = final_weights(tmp_path / "straight"), final_weights(killed_dir)
+    assert expected.keys() == actual.keys()
+    for key in expected:  # same ops in the same order on the same machine: identical up to 1e-6
+        assert torch.allclose(expected[key], actual[key], atol=1e-6, rtol=0), key
+    state = json.loads((killed_dir / "checkpoints" / "step_6" / "trainer_state.json").read_text())
+    assert state["step"] == 6
+
+
+def test_two_cpu_ranks_train_on_different_data(synthetic_root, tmp_path):
+    output_dir = tmp_path / "ddp"
+    launcher = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+    ]  # fmt: skip
+    result = run_train(
+        tiny_run_args(synthetic_root, output_dir, 3, ["--record_samples", "true"]),
+        env_extra={"ACCELERATE_USE_CPU": "true"},
+        launcher=launcher,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    ranks = [
+        [json.loads(line) for line in (output_dir / f"samples_rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)
+    ]
+    assert [len(r) for r in ranks] == [3, 3]
+    for step0, step1 in zip(*ranks):
+        assert len(step0["names"]) == len(step1["names"]) == 6  # 2 per task, 3 tasks, in task order
+        for task in range(3):  # one synthetic render feeds every task, so compare task by task
+            assert not set(step0["names"][2 * task : 2 * task + 2]) & set(step1["names"][2 * task : 2 * task + 2])
+    model = UpocrModel.from_pretrained(output_dir / "final")
+    assert model.config.tasks == list(DEFAULT_TASKS)
+
+
+def test_nonfinite_losses_are_skipped_then_stop_the_run(synthetic_root, tmp_path, monkeypatch):
+    from accelerate.state import AcceleratorState, PartialState
+
+    import upocr_hf.losses
+
+    sys.path.insert(0, str(REPO))
+    import train as train_script
+
+    original_forward = upocr_hf.losses.UpocrLoss.forward
+    calls = {"n": 0}
+
+    def poisoned(self, *args, **kwargs):
+        out = original_forward(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 2 or calls["n"] >= 4:  # one isolated bad step, then a run of them
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(upocr_hf.losses.UpocrLoss, "forward", poisoned)
+    output_dir = tmp_path / "nan"
+    args = train_script.parse_args(
+        tiny_run_args(synthetic_root, output_dir, 20, ["--checkpointing_steps", "2", "--max_consecutive_nonfinite", "3"])
+    )
+    try:
+        with pytest.raises(train_script.NonFiniteLossError, match="3 consecutive non-finite losses at step 2"):
+            train_script.train(args)
+    finally:
+        AcceleratorState._reset_state(True)
+        PartialState._reset_state()
+    # calls 1 and 3 were good steps: the checkpoint of step 2 is there, complete and loadable, and nothing newer
+    checkpoints = CheckpointFolders(output_dir / "checkpoints").completed()
+    assert [p.name for p in checkpoints] == ["step_2"]
+    state = json.loads((checkpoints[0] / "trainer_state.json").read_text())
+    assert state["step"] == 2 and state["skipped_nonfinite"] == 1
+    assert not (output_dir / "final").exists()

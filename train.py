@@ -1,0 +1,291 @@
+#!/usr/bin/env python
+"""Train UPOCR with the paper's multi-task recipe (spec §4), driven by 🤗 Accelerate.
+
+    accelerate launch train.py --data text-removal=DIR text-segmentation=DIR tampered-text-detection=DIR \\
+        --output_dir runs/upocr
+    accelerate launch train.py recipe.yaml          # the same options from a YAML file
+
+Every step takes one batch per task (`--batch_size_per_task` images per process), concatenates them and runs one
+forward pass with a task prompt per sample. The tasks are those given `--data`. Checkpoints (`save_state`) are
+written every `--checkpointing_steps` under `OUTPUT_DIR/checkpoints/step_<N>` (staged and renamed, the last
+`--checkpoints_total_limit` kept); `--resume_from_checkpoint latest` continues exactly where one left off. The end
+of training writes a `save_pretrained` folder in `OUTPUT_DIR/final`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+from transformers import HfArgumentParser
+
+from upocr_hf.data import MultiTaskDataLoader, UpocrAugment
+from upocr_hf.losses import PERCEPTUAL_CHOICES, UpocrLoss
+from upocr_hf.training import (
+    CONFIG_PRESETS,
+    TRAIN_SPLITS,
+    CheckpointFolders,
+    PaperSchedule,
+    TrainingProgress,
+    build_model,
+    load_task_datasets,
+    optimizer_param_groups,
+    parse_split_overrides,
+    parse_task_folders,
+)
+
+logger = logging.getLogger("upocr_hf.train")
+
+
+@dataclass
+class TrainArguments:
+    """Options of `train.py`; defaults are the paper's recipe."""
+
+    data: list[str] = field(
+        default_factory=list,
+        metadata={"help": "TASK=DIR for each task to train (dataset folders in the layouts of spec §5)."},
+    )
+    train_splits: list[str] = field(
+        default_factory=list,
+        metadata={"help": "TASK=SPLIT[,SPLIT] overrides of the paper's training splits (TextSeg: train,val)."},
+    )
+    output_dir: str = field(default="runs/upocr", metadata={"help": "Where checkpoints and the final model go."})
+    init_from: str = field(
+        default="scratch", metadata={"help": "'scratch', a save_pretrained folder, or an authors' checkpoint file."}
+    )
+    config: str = field(
+        default="paper", metadata={"help": f"For scratch: a preset {sorted(CONFIG_PRESETS)} or a config.json path."}
+    )
+    image_size: int = field(default=512, metadata={"help": "Training resolution (a multiple of 32)."})
+    max_steps: int = field(default=80_000, metadata={"help": "Optimizer updates in all."})
+    batch_size_per_task: int = field(default=8, metadata={"help": "Images per task per process per step."})
+    learning_rate: float = field(default=5e-4, metadata={"help": "Peak learning rate (decoder, bottleneck, prompts)."})
+    encoder_lr_ratio: float = field(default=0.1, metadata={"help": "The encoder's learning rate factor."})
+    warmup_start_lr: float = field(default=1e-4)
+    final_lr: float = field(default=1e-5)
+    warmup_steps: int = field(default=2_000)
+    lr_block: int = field(default=200, metadata={"help": "The rate is held constant within blocks of this many steps."})
+    weight_decay: float = field(default=1e-4)
+    max_grad_norm: float = field(default=0.1)
+    gradient_accumulation_steps: int = field(default=1)
+    mixed_precision: str = field(default="no", metadata={"help": "no | bf16 | fp16 (through Accelerate)."})
+    gradient_checkpointing: bool = field(default=False)
+    perceptual_loss: str = field(
+        default="imagenet", metadata={"help": f"VGG-16 for the perceptual/style losses: {' | '.join(PERCEPTUAL_CHOICES)}."}
+    )
+    vgg_weights_path: str | None = field(default=None, metadata={"help": "torchvision VGG-16 weights for 'local'."})
+    num_workers: int = field(default=2, metadata={"help": "DataLoader workers per task."})
+    seed: int = field(default=0)
+    logging_steps: int = field(default=50)
+    checkpointing_steps: int = field(default=2_000)
+    checkpoints_total_limit: int = field(default=3)
+    resume_from_checkpoint: str | None = field(default=None, metadata={"help": "'latest' or a checkpoint folder."})
+    max_consecutive_nonfinite: int = field(
+        default=5, metadata={"help": "Stop after this many non-finite losses in a row (each such step is skipped)."}
+    )
+    report_to: str = field(default="none", metadata={"help": "Accelerate trackers: none | all | tensorboard | wandb."})
+    record_samples: bool = field(
+        default=False, metadata={"help": "Append the sample names each rank trains on to OUTPUT_DIR/samples_rank<R>.jsonl."}
+    )
+
+
+def parse_args(argv: list[str]) -> TrainArguments:
+    parser = HfArgumentParser(TrainArguments)
+    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
+        (args,) = parser.parse_yaml_file(os.path.abspath(argv[0]))
+    else:
+        (args,) = parser.parse_args_into_dataclasses(argv)
+    if not args.data:
+        parser.error("--data needs at least one TASK=DIR")
+    if args.image_size % 32:
+        parser.error(f"--image_size must be a multiple of 32, got {args.image_size}")
+    return args
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when too many consecutive steps have a non-finite loss."""
+
+
+def train(args: TrainArguments) -> Path:
+    """Run (or resume) a training run; returns the final `save_pretrained` folder."""
+    output_dir = Path(args.output_dir)
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_dir=str(output_dir),
+        step_scheduler_with_optimizer=False,  # the schedule is in optimizer updates, whatever the world size
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    set_seed(args.seed)
+
+    folders = parse_task_folders(args.data)
+    tasks = list(folders)
+    model = build_model(args.init_from, args.config, tasks, args.image_size)
+    if args.gradient_checkpointing:
+        model.activation_checkpointing_enable()
+    model.train()
+
+    splits = {**TRAIN_SPLITS, **parse_split_overrides(args.train_splits)}
+    datasets = load_task_datasets(folders, splits)
+    for dataset in datasets.values():
+        dataset.set_transform(UpocrAugment(args.image_size, tasks=model.config.tasks))
+    loader = MultiTaskDataLoader.from_accelerator(
+        accelerator, datasets, args.batch_size_per_task, seed=args.seed, num_workers=args.num_workers
+    )
+    loss_fn = UpocrLoss(model.config.tasks, perceptual=args.perceptual_loss, vgg_weights_path=args.vgg_weights_path)
+    loss_fn.to(accelerator.device)
+    logger.info("tasks %s; %s", tasks, loss_fn.perceptual_description)
+
+    optimizer = torch.optim.AdamW(
+        optimizer_param_groups(model, args.learning_rate, args.encoder_lr_ratio, args.weight_decay),
+        lr=args.learning_rate,
+    )
+    schedule = PaperSchedule(
+        args.learning_rate, args.warmup_start_lr, args.final_lr, args.warmup_steps, args.max_steps, args.lr_block
+    )
+    scheduler = schedule.scheduler(optimizer)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    progress = TrainingProgress()
+    accelerator.register_for_checkpointing(loader, progress)
+    checkpoints = CheckpointFolders(output_dir / "checkpoints", keep=args.checkpoints_total_limit)
+
+    if args.resume_from_checkpoint:
+        resume_dir = checkpoints.resolve(args.resume_from_checkpoint)
+        accelerator.load_state(str(resume_dir))
+        logger.info("resumed from %s at step %d", resume_dir, progress.step)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "train_args.json").write_text(json.dumps(asdict(args), indent=2))
+    accelerator.init_trackers("upocr", config={k: v for k, v in asdict(args).items() if not isinstance(v, list)})
+
+    samples_log = None
+    if args.record_samples:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        samples_log = open(output_dir / f"samples_rank{accelerator.process_index}.jsonl", "a")  # noqa: SIM115
+
+    bar = tqdm(total=args.max_steps, initial=progress.step, disable=not accelerator.is_local_main_process)
+    consecutive_nonfinite = 0
+    running: dict[str, float] = {}
+    while progress.step < args.max_steps:
+        batch = loader.next_batch()
+        if samples_log is not None:
+            samples_log.write(json.dumps({"step": progress.step, "names": batch.get("names", [])}) + "\n")
+            samples_log.flush()
+        with accelerator.accumulate(model):
+            with accelerator.autocast():
+                outputs = model(batch["pixel_values"], task=batch["task_ids"])
+            losses = loss_fn(
+                outputs.multi_scale_predictions,
+                batch["pixel_values"],
+                batch["labels"],
+                batch["text_mask"],
+                batch["ignore_mask"],
+                batch["task_ids"],
+            )
+            finite = torch.isfinite(losses.loss.detach()).float()
+            all_finite = accelerator.reduce(finite, reduction="sum").item() == accelerator.num_processes
+            if all_finite:
+                accelerator.backward(losses.loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        if not accelerator.sync_gradients:
+            continue
+        if not all_finite:
+            progress.skipped_nonfinite += 1
+            consecutive_nonfinite += 1
+            logger.warning("non-finite loss at step %d: step skipped (%d in a row)", progress.step, consecutive_nonfinite)
+            if consecutive_nonfinite >= args.max_consecutive_nonfinite:
+                raise NonFiniteLossError(
+                    f"{consecutive_nonfinite} consecutive non-finite losses at step {progress.step}; stopping. "
+                    f"The last good checkpoint is {checkpoints.latest()}"
+                )
+            continue
+        consecutive_nonfinite = 0
+        scheduler.step()
+        progress.step += 1
+        bar.update(1)
+        for key, value in losses.to_log_dict().items():
+            running[key] = running.get(key, 0.0) + value
+        if progress.step % args.logging_steps == 0 or progress.step == args.max_steps:
+            count = args.logging_steps if progress.step % args.logging_steps == 0 else progress.step % args.logging_steps
+            logs = {key: value / count for key, value in running.items()}
+            for group in optimizer.param_groups:
+                logs[f"lr/{group.get('name', 'group')}"] = group["lr"]
+            logs["skipped_nonfinite"] = progress.skipped_nonfinite
+            accelerator.log(logs, step=progress.step)
+            bar.set_postfix(loss=f"{logs.get('loss', math.nan):.4f}")
+            logger.info("step %d: %s", progress.step, json.dumps({k: round(v, 6) for k, v in logs.items()}))
+            running.clear()
+        if progress.step % args.checkpointing_steps == 0 or progress.step == args.max_steps:
+            save_checkpoint(accelerator, checkpoints, progress)
+    bar.close()
+    if samples_log is not None:
+        samples_log.close()
+
+    final_dir = output_dir / "final"
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_final_model(accelerator.unwrap_model(model), final_dir, args)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return final_dir
+
+
+def save_checkpoint(accelerator: Accelerator, checkpoints: CheckpointFolders, progress: TrainingProgress) -> None:
+    """`save_state` into a staging folder on every rank, then rename it into place on the main process."""
+    staging = checkpoints.root / f".tmp-step_{progress.step}"
+    if accelerator.is_main_process:
+        checkpoints.staging(progress.step)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(staging))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        final = checkpoints.commit(progress.step, extra=progress.state_dict())
+        logger.info("saved %s", final)
+    accelerator.wait_for_everyone()
+
+
+def save_final_model(model: torch.nn.Module, final_dir: Path, args: TrainArguments) -> None:
+    """Write the trained model (and its image processor when available) as a `save_pretrained` folder, staged."""
+    import shutil
+    import tempfile
+
+    final_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".final-", dir=final_dir.parent))
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        try:
+            from upocr_hf.image_processing_upocr import UpocrImageProcessor
+        except ImportError:
+            pass
+        else:
+            size = model.config.image_size
+            UpocrImageProcessor(size={"height": size, "width": size}).save_pretrained(staging)
+        (staging / "training_args.json").write_text(json.dumps(asdict(args), indent=2))
+        if final_dir.exists():
+            shutil.rmtree(final_dir)
+        staging.rename(final_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    logger.info("saved the trained model to %s", final_dir)
+
+
+def main(argv: list[str] | None = None) -> None:
+    train(parse_args(sys.argv[1:] if argv is None else argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,287 @@
+"""Building blocks of the paper's training recipe (spec §4), used by the repository's `train.py`.
+
+Kept in the package (not in the script) so they can be tested and reused: the learning-rate schedule, the
+optimizer's parameter groups, model initialisation, task datasets, and crash-safe checkpoint folders.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .configuration_upocr import UpocrConfig
+from .modeling_upocr import UpocrModel
+from .tasks import DEFAULT_TASKS, TAMPERED_TEXT_DETECTION, TEXT_REMOVAL, TEXT_SEGMENTATION
+
+
+@dataclass(frozen=True)
+class PaperSchedule:
+    """The paper's learning rate, held constant within blocks of `block` iterations (spec §4).
+
+    Linear warm-up from `warmup_start_lr` to `peak_lr` over the first `warmup_steps` iterations, then linear decay
+    reaching `final_lr` at `total_steps`. The rate of a block is the rate at its first iteration; the last
+    iteration's rate is exactly `final_lr`.
+    """
+
+    peak_lr: float = 5e-4
+    warmup_start_lr: float = 1e-4
+    final_lr: float = 1e-5
+    warmup_steps: int = 2_000
+    total_steps: int = 80_000
+    block: int = 200
+
+    def __post_init__(self) -> None:
+        if self.total_steps < 1 or self.block < 1 or self.warmup_steps < 0:
+            raise ValueError(f"invalid schedule: {self}")
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate of iteration `step` (0-based) for parameters whose base rate is `peak_lr`."""
+        if step >= self.total_steps - 1:
+            return self.final_lr
+        start = (step // self.block) * self.block
+        if start < self.warmup_steps:
+            return self.warmup_start_lr + (self.peak_lr - self.warmup_start_lr) * start / self.warmup_steps
+        decay_steps = max(self.total_steps - self.warmup_steps, 1)
+        return self.peak_lr - (self.peak_lr - self.final_lr) * (start - self.warmup_steps) / decay_steps
+
+    def multiplier(self, step: int) -> float:
+        """`lr_at(step) / peak_lr`: the factor `torch.optim.lr_scheduler.LambdaLR` applies to every group."""
+        return self.lr_at(step) / self.peak_lr
+
+    def scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+        """A `LambdaLR` that follows this schedule when stepped once per optimizer update."""
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, self.multiplier)
+
+
+def optimizer_param_groups(
+    model: UpocrModel, lr: float, encoder_lr_ratio: float = 0.1, weight_decay: float = 1e-4
+) -> list[dict[str, Any]]:
+    """Two AdamW groups: the encoder's parameters at `lr * encoder_lr_ratio`, everything else at `lr` (spec §4).
+
+    Weight decay applies to every parameter, as the recipe states a single AdamW weight decay.
+    """
+    encoder = [p for p in model.encoder.parameters() if p.requires_grad]
+    encoder_ids = {id(p) for p in encoder}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in encoder_ids]
+    return [
+        {"params": encoder, "lr": lr * encoder_lr_ratio, "weight_decay": weight_decay, "name": "encoder"},
+        {"params": rest, "lr": lr, "weight_decay": weight_decay, "name": "decoder"},
+    ]
+
+
+#: Named architectures for `--config`: the paper's model, the reference fixture's small model, and a tiny one.
+CONFIG_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "small": dict(
+        embed_dim=16,
+        encoder_depths=[2, 2, 2, 2],
+        encoder_num_heads=[1, 2, 4, 8],
+        decoder_depths=[2, 2, 2, 2, 2],
+        decoder_num_heads=[8, 4, 2, 1, 1],
+    ),
+    "tiny": dict(
+        embed_dim=16,
+        encoder_depths=[1, 1, 1, 2],
+        encoder_num_heads=[1, 1, 2, 2],
+        encoder_window_size=8,
+        encoder_pretrained_window_size=8,
+        decoder_depths=[2, 1, 1, 1, 1],
+        decoder_num_heads=[2, 2, 2, 1, 1],
+        decoder_window_size=8,
+        decoder_pretrained_window_size=8,
+        continuous_position_bias_hidden_size=64,
+        drop_path_rate=0.0,
+        decoder_drop_path_rate=0.0,
+    ),
+}
+
+
+def build_model(init_from: str, config: str, tasks: Sequence[str], image_size: int = 512) -> UpocrModel:
+    """The model a run starts from.
+
+    Args:
+        init_from: `"scratch"`, a `save_pretrained` folder, or an authors' checkpoint file (`.pth`/`.safetensors`,
+            converted on the fly).
+        config: for `"scratch"`, a preset name from `CONFIG_PRESETS` or a path to a `config.json`.
+        tasks: the tasks the run trains; a pretrained model must know every one of them.
+        image_size: training resolution, recorded in the config.
+    """
+    if init_from == "scratch":
+        if config in CONFIG_PRESETS:
+            model_config = UpocrConfig(**CONFIG_PRESETS[config], tasks=list(tasks), image_size=image_size)
+        elif Path(config).is_file():
+            model_config = UpocrConfig.from_json_file(config)
+            model_config.tasks = list(tasks)
+            model_config.image_size = image_size
+            model_config.validate_architecture()
+        else:
+            raise ValueError(f"--config {config!r} is neither a preset {sorted(CONFIG_PRESETS)} nor a config.json file")
+        return UpocrModel(model_config)
+    path = Path(init_from)
+    if path.is_dir():
+        model = UpocrModel.from_pretrained(path)
+    elif path.is_file():
+        from .convert_original_checkpoint import load_original_model
+
+        model = load_original_model(path)
+    else:
+        raise ValueError(f"--init_from {init_from!r}: not 'scratch', a model folder or a checkpoint file")
+    unknown = [t for t in tasks if t not in model.config.tasks]
+    if unknown:
+        raise ValueError(f"the initial model knows tasks {model.config.tasks}, not {unknown}")
+    return model
+
+
+#: Which loader reads each task's dataset folder (the real layouts of spec §5; the synthetic generator writes them).
+def _loaders() -> dict[str, Callable[..., Any]]:
+    from .data.folders import load_scut_enstext, load_tampered_ic13, load_textseg
+
+    return {TEXT_REMOVAL: load_scut_enstext, TEXT_SEGMENTATION: load_textseg, TAMPERED_TEXT_DETECTION: load_tampered_ic13}
+
+
+#: Splits the paper trains on (TextSeg: train + val) and evaluates on.
+TRAIN_SPLITS = {TEXT_REMOVAL: ["train"], TEXT_SEGMENTATION: ["train", "val"], TAMPERED_TEXT_DETECTION: ["train"]}
+TEST_SPLITS = {TEXT_REMOVAL: ["test"], TEXT_SEGMENTATION: ["test"], TAMPERED_TEXT_DETECTION: ["test"]}
+
+
+def parse_task_folders(specs: Iterable[str]) -> dict[str, Path]:
+    """Parse `TASK=DIR` arguments into `{task: folder}` in the paper's task order."""
+    folders: dict[str, Path] = {}
+    for spec in specs:
+        task, sep, folder = spec.partition("=")
+        if not sep or not folder:
+            raise ValueError(f"expected TASK=DIR, got {spec!r}")
+        if task not in _loaders():
+            raise ValueError(f"unknown task {task!r} in {spec!r}; known: {sorted(_loaders())}")
+        if task in folders:
+            raise ValueError(f"task {task!r} given twice")
+        folders[task] = Path(folder)
+    order = {t: i for i, t in enumerate(DEFAULT_TASKS)}
+    return dict(sorted(folders.items(), key=lambda item: order.get(item[0], len(order))))
+
+
+def parse_split_overrides(specs: Iterable[str]) -> dict[str, list[str]]:
+    """Parse `TASK=SPLIT[,SPLIT...]` arguments into `{task: [splits]}`."""
+    overrides = {}
+    for spec in specs:
+        task, sep, splits = spec.partition("=")
+        names = [s for s in splits.split(",") if s]
+        if not sep or not names:
+            raise ValueError(f"expected TASK=SPLIT[,SPLIT], got {spec!r}")
+        if task not in _loaders():
+            raise ValueError(f"unknown task {task!r} in {spec!r}; known: {sorted(_loaders())}")
+        overrides[task] = names
+    return overrides
+
+
+def load_task_datasets(
+    folders: Mapping[str, Path], splits: Mapping[str, Sequence[str]], **loader_kwargs: Any
+) -> dict[str, Any]:
+    """`{task: datasets.Dataset}`: the given splits of each task's folder, concatenated."""
+    from datasets import concatenate_datasets
+
+    loaders = _loaders()
+    result = {}
+    for task, folder in folders.items():
+        parts = loaders[task](folder, list(splits[task]), **loader_kwargs)
+        result[task] = concatenate_datasets([parts[s] for s in splits[task]])
+    return result
+
+
+_CHECKPOINT_NAME = re.compile(r"^step_(\d+)$")
+
+
+class CheckpointFolders:
+    """Crash-safe `save_state` folders: `ROOT/step_<N>`, written under a temporary name and renamed when complete.
+
+    A crash while saving leaves at most a `.tmp-step_<N>` folder, which is never taken for a checkpoint and is
+    removed by the next save; only the newest `keep` complete checkpoints are kept.
+    """
+
+    def __init__(self, root: str | os.PathLike, keep: int | None = 3):
+        self.root = Path(root)
+        self.keep = keep
+
+    def completed(self) -> list[Path]:
+        """Complete checkpoints, oldest first."""
+        if not self.root.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.root.iterdir() if (m := _CHECKPOINT_NAME.match(p.name))]
+        return [p for _, p in sorted(found)]
+
+    def latest(self) -> Path | None:
+        done = self.completed()
+        return done[-1] if done else None
+
+    def staging(self, step: int) -> Path:
+        """The temporary folder to hand to `accelerator.save_state` (emptied first)."""
+        path = self.root / f".tmp-step_{step}"
+        shutil.rmtree(path, ignore_errors=True)
+        return path
+
+    def commit(self, step: int, extra: Mapping[str, Any] | None = None) -> Path:
+        """Rename the staged folder into place (with `extra` as `trainer_state.json`) and prune old ones."""
+        staged, final = self.root / f".tmp-step_{step}", self.root / f"step_{step}"
+        if extra is not None:
+            (staged / "trainer_state.json").write_text(json.dumps(dict(extra), indent=2))
+        if final.exists():
+            shutil.rmtree(final)
+        staged.rename(final)
+        for stale in self.root.glob(".tmp-step_*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        if self.keep:
+            for old in self.completed()[: -self.keep]:
+                shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def resolve(self, spec: str) -> Path:
+        """`latest` or a path → the checkpoint folder to resume from (clear error if there is none)."""
+        if spec == "latest":
+            latest = self.latest()
+            if latest is None:
+                raise FileNotFoundError(f"--resume_from_checkpoint latest: no complete checkpoint under {self.root}")
+            return latest
+        path = Path(spec)
+        if not (path.is_dir() and (path / "trainer_state.json").is_file()):
+            raise FileNotFoundError(f"--resume_from_checkpoint {spec}: not a complete checkpoint folder")
+        return path
+
+
+class TrainingProgress:
+    """Counters saved with every checkpoint (registered with `accelerator.register_for_checkpointing`)."""
+
+    def __init__(self) -> None:
+        self.step = 0
+        self.skipped_nonfinite = 0
+        self.best_metric: float | None = None
+        self.best_step: int | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+
+__all__ = [
+    "CONFIG_PRESETS",
+    "CheckpointFolders",
+    "PaperSchedule",
+    "TEST_SPLITS",
+    "TRAIN_SPLITS",
+    "TrainingProgress",
+    "build_model",
+    "load_task_datasets",
+    "optimizer_param_groups",
+    "parse_split_overrides",
+    "parse_task_folders",
+]
