@@ -1,0 +1,1 @@
+"""evaluate module folder: `evaluate.load()` reads the script named like this folder."""
