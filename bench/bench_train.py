@@ -1,0 +1,99 @@
+"""Seconds per training step and peak memory of UPOCR on this machine (forward + losses + backward + AdamW step).
+
+    python bench/bench_train.py                       # tiny and paper configs, 1 image per task at 512×512
+    python bench/bench_train.py --configs tiny --batch-size-per-task 8 --size 256
+
+Each configuration runs in its own process so that the peak resident memory (ru_maxrss) is its own. Batches are
+random tensors shaped like the multi-task batches of train.py (one batch per task, concatenated); the perceptual
+loss is off (VGG-16 ImageNet weights are not available offline) unless --perceptual random.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+
+def measure(config: str, size: int, per_task: int, steps: int, perceptual: str, checkpointing: bool) -> dict:
+    import torch
+
+    from upocr_hf.losses import UpocrLoss
+    from upocr_hf.tasks import DEFAULT_TASKS
+    from upocr_hf.training import build_model, optimizer_param_groups
+
+    torch.manual_seed(0)
+    model = build_model("scratch", config, DEFAULT_TASKS, size).train()
+    if checkpointing:
+        model.activation_checkpointing_enable()
+    loss_fn = UpocrLoss(DEFAULT_TASKS, perceptual=perceptual)
+    optimizer = torch.optim.AdamW(optimizer_param_groups(model, 5e-4), lr=5e-4)
+    batch_size = per_task * len(DEFAULT_TASKS)
+    pixel_values = torch.rand(batch_size, 3, size, size)
+    labels = torch.rand(batch_size, 3, size, size)
+    text_mask = (torch.rand(batch_size, 1, size, size) > 0.8).float()
+    ignore_mask = torch.rand(batch_size, 1, size, size) > 0.95
+    task_ids = torch.arange(len(DEFAULT_TASKS)).repeat_interleave(per_task)
+    times = []
+    for _ in range(steps + 1):  # the first step warms up and is not timed
+        start = time.perf_counter()
+        outputs = model(pixel_values, task=task_ids)
+        loss = loss_fn(outputs.multi_scale_predictions, pixel_values, labels, text_mask, ignore_mask, task_ids).loss
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
+        optimizer.step()
+        times.append(time.perf_counter() - start)
+    return {
+        "config": config,
+        "parameters": model.num_parameters(),
+        "image_size": size,
+        "images_per_step": batch_size,
+        "gradient_checkpointing": checkpointing,
+        "seconds_per_step": sum(times[1:]) / steps,
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", nargs="+", default=["tiny", "paper"])
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--batch-size-per-task", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--perceptual", default="off", choices=["off", "random"])
+    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        result = measure(
+            args.configs[0], args.size, args.batch_size_per_task, args.steps, args.perceptual, args.gradient_checkpointing
+        )
+        print(json.dumps(result))
+        return
+    results = []
+    for config in args.configs:
+        command = [
+            sys.executable, __file__, "--child", "--configs", config, "--size", str(args.size),
+            "--batch-size-per-task", str(args.batch_size_per_task), "--steps", str(args.steps),
+            "--perceptual", args.perceptual,
+        ] + (["--gradient-checkpointing"] if args.gradient_checkpointing else [])  # fmt: skip
+        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        results.append(json.loads(output.strip().splitlines()[-1]))
+        print(json.dumps(results[-1]))
+    if len(results) > 1:
+        base = results[0]
+        for other in results[1:]:
+            print(
+                f"{other['config']} / {base['config']}: "
+                f"{other['seconds_per_step'] / base['seconds_per_step']:.1f}× time per step, "
+                f"{other['peak_rss_gib'] / base['peak_rss_gib']:.1f}× peak memory"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""Synthetic generator: deterministic, masks agree with images, real layouts that the real loaders read."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from upocr_hf.data.folders import DatasetFolderError, tampered_boxes_to_target
+from upocr_hf.data.synthetic import (
+    ALL_TASKS,
+    LAYOUT_DIRS,
+    SyntheticConfig,
+    available_fonts,
+    available_photos,
+    generate_folders,
+    load_synthetic_folders,
+    main,
+    render_sample,
+)
+from upocr_hf.tasks import (
+    TAMPER_CLASS_RGB,
+    TAMPERED_TEXT_DETECTION,
+    TEXT_REMOVAL,
+    TEXT_SEGMENTATION,
+)
+
+SIZE = (128, 96)
+
+
+@pytest.fixture(scope="module")
+def cfg() -> SyntheticConfig:
+    return replace(SyntheticConfig(size=SIZE), font_size_range=(0.08, 0.2)).resolved()
+
+
+@pytest.fixture(scope="module")
+def samples(cfg: SyntheticConfig) -> list:
+    return [render_sample(i, 3, cfg) for i in range(12)]
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_resources_are_local() -> None:
+    fonts = available_fonts()
+    assert any("DejaVuSans.ttf" in f for f in fonts)
+    assert len(fonts) >= 10
+    photos = available_photos()
+    assert photos and all(Path(p).is_file() for p in photos)  # straight from the skimage wheel
+
+
+def test_deterministic_for_a_seed(cfg: SyntheticConfig, samples: list) -> None:
+    again = render_sample(5, 3, cfg)
+    ref = samples[5]
+    for field in ("image", "background", "text_mask", "stroke_label", "tampered"):
+        np.testing.assert_array_equal(getattr(again, field), getattr(ref, field))
+    assert again.tamper_boxes == ref.tamper_boxes and again.name == ref.name
+    other = render_sample(5, 4, cfg)
+    assert not np.array_equal(other.image, ref.image)
+
+
+def test_removal_pairs_agree(samples: list) -> None:
+    text_fraction = []
+    for s in samples:
+        assert s.image.shape == (SIZE[1], SIZE[0], 3) and s.image.dtype == np.uint8
+        assert s.background.shape == s.image.shape and s.text_mask.shape == s.image.shape[:2]
+        outside = ~s.text_mask
+        # non-text pixels are byte-identical between the text image and the text-free background
+        np.testing.assert_array_equal(s.image[outside], s.background[outside])
+        # glyph pixels differ from the background
+        glyph = s.stroke_label == 100
+        assert (s.image[glyph] != s.background[glyph]).any(-1).all()
+        text_fraction.append(s.text_mask.mean())
+    assert max(text_fraction) > 0.01 and np.mean(text_fraction) < 0.6  # text present, not everywhere
+
+
+def test_stroke_labels_agree(samples: list) -> None:
+    for s in samples:
+        assert set(np.unique(s.stroke_label).tolist()) <= {0, 100, 200, 255}
+        changed = (s.image != s.background).any(-1)
+        # labels mark only pixels the text changed, and every glyph pixel lies inside the removal mask
+        assert not (s.stroke_label[~changed] > 0).any()
+        assert s.text_mask[s.stroke_label == 100].all()
+    assert any((s.stroke_label == 100).sum() > 20 for s in samples)
+
+
+def test_tampered_regions_are_where_the_image_changed(samples: list) -> None:
+    saw_tampered = saw_real = False
+    for s in samples:
+        h, w = s.image.shape[:2]
+        target = tampered_boxes_to_target(w, h, s.tamper_boxes)
+        blue = (target == TAMPER_CLASS_RGB[2]).all(-1)
+        diff = (s.tampered != s.image).any(-1)
+        text = (s.tampered != s.background).any(-1)
+        # every changed pixel is tampered text; each tampered box holds changed pixels and is the tight box
+        # of changed pixels and forged text
+        assert blue[diff].all()
+        for b in s.tamper_boxes:
+            inside = np.zeros_like(diff)
+            inside[b.y1 : b.y2 + 1, b.x1 : b.x2 + 1] = True
+            if b.label == 2:
+                assert (diff & inside).any()
+                ys, xs = np.nonzero((diff | text) & inside)
+                assert (xs.min(), ys.min(), xs.max(), ys.max()) == (b.x1, b.y1, b.x2, b.y2)
+                saw_tampered = True
+            else:
+                saw_real = True
+                # a real box holds text that is in the forged image
+                assert ((s.tampered != s.background).any(-1) & inside).any()
+        # outside every box, the forged image is the background
+        boxed = ~(target == TAMPER_CLASS_RGB[0]).all(-1)
+        np.testing.assert_array_equal(s.tampered[~boxed], s.background[~boxed])
+        replaced = [w for w in s.words if w["replacement"]]
+        assert bool(replaced) == any(b.label == 2 for b in s.tamper_boxes) or not diff.any()
+    assert saw_tampered and saw_real
+
+
+def test_folders_identical_for_any_worker_count(tmp_path: Path, cfg: SyntheticConfig) -> None:
+    small = replace(cfg, size=(64, 48))
+    generate_folders(tmp_path / "one", 6, size=(64, 48), seed=1, num_workers=1, config=small)
+    generate_folders(tmp_path / "two", 6, size=(64, 48), seed=1, num_workers=2, config=small)
+    one, two = _digest(tmp_path / "one"), _digest(tmp_path / "two")
+    assert one == two and len(one) == 6 * 7 + 1  # 3 removal + 2 segmentation + 2 tampered files, split.json
+
+
+def test_real_loaders_read_the_synthetic_layouts(tmp_path: Path, cfg: SyntheticConfig) -> None:
+    roots = generate_folders(tmp_path / "syn", 4, size=SIZE, seed=3, config=cfg)
+    assert {t: r.name for t, r in roots.items()} == LAYOUT_DIRS
+    split = json.loads((roots[TEXT_SEGMENTATION] / "split.json").read_text())
+    assert split == {"train": [f"syn3_{i:07d}" for i in range(4)]}
+    data = load_synthetic_folders(tmp_path / "syn", cache_dir=str(tmp_path / "cache"))
+    assert set(data) == set(ALL_TASKS) and all(len(ds) == 4 for ds in data.values())
+    ref = render_sample(2, 3, cfg)
+    rem, seg, tam = data[TEXT_REMOVAL][2], data[TEXT_SEGMENTATION][2], data[TAMPERED_TEXT_DETECTION][2]
+    np.testing.assert_array_equal(np.asarray(rem["image"]), ref.image)
+    np.testing.assert_array_equal(np.asarray(rem["target"]), ref.background)
+    np.testing.assert_array_equal(np.asarray(rem["mask"]) > 0, ref.text_mask)
+    seg_target = np.asarray(seg["target"])
+    np.testing.assert_array_equal((seg_target == 255).all(-1), ref.stroke_label == 100)
+    np.testing.assert_array_equal((seg_target == 128).all(-1), ref.stroke_label == 255)
+    np.testing.assert_array_equal(np.asarray(tam["image"]), ref.tampered)
+    np.testing.assert_array_equal(np.asarray(tam["target"]), tampered_boxes_to_target(*SIZE, ref.tamper_boxes))
+    # a second run with another seed extends the same folders
+    generate_folders(tmp_path / "syn", 2, size=SIZE, seed=4, tasks=[TEXT_SEGMENTATION], config=cfg)
+    assert len(json.loads((roots[TEXT_SEGMENTATION] / "split.json").read_text())["train"]) == 6
+
+
+def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cli"
+    code = main(["--num", "2", "--size", "64", "--out", str(out), "--seed", "9", "--tasks", "removal,tampered",
+                 "--save-to-disk", str(tmp_path / "hf"), "--no-photos"])
+    assert code == 0
+    assert "wrote 2 samples" in capsys.readouterr().out
+    assert not (out / LAYOUT_DIRS[TEXT_SEGMENTATION]).exists()
+    img = Image.open(out / "SCUT-EnsText" / "train" / "image" / "syn9_0000001.png")
+    assert img.size == (64, 64)
+    from datasets import load_from_disk
+
+    saved = load_from_disk(str(tmp_path / "hf" / TAMPERED_TEXT_DETECTION))
+    assert len(saved["train"]) == 2 and saved["train"][0]["task"] == TAMPERED_TEXT_DETECTION
+    with pytest.raises(SystemExit):
+        main(["--num", "1", "--out", str(out), "--tasks", "ocr"])
+
+
+def test_generated_folder_errors_are_caught(tmp_path: Path, cfg: SyntheticConfig) -> None:
+    generate_folders(tmp_path / "syn", 2, size=(64, 48), seed=0, tasks=[TAMPERED_TEXT_DETECTION],
+                     config=replace(cfg, size=(64, 48)))
+    gt = tmp_path / "syn" / "Tampered-IC13" / "train_gt" / "syn0_0000001.txt"
+    gt.write_text(gt.read_text() + "oops\n")
+    with pytest.raises(DatasetFolderError, match=r"syn0_0000001\.txt, line \d+: expected 5"):
+        load_synthetic_folders(tmp_path / "syn", [TAMPERED_TEXT_DETECTION])

@@ -1,0 +1,110 @@
+"""Training data for UPOCR as Hugging Face datasets.
+
+* :mod:`.folders` -- loaders for the local folders of SCUT-EnsText (text removal), TextSeg (text
+  segmentation) and Tampered-IC13 (tampered text detection), producing the §1 targets, with validation;
+* :mod:`.synthetic` -- a synthetic generator for all three tasks that writes the same folder layouts
+  (``python -m upocr_hf.data.synthetic --num N --size S --out DIR --seed K``);
+* :mod:`.augment` -- the §4 per-task augmentation (torchvision v2, image and labels jointly) as a
+  ``set_transform`` callable, and the collate function;
+* :mod:`.multitask` -- the §4 multi-task batching: one batch per task per step, endless, sharded per rank,
+  resumable.
+
+Uniform sample schema (every loader, every task)::
+
+    image   datasets.Image()   input photo
+    target  datasets.Image()   §1 target: text-free photo (removal); white strokes on black, 128-gray
+                               ignore (segmentation); red background / green real / blue tampered text,
+                               128-gray ignore (tampered text detection)
+    mask    datasets.Image()   removal text-region mask, 8-bit, 255 on text (None for other tasks)
+    task    string             task id from upocr_hf.tasks
+    name    string             sample name (file stem)
+
+After :class:`UpocrAugment` and :func:`upocr_collate` (or :class:`MultiTaskDataLoader`) a batch is::
+
+    pixel_values (B, 3, S, S) float32 in [0, 1]     labels     (B, 3, S, S) float32 in [0, 1]
+    text_mask    (B, 1, S, S) float32 in {0, 1}     ignore_mask (B, 1, S, S) bool (True = ignored)
+    task_ids     (B,) int64 (index in the task order, default DEFAULT_TASKS)
+    tasks        list[str]                          names      list[str]
+
+Example::
+
+    from upocr_hf.data import load_scut_enstext, load_textseg, load_tampered_ic13, UpocrAugment, MultiTaskDataLoader
+    from datasets import concatenate_datasets
+
+    train = {
+        "text-removal": load_scut_enstext("data/SCUT-EnsText", ["train"])["train"],
+        "text-segmentation": concatenate_datasets(list(load_textseg("data/TextSeg", ["train", "val"]).values())),
+        "tampered-text-detection": load_tampered_ic13("data/Tampered-IC13", ["train"])["train"],
+    }
+    for ds in train.values():
+        ds.set_transform(UpocrAugment(512, tasks=model.config.tasks))
+    loader = MultiTaskDataLoader.from_accelerator(accelerator, train, batch_size=8, num_workers=4)
+    accelerator.register_for_checkpointing(loader)
+    for step, batch in zip(range(80_000), loader):
+        ...
+"""
+
+from .augment import (
+    TASK_AUGMENTATIONS,
+    AugmentationConfig,
+    RandomSideCrop,
+    UpocrAugment,
+    build_task_transform,
+    ignore_mask_from_target,
+    upocr_collate,
+)
+from .folders import (
+    SAMPLE_FEATURES,
+    DatasetFolderError,
+    LoadReport,
+    TamperBox,
+    load_scut_enstext,
+    load_tampered_ic13,
+    load_textseg,
+    parse_tampered_ic13_gt,
+    removal_mask_from_file,
+    tampered_boxes_to_target,
+    textseg_label_to_target,
+)
+from .multitask import MultiTaskDataLoader, ShardedEpochBatchSampler
+
+# The generator is imported on first use, so that ``python -m upocr_hf.data.synthetic`` does not find its own
+# module already imported by this package (runpy warns about that).
+_SYNTHETIC_EXPORTS = ("SyntheticConfig", "SyntheticSample", "generate_folders", "load_synthetic_folders", "render_sample")
+
+
+def __getattr__(name: str) -> object:
+    if name in _SYNTHETIC_EXPORTS:
+        from . import synthetic
+
+        return getattr(synthetic, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "SAMPLE_FEATURES",
+    "TASK_AUGMENTATIONS",
+    "AugmentationConfig",
+    "DatasetFolderError",
+    "LoadReport",
+    "MultiTaskDataLoader",
+    "RandomSideCrop",
+    "ShardedEpochBatchSampler",
+    "SyntheticConfig",
+    "SyntheticSample",
+    "TamperBox",
+    "UpocrAugment",
+    "build_task_transform",
+    "generate_folders",
+    "ignore_mask_from_target",
+    "load_scut_enstext",
+    "load_synthetic_folders",
+    "load_tampered_ic13",
+    "load_textseg",
+    "parse_tampered_ic13_gt",
+    "removal_mask_from_file",
+    "render_sample",
+    "tampered_boxes_to_target",
+    "textseg_label_to_target",
+    "upocr_collate",
+]

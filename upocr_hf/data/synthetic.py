@@ -1,0 +1,946 @@
+"""Synthetic training data for all three UPOCR tasks, written in the real datasets' folder layouts.
+
+One *render* gives every task its sample:
+
+* **text removal**: the text image, the text-free background (byte-identical to the text image outside the
+  text mask) and the text-region mask (each word's transformed ink quad, united with every pixel where the
+  text image differs from the background);
+* **text segmentation**: a TextSeg label -- 100 on glyph pixels (fill alpha >= 0.5), 200 on word effects
+  (outline/shadow, counted as background), 255 (ignore) on the anti-aliased glyph rim (0 < alpha < 0.5)
+  when ``ignore_soft_edges``; every 100 pixel differs from the background;
+* **tampered text detection**: a forged copy in which some words are erased (put back to the background)
+  and re-rendered as different words in the original style (same font, size, effects, geometry, start
+  position; optionally a slight colour/size mismatch, as a forger would leave), with Tampered-IC13 boxes:
+  a *real* box (label 1) is the tight axis-aligned box of the pixels an untouched word changes; a *tampered*
+  box (label 2) is the tight box of the pixels where the forged image differs from the original render for
+  that word together with all of the new word's ink (a letter shared by old and new word is part of the
+  forged word). Tampered boxes are written after real ones, so they win where boxes overlap (the loader fills
+  boxes in file order) and every changed pixel is blue in the target -- the same box filling as the real
+  Tampered-IC13 conversion.
+
+Rendering: words from a built-in vocabulary plus numbers, prices, dates and codes, in the DejaVu fonts
+(``/usr/share/fonts/truetype/dejavu``) and any Latin fonts that installed packages ship (e.g. gradio's KaTeX
+fonts; per-font character coverage is checked, so a font is only given words it can draw); sizes 3-14 % of
+the image height; solid colours contrasting with the local background; outlines and soft shadows; blocks of
+one to three lines, rotated (+-30 deg) and perspective-warped as a whole. Backgrounds: procedural gradients,
+fractal noise textures, stripes and flat colours with grain, and photographs from scikit-image's bundled
+sample images (read straight from the package directory; nothing is downloaded).
+
+Determinism: sample ``i`` of seed ``k`` depends only on ``(k, i)``, the config and the font/photo lists
+(which the parent resolves once and hands to workers), so output is identical for any number of workers.
+Fonts differ between machines: pin ``SyntheticConfig.font_paths`` (``--fonts``) to reproduce elsewhere.
+
+Layouts written under ``out``::
+
+    out/SCUT-EnsText/train/{image,label,mask}/NAME.png   (mask: black text regions on white, as the release)
+    out/TextSeg/{image/NAME.png, semantic_label/NAME_maskfg.png, split.json}
+    out/Tampered-IC13/{train_img/NAME.png, train_gt/NAME.txt}
+
+so :mod:`upocr_hf.data.folders` loads them like the real sets. CLI::
+
+    python -m upocr_hf.data.synthetic --num N --size S --out DIR --seed K [--tasks ...] [--workers W]
+        [--save-to-disk HF_DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import json
+import math
+import multiprocessing as mp
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+from ..tasks import TAMPERED_TEXT_DETECTION, TEXT_REMOVAL, TEXT_SEGMENTATION
+from .folders import TEXTSEG_IGNORE, TEXTSEG_TEXT, TEXTSEG_WORD_EFFECT, TamperBox
+
+__all__ = [
+    "ALL_TASKS",
+    "LAYOUT_DIRS",
+    "SyntheticConfig",
+    "SyntheticSample",
+    "available_fonts",
+    "available_photos",
+    "generate_folders",
+    "iter_samples",
+    "load_synthetic_folders",
+    "main",
+    "render_sample",
+]
+
+ALL_TASKS: tuple[str, ...] = (TEXT_REMOVAL, TEXT_SEGMENTATION, TAMPERED_TEXT_DETECTION)
+#: Folder (under ``out``) of each task's layout.
+LAYOUT_DIRS: dict[str, str] = {
+    TEXT_REMOVAL: "SCUT-EnsText",
+    TEXT_SEGMENTATION: "TextSeg",
+    TAMPERED_TEXT_DETECTION: "Tampered-IC13",
+}
+
+DEJAVU_DIR = "/usr/share/fonts/truetype/dejavu"
+#: Packages searched for shipped fonts (only installed ones are looked at).
+FONT_PACKAGES: tuple[str, ...] = ("gradio", "matplotlib", "reportlab", "cv2", "pygame", "kivy", "docutils")
+#: scikit-image sample photos bundled in its wheel that contain no text (read from disk, never via pooch).
+SKIMAGE_PHOTOS: tuple[str, ...] = (
+    "astronaut.png", "brick.png", "camera.png", "chelsea.png", "coffee.png", "coins.png", "color.png",
+    "grass.png", "gravel.png", "hubble_deep_field.jpg", "ihc.png", "moon.png", "motorcycle_left.png",
+    "motorcycle_right.png", "retina.jpg", "rocket.jpg", "cell.png", "chessboard_RGB.png",
+)
+
+_REQUIRED_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_CANDIDATE_CHARS = _REQUIRED_CHARS + "abcdefghijklmnopqrstuvwxyz0123456789$%&-.,:!?'/()#@+"
+
+_VOCABULARY = (
+    "the open sale exit road hotel coffee market station city park bank street store police taxi bus stop "
+    "welcome entrance parking cafe bakery pizza burger fresh daily news office center north south east west "
+    "free menu dinner lunch breakfast garden river bridge museum library school church house home love time "
+    "world life water fire light night day sun moon star king queen green blue red black white gold silver "
+    "new old big small fast slow hot cold high low left right up down push pull no yes only one way ahead "
+    "danger warning caution private public service open24 shop mall cinema theatre music rock jazz club bar "
+    "beer wine tea juice milk bread cake fruit fish meat rice noodle soup hair salon beauty spa hospital "
+    "pharmacy doctor dental clinic airport train metro platform gate ticket information toilet room floor "
+    "level sign board notice limited edition special offer discount price best quality brand original "
+    "happy birthday summer winter spring autumn festival party holiday travel tour guide map view point "
+    "sports football tennis golf run walk bike car auto motor repair wash fuel oil gas electric power phone "
+    "mobile digital online web email call now today tomorrow hello thanks please welcome smile photo studio "
+    "design art gallery print copy book paper pen post mail delivery express cargo box package"
+).split()
+
+
+# --------------------------------------------------------------------------------------------------------
+# Configuration and resources
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """How samples look. ``size`` is ``(width, height)``; ``font_paths``/``photo_paths`` ``None`` = discover."""
+
+    size: tuple[int, int] = (512, 512)
+    min_blocks: int = 1
+    max_blocks: int = 4
+    max_lines: int = 3
+    max_words_per_line: int = 4
+    font_size_range: tuple[float, float] = (0.03, 0.14)  # fraction of the image height
+    rotate_prob: float = 0.5
+    max_rotation: float = 30.0
+    perspective_prob: float = 0.3
+    perspective_strength: float = 0.12
+    outline_prob: float = 0.25
+    shadow_prob: float = 0.25
+    photo_prob: float = 0.5
+    tamper_word_fraction: tuple[float, float] = (0.2, 0.6)
+    no_tamper_prob: float = 0.1
+    imitation_mismatch_prob: float = 0.3
+    ignore_soft_edges: bool = True
+    font_paths: tuple[str, ...] | None = None
+    photo_paths: tuple[str, ...] | None = None
+
+    def resolved(self) -> SyntheticConfig:
+        """The same config with the font and photo lists filled in (do this once, in the parent process)."""
+        fonts = self.font_paths if self.font_paths is not None else tuple(available_fonts())
+        photos = self.photo_paths if self.photo_paths is not None else tuple(available_photos())
+        if not fonts:
+            raise RuntimeError(f"no usable font found (looked in {DEJAVU_DIR} and packages {FONT_PACKAGES})")
+        return replace(self, font_paths=tuple(fonts), photo_paths=tuple(photos))
+
+
+@dataclass
+class SyntheticSample:
+    """Everything one render produces (arrays are H x W [x 3] uint8 unless said otherwise)."""
+
+    name: str
+    image: np.ndarray  # text image (removal and segmentation input)
+    background: np.ndarray  # text-free image (removal target)
+    text_mask: np.ndarray  # bool, text regions (removal)
+    stroke_label: np.ndarray  # TextSeg values 0/100/200/255
+    tampered: np.ndarray  # forged copy (tamper input)
+    tamper_boxes: list[TamperBox] = field(default_factory=list)
+    words: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _font_dirs_from_packages() -> list[Path]:
+    dirs = []
+    for pkg in FONT_PACKAGES:
+        try:
+            spec = importlib.util.find_spec(pkg)
+        except (ImportError, ValueError):
+            continue
+        if spec is not None and spec.submodule_search_locations:
+            dirs.extend(Path(p) for p in spec.submodule_search_locations)
+    return dirs
+
+
+def _glyph_key(font: ImageFont.FreeTypeFont, ch: str) -> tuple[Any, ...]:
+    mask = font.getmask(ch)
+    return (mask.size, bytes(mask))
+
+
+@lru_cache(maxsize=512)
+def font_charset(path: str) -> frozenset[str]:
+    """Characters of ``_CANDIDATE_CHARS`` that ``path`` draws as real, distinct glyphs."""
+    try:
+        font = ImageFont.truetype(path, 24)
+    except OSError:
+        return frozenset()
+    notdef = _glyph_key(font, "\ue000")
+    keys = {ch: _glyph_key(font, ch) for ch in _CANDIDATE_CHARS}
+    good = {ch for ch, k in keys.items() if k != notdef and k[0][0] > 0 and k[0][1] > 0}
+    letters = [keys[ch] for ch in _REQUIRED_CHARS if ch in good]
+    if len(set(letters)) < 20:  # glyphs missing or all alike: not a text font
+        return frozenset()
+    return frozenset(good)
+
+
+@lru_cache(maxsize=1)
+def available_fonts() -> list[str]:
+    """Usable Latin fonts on this machine: DejaVu plus fonts shipped by installed packages, de-duplicated by
+    content, sorted by path. A font must draw all capital letters."""
+    candidates: list[Path] = []
+    if os.path.isdir(DEJAVU_DIR):
+        candidates.extend(sorted(Path(DEJAVU_DIR).glob("*.ttf")))
+    for base in _font_dirs_from_packages():
+        for root, _dirs, files in os.walk(base):
+            candidates.extend(Path(root) / f for f in files if f.lower().endswith((".ttf", ".otf")))
+    seen: set[str] = set()
+    fonts: list[str] = []
+    for path in sorted(set(candidates)):
+        try:
+            digest = hashlib.sha1(path.read_bytes()).hexdigest()
+        except OSError:
+            continue
+        if digest in seen:
+            continue
+        seen.add(digest)
+        if len(font_charset(str(path))) >= len(_REQUIRED_CHARS):
+            fonts.append(str(path))
+    return fonts
+
+
+@lru_cache(maxsize=1)
+def available_photos() -> list[str]:
+    """Text-free photographs bundled inside the installed scikit-image wheel (no download)."""
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    data_dir = Path(next(iter(spec.submodule_search_locations))) / "data"
+    return [str(data_dir / n) for n in SKIMAGE_PHOTOS if (data_dir / n).is_file()]
+
+
+@lru_cache(maxsize=64)
+def _load_photo(path: str) -> np.ndarray:
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+@lru_cache(maxsize=4096)
+def _font(path: str, size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(path, size)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Backgrounds
+# --------------------------------------------------------------------------------------------------------
+
+
+def _random_colour(rng: np.random.Generator) -> np.ndarray:
+    return rng.uniform(0, 255, 3)
+
+
+def _fractal_noise(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
+    out = np.zeros((h, w), np.float32)
+    amp, total = 1.0, 0.0
+    cells = int(rng.integers(2, 6))
+    for _ in range(int(rng.integers(3, 6))):
+        grid = rng.random((cells + 1, cells + 1)).astype(np.float32)
+        layer = Image.fromarray(grid).resize((w, h), Image.Resampling.BICUBIC)
+        out += amp * np.asarray(layer)
+        total += amp
+        amp *= float(rng.uniform(0.4, 0.65))
+        cells *= 2
+    out /= total
+    lo, hi = out.min(), out.max()
+    return (out - lo) / max(hi - lo, 1e-6)
+
+
+def _procedural_background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    kind = rng.choice(["linear", "radial", "noise", "stripes", "flat"])
+    c1, c2 = _random_colour(rng), _random_colour(rng)
+    if kind == "linear":
+        angle = rng.uniform(0, 2 * math.pi)
+        t = (xx * math.cos(angle) + yy * math.sin(angle)) / (abs(w * math.cos(angle)) + abs(h * math.sin(angle)) + 1)
+        t = t - t.min()
+    elif kind == "radial":
+        cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+        t = np.hypot(xx - cx, yy - cy) / math.hypot(w, h)
+    elif kind == "noise":
+        t = _fractal_noise(rng, w, h)
+    elif kind == "stripes":
+        angle = rng.uniform(0, math.pi)
+        period = rng.uniform(8, max(w, h) / 2)
+        t = 0.5 + 0.5 * np.sin(2 * math.pi * (xx * math.cos(angle) + yy * math.sin(angle)) / period)
+        t = 0.5 + (t - 0.5) * rng.uniform(0.1, 0.6)
+    else:
+        t = np.zeros((h, w), np.float32)
+    t = np.clip(t, 0, 1)[..., None]
+    img = c1 * (1 - t) + c2 * t
+    grain = rng.uniform(0, 12)
+    if grain > 1:
+        img = img + rng.normal(0, grain, (h, w, 1)).astype(np.float32)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def _photo_background(rng: np.random.Generator, w: int, h: int, photos: Sequence[str]) -> np.ndarray:
+    photo = _load_photo(photos[int(rng.integers(len(photos)))])
+    ph, pw = photo.shape[:2]
+    scale = rng.uniform(0.35, 1.0)
+    cw, ch = max(16, int(pw * scale)), max(16, int(ph * scale))
+    aspect = w / h  # keep the output aspect
+    if cw / ch > aspect:
+        cw = max(16, int(ch * aspect))
+    else:
+        ch = max(16, int(cw / aspect))
+    x0, y0 = int(rng.integers(0, pw - cw + 1)), int(rng.integers(0, ph - ch + 1))
+    crop = Image.fromarray(photo[y0 : y0 + ch, x0 : x0 + cw]).resize((w, h), Image.Resampling.BICUBIC)
+    if rng.random() < 0.5:
+        crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    img = np.asarray(crop).astype(np.float32)
+    if rng.random() < 0.5:  # tint / brightness / contrast change
+        gain = rng.uniform(0.7, 1.3, 3)
+        img = (img - 128) * rng.uniform(0.7, 1.2) + 128
+        img = img * gain + rng.uniform(-30, 30)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def _background(rng: np.random.Generator, cfg: SyntheticConfig) -> np.ndarray:
+    w, h = cfg.size
+    if cfg.photo_paths and rng.random() < cfg.photo_prob:
+        return _photo_background(rng, w, h, cfg.photo_paths)
+    return _procedural_background(rng, w, h)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Words and geometry
+# --------------------------------------------------------------------------------------------------------
+
+
+def _random_word(rng: np.random.Generator) -> str:
+    r = rng.random()
+    if r < 0.7:
+        word = _VOCABULARY[int(rng.integers(len(_VOCABULARY)))]
+        case = rng.random()
+        return word.upper() if case < 0.35 else word.capitalize() if case < 0.7 else word
+    if r < 0.8:
+        return str(int(rng.integers(0, 10 ** int(rng.integers(1, 6)))))
+    if r < 0.87:
+        return f"${rng.integers(1, 999)}.{rng.integers(0, 100):02d}"
+    if r < 0.93:
+        return f"{rng.integers(1, 29):02d}/{rng.integers(1, 13):02d}"
+    letters = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"
+    return "".join(letters[int(i)] for i in rng.integers(0, len(letters), int(rng.integers(2, 7))))
+
+
+def _fit_word(word: str, charset: frozenset[str]) -> str | None:
+    if all(c in charset for c in word):
+        return word
+    upper = word.upper()
+    if all(c in charset for c in upper):
+        return upper
+    return None
+
+
+def _translate(tx: float, ty: float) -> np.ndarray:
+    return np.array([[1, 0, tx], [0, 1, ty], [0, 0, 1]], np.float64)
+
+
+def _homography(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """3x3 homography mapping the 4 ``src`` points onto ``dst``."""
+    a, b = [], []
+    for (x, y), (u, v) in zip(src, dst, strict=True):
+        a.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
+        a.append([0, 0, 0, x, y, 1, -v * x, -v * y])
+        b.extend([u, v])
+    h = np.linalg.solve(np.asarray(a, np.float64), np.asarray(b, np.float64))
+    return np.append(h, 1.0).reshape(3, 3)
+
+
+def _apply(hmat: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    p = np.c_[pts, np.ones(len(pts))] @ hmat.T
+    return p[:, :2] / p[:, 2:3]
+
+
+@dataclass
+class _Style:
+    font_path: str
+    font_size: int
+    fill: np.ndarray
+    effect: str  # "none" | "outline" | "shadow"
+    effect_colour: np.ndarray
+    stroke: int
+    shadow_offset: tuple[int, int]
+    shadow_blur: float
+
+
+@dataclass
+class _Word:
+    text: str
+    origin: tuple[float, float]  # anchor ("la") position in block coordinates
+    style: _Style
+    fill_alpha: np.ndarray | None = None  # float32 patch
+    effect_alpha: np.ndarray | None = None
+    patch: tuple[int, int, int, int] = (0, 0, 0, 0)  # x0, y0, x1, y1 in image coordinates
+    quad: np.ndarray | None = None  # ink quad in image coordinates
+    block: np.ndarray | None = None  # block -> image homography (kept for re-rendering a replacement)
+
+
+def _render_word(word: _Word, block_h: np.ndarray, w: int, h: int) -> None:
+    """Rasterise ``word`` (alpha of glyph fill and of its effect) and warp it into image coordinates."""
+    st = word.style
+    font = _font(st.font_path, st.font_size)
+    x0, y0, x1, y1 = font.getbbox(word.text, anchor="la", stroke_width=st.stroke)
+    pad = st.stroke + 2
+    if st.effect == "shadow":
+        pad += int(abs(st.shadow_offset[0]) + abs(st.shadow_offset[1]) + 3 * st.shadow_blur) + 2
+    cw, ch = int(x1 - x0) + 2 * pad, int(y1 - y0) + 2 * pad
+    at = (pad - x0, pad - y0)
+    fill_img = Image.new("L", (cw, ch), 0)
+    ImageDraw.Draw(fill_img).text(at, word.text, font=font, fill=255, anchor="la")
+    effect_img: Image.Image | None = None
+    if st.effect == "outline":
+        effect_img = Image.new("L", (cw, ch), 0)
+        ImageDraw.Draw(effect_img).text(at, word.text, font=font, fill=255, anchor="la", stroke_width=st.stroke,
+                                        stroke_fill=255)
+    elif st.effect == "shadow":
+        effect_img = Image.new("L", (cw, ch), 0)
+        dx, dy = st.shadow_offset
+        ImageDraw.Draw(effect_img).text((at[0] + dx, at[1] + dy), word.text, font=font, fill=255, anchor="la")
+        if st.shadow_blur > 0:
+            effect_img = effect_img.filter(ImageFilter.GaussianBlur(st.shadow_blur))
+    # canvas -> block: the canvas's (0, 0) sits at origin + (x0 - pad, y0 - pad)
+    hw = block_h @ _translate(word.origin[0] + x0 - pad, word.origin[1] + y0 - pad)
+    corners = _apply(hw, np.array([[0, 0], [cw, 0], [cw, ch], [0, ch]], np.float64))
+    px0, py0 = max(0, math.floor(corners[:, 0].min())), max(0, math.floor(corners[:, 1].min()))
+    px1, py1 = min(w, math.ceil(corners[:, 0].max())), min(h, math.ceil(corners[:, 1].max()))
+    word.patch = (px0, py0, px1, py1)
+    if px1 <= px0 or py1 <= py0:
+        word.fill_alpha = np.zeros((0, 0), np.float32)
+        word.effect_alpha = None
+        word.quad = None
+        return
+    inv = np.linalg.inv(hw) @ _translate(px0, py0)
+    inv = inv / inv[2, 2]
+    coeffs = tuple(inv.flatten()[:8])
+    size = (px1 - px0, py1 - py0)
+    warp = lambda im: np.asarray(  # noqa: E731
+        im.transform(size, Image.Transform.PERSPECTIVE, coeffs, Image.Resampling.BILINEAR), np.float32
+    ) / 255.0
+    word.fill_alpha = warp(fill_img)
+    word.effect_alpha = warp(effect_img) if effect_img is not None else None
+    ink = fill_img if effect_img is None else Image.fromarray(np.maximum(np.asarray(fill_img), np.asarray(effect_img)))
+    bbox = ink.getbbox()
+    if bbox is None:
+        word.quad = None
+    else:
+        bx0, by0, bx1, by1 = bbox
+        word.quad = _apply(hw, np.array([[bx0, by0], [bx1, by0], [bx1, by1], [bx0, by1]], np.float64))
+
+
+def _contrasting_colour(rng: np.random.Generator, bg_mean: np.ndarray) -> np.ndarray:
+    lum = float(bg_mean @ np.array([0.299, 0.587, 0.114]))
+    for _ in range(20):
+        c = rng.uniform(0, 255, 3)
+        if rng.random() < 0.5:  # often near-black or near-white text
+            c = np.full(3, rng.uniform(0, 50) if lum > 128 else rng.uniform(205, 255)) + rng.uniform(-10, 10, 3)
+            c = np.clip(c, 0, 255)
+        if abs(float(c @ np.array([0.299, 0.587, 0.114])) - lum) > 90:
+            return c
+    return np.full(3, 0.0 if lum > 128 else 255.0)
+
+
+def _layout_block(rng: np.random.Generator, cfg: SyntheticConfig, charsets: dict[str, frozenset[str]]
+                  ) -> tuple[list[_Word], float, float, _Style] | None:
+    w, h = cfg.size
+    font_path = cfg.font_paths[int(rng.integers(len(cfg.font_paths)))]
+    charset = charsets[font_path]
+    lo, hi = cfg.font_size_range
+    size = max(8, int(round(h * float(np.exp(rng.uniform(np.log(lo), np.log(hi)))))))
+    effect = "none"
+    r = rng.random()
+    if r < cfg.outline_prob:
+        effect = "outline"
+    elif r < cfg.outline_prob + cfg.shadow_prob:
+        effect = "shadow"
+    stroke = max(1, round(size * rng.uniform(0.04, 0.09))) if effect == "outline" else 0
+    off = max(1, round(size * rng.uniform(0.04, 0.1)))
+    style = _Style(
+        font_path=font_path, font_size=size, fill=np.zeros(3), effect=effect, effect_colour=np.zeros(3),
+        stroke=stroke, shadow_offset=(int(off * rng.choice([-1, 1])), off), shadow_blur=float(rng.uniform(0, 2.5)),
+    )
+    font = _font(font_path, size)
+    ascent, descent = font.getmetrics()
+    line_h = (ascent + descent + 2 * stroke) * rng.uniform(1.0, 1.35)
+    space = font.getlength(" ") * rng.uniform(1.0, 1.8) + 2 * stroke + 2
+    n_lines = int(rng.choice([1, 2, 3], p=[0.6, 0.25, 0.15]))
+    n_lines = min(n_lines, cfg.max_lines)
+    centred = rng.random() < 0.4
+    lines: list[list[tuple[str, float]]] = []
+    for _ in range(n_lines):
+        line: list[tuple[str, float]] = []
+        for _ in range(int(rng.integers(1, cfg.max_words_per_line + 1))):
+            for _attempt in range(5):
+                word = _fit_word(_random_word(rng), charset)
+                if word:
+                    break
+            if word:
+                line.append((word, font.getlength(word) + 2 * stroke))
+        if line:
+            lines.append(line)
+    if not lines:
+        return None
+    widths = [sum(wd for _, wd in line) + space * (len(line) - 1) for line in lines]
+    block_w = max(widths)
+    if block_w > 0.95 * w:
+        return None
+    words: list[_Word] = []
+    for li, (line, lw) in enumerate(zip(lines, widths, strict=True)):
+        x = (block_w - lw) / 2 if centred else 0.0
+        y = li * line_h
+        for text, wd in line:
+            words.append(_Word(text=text, origin=(x + stroke, y + stroke), style=style))
+            x += wd + space
+    block_h = (len(lines) - 1) * line_h + ascent + descent + 2 * stroke
+    return words, block_w, block_h, style
+
+
+def _block_transform(rng: np.random.Generator, cfg: SyntheticConfig, bw: float, bh: float) -> np.ndarray:
+    rect = np.array([[0, 0], [bw, 0], [bw, bh], [0, bh]], np.float64)
+    hmat = np.eye(3)
+    if rng.random() < cfg.perspective_prob:
+        jitter = rng.uniform(-cfg.perspective_strength, cfg.perspective_strength, (4, 2)) * [bw, bh]
+        jitter *= [1.0, min(1.0, 4 * bh / max(bw, 1))]  # keep wide blocks from folding vertically
+        hmat = _homography(rect, rect + jitter)
+    if rng.random() < cfg.rotate_prob:
+        theta = math.radians(rng.uniform(-cfg.max_rotation, cfg.max_rotation))
+    else:
+        theta = math.radians(rng.uniform(-3, 3))
+    c, s = math.cos(theta), math.sin(theta)
+    rot = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]], np.float64)
+    centre = _translate(bw / 2, bh / 2)
+    return centre @ rot @ np.linalg.inv(centre) @ hmat
+
+
+def _composite(base: np.ndarray, words: Sequence[_Word]) -> np.ndarray:
+    img = base.astype(np.float32)
+    for wd in words:
+        x0, y0, x1, y1 = wd.patch
+        if wd.fill_alpha is None or wd.fill_alpha.size == 0:
+            continue
+        region = img[y0:y1, x0:x1]
+        if wd.effect_alpha is not None:
+            a = wd.effect_alpha[..., None]
+            region = region * (1 - a) + wd.style.effect_colour.astype(np.float32) * a
+        a = wd.fill_alpha[..., None]
+        region = region * (1 - a) + wd.style.fill.astype(np.float32) * a
+        img[y0:y1, x0:x1] = region
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def _paint_max(canvas: np.ndarray, words: Sequence[_Word], attr: str) -> None:
+    for wd in words:
+        alpha = getattr(wd, attr)
+        if alpha is None or alpha.size == 0:
+            continue
+        x0, y0, x1, y1 = wd.patch
+        np.maximum(canvas[y0:y1, x0:x1], alpha, out=canvas[y0:y1, x0:x1])
+
+
+def _support(words: Sequence[_Word], h: int, w: int) -> np.ndarray:
+    sup = np.zeros((h, w), bool)
+    for wd in words:
+        if wd.fill_alpha is None or wd.fill_alpha.size == 0:
+            continue
+        x0, y0, x1, y1 = wd.patch
+        a = wd.fill_alpha > 0
+        if wd.effect_alpha is not None:
+            a |= wd.effect_alpha > 0
+        sup[y0:y1, x0:x1] |= a
+    return sup
+
+
+def _bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return None
+    return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
+
+
+# --------------------------------------------------------------------------------------------------------
+# One render
+# --------------------------------------------------------------------------------------------------------
+
+
+def render_sample(index: int, seed: int = 0, config: SyntheticConfig | None = None) -> SyntheticSample:
+    """Render sample ``index`` of ``seed``: a pure function of ``(seed, index, config)``."""
+    cfg = (config or SyntheticConfig())
+    if cfg.font_paths is None or cfg.photo_paths is None:
+        cfg = cfg.resolved()
+    w, h = cfg.size
+    rng = np.random.default_rng([seed, index])
+    charsets = {p: font_charset(p) for p in cfg.font_paths}
+    background = _background(rng, cfg)
+
+    # --- lay out and place text blocks without overlap
+    words: list[_Word] = []
+    taken: list[tuple[float, float, float, float]] = []
+    n_blocks = int(rng.integers(cfg.min_blocks, cfg.max_blocks + 1))
+    for _ in range(n_blocks * 3):
+        if len(taken) >= n_blocks:
+            break
+        laid = _layout_block(rng, cfg, charsets)
+        if laid is None:
+            continue
+        block_words, bw, bh, style = laid
+        local = _block_transform(rng, cfg, bw, bh)
+        pad = style.stroke + 4 + (abs(style.shadow_offset[0]) + style.shadow_offset[1] + 8 if style.effect == "shadow" else 0)
+        corners = _apply(local, np.array([[-pad, -pad], [bw + pad, -pad], [bw + pad, bh + pad], [-pad, bh + pad]]))
+        lo_xy, hi_xy = corners.min(0), corners.max(0)
+        span = hi_xy - lo_xy
+        if span[0] >= w - 2 or span[1] >= h - 2:
+            continue
+        placed = None
+        for _try in range(10):
+            tx = rng.uniform(-lo_xy[0] + 1, w - 1 - hi_xy[0])
+            ty = rng.uniform(-lo_xy[1] + 1, h - 1 - hi_xy[1])
+            box = (lo_xy[0] + tx, lo_xy[1] + ty, hi_xy[0] + tx, hi_xy[1] + ty)
+            if all(box[2] < t[0] or box[0] > t[2] or box[3] < t[1] or box[1] > t[3] for t in taken):
+                placed = (tx, ty, box)
+                break
+        if placed is None:
+            continue
+        tx, ty, box = placed
+        taken.append(box)
+        x0, y0, x1, y1 = (int(v) for v in box)
+        bg_mean = background[max(0, y0) : y1 + 1, max(0, x0) : x1 + 1].reshape(-1, 3).mean(0)
+        style.fill = _contrasting_colour(rng, bg_mean)
+        if style.effect == "outline":
+            style.effect_colour = _contrasting_colour(rng, style.fill)
+        elif style.effect == "shadow":
+            style.effect_colour = np.clip(bg_mean * rng.uniform(0.1, 0.5), 0, 255)
+        block_h = _translate(tx, ty) @ local
+        for wd in block_words:
+            _render_word(wd, block_h, w, h)
+            wd.block = block_h
+        words.extend(wd for wd in block_words if wd.fill_alpha is not None and wd.fill_alpha.size)
+
+    # --- the text image, and glyph pixels that must differ from the background
+    image = _composite(background, words)
+    fill = np.zeros((h, w), np.float32)
+    effect = np.zeros((h, w), np.float32)
+    _paint_max(fill, words, "fill_alpha")
+    _paint_max(effect, words, "effect_alpha")
+    glyph = fill >= 0.5
+    same = glyph & (image == background).all(-1)
+    if same.any():  # rare: text colour equals the background at that pixel; nudge it visibly
+        bgv = background[same].astype(np.int16)
+        image[same] = np.where(bgv > 127, bgv - 24, bgv + 24).astype(np.uint8)
+    changed = (image != background).any(-1)
+
+    # --- removal mask: ink quads of every word, plus every changed pixel
+    quad_img = Image.new("L", (w, h), 0)
+    draw = ImageDraw.Draw(quad_img)
+    for wd in words:
+        if wd.quad is not None:
+            draw.polygon([tuple(p) for p in wd.quad], fill=255)
+    text_mask = (np.asarray(quad_img) > 0) | changed
+
+    # --- segmentation label (TextSeg values)
+    stroke_label = np.zeros((h, w), np.uint8)
+    stroke_label[(effect >= 0.5) & changed] = TEXTSEG_WORD_EFFECT
+    if cfg.ignore_soft_edges:
+        stroke_label[(fill > 0) & (fill < 0.5) & changed] = TEXTSEG_IGNORE
+    stroke_label[glyph] = TEXTSEG_TEXT
+
+    # --- tampering: replace some words by other words in (nearly) the same style
+    tampered, boxes, meta = _tamper(rng, cfg, background, image, words, charsets, w, h)
+    return SyntheticSample(
+        name=f"syn{seed}_{index:07d}", image=image, background=background, text_mask=text_mask,
+        stroke_label=stroke_label, tampered=tampered, tamper_boxes=boxes, words=meta,
+    )
+
+
+def _tamper(rng: np.random.Generator, cfg: SyntheticConfig, background: np.ndarray, image: np.ndarray,
+            words: list[_Word], charsets: dict[str, frozenset[str]], w: int, h: int
+            ) -> tuple[np.ndarray, list[TamperBox], list[dict[str, Any]]]:
+    n = len(words)
+    chosen: set[int] = set()
+    if n and rng.random() >= cfg.no_tamper_prob:
+        k = max(1, int(round(n * rng.uniform(*cfg.tamper_word_fraction))))
+        chosen = {int(i) for i in rng.choice(n, size=min(k, n), replace=False)}
+    replacements: dict[int, _Word] = {}
+    for i in sorted(chosen):
+        old = words[i]
+        font = _font(old.style.font_path, old.style.font_size)
+        old_len = max(font.getlength(old.text), 1.0)
+        candidates: list[tuple[float, str]] = []
+        for _attempt in range(16):  # a forger picks a word of about the same length
+            text = _fit_word(_random_word(rng), charsets[old.style.font_path])
+            if text and text != old.text:
+                candidates.append((abs(math.log(max(font.getlength(text), 1.0) / old_len)), text))
+        close = [text for score, text in candidates if score < math.log(1.25)]  # else the word stays real
+        for text in close[:3]:
+            style = replace(old.style)
+            if rng.random() < cfg.imitation_mismatch_prob:  # an imperfect imitation
+                style.fill = np.clip(old.style.fill + rng.uniform(-12, 12, 3), 0, 255)
+                style.font_size = max(8, int(round(old.style.font_size * rng.uniform(0.94, 1.06))))
+            new = _Word(text=text, origin=old.origin, style=style)
+            _render_word(new, old.block, w, h)
+            if new.fill_alpha is not None and new.fill_alpha.size:
+                replacements[i] = new
+                break
+    forged_words = [replacements.get(i, wd) for i, wd in enumerate(words)]
+    tampered = _composite(background, forged_words)
+    glyph = np.zeros((h, w), np.float32)
+    _paint_max(glyph, forged_words, "fill_alpha")
+    same = (glyph >= 0.5) & (tampered == background).all(-1)
+    if same.any():
+        bgv = background[same].astype(np.int16)
+        tampered[same] = np.where(bgv > 127, bgv - 24, bgv + 24).astype(np.uint8)
+    # keep the nudges of untouched words identical to the text image
+    diff = (tampered != image).any(-1)
+    vs_bg = (tampered != background).any(-1)
+
+    real_boxes: list[TamperBox] = []
+    fake_boxes: list[TamperBox] = []
+    meta: list[dict[str, Any]] = []
+    for i, wd in enumerate(words):
+        if i in replacements:
+            new_ink = _support([replacements[i]], h, w) & vs_bg
+            changed = _support([wd, replacements[i]], h, w) & diff
+            if changed.any():  # the forged word: everything it changed plus all of its ink
+                bb, label = _bbox(changed | new_ink), 2
+            else:  # the new word happens to draw the same pixels: it stays real
+                bb, label = _bbox(new_ink), 1
+        else:
+            bb = _bbox(_support([wd], h, w) & vs_bg)
+            label = 1
+        meta.append({"text": wd.text, "replacement": replacements[i].text if i in replacements else None,
+                     "font": os.path.basename(wd.style.font_path), "size": wd.style.font_size,
+                     "effect": wd.style.effect})
+        if bb is not None:
+            (fake_boxes if label == 2 else real_boxes).append(TamperBox(*bb, label))
+    # changed pixels outside every replaced word's support cannot happen; guard anyway
+    return tampered, real_boxes + fake_boxes, meta
+
+
+def iter_samples(num: int, seed: int = 0, config: SyntheticConfig | None = None, start: int = 0
+                 ) -> Iterator[SyntheticSample]:
+    """Render samples ``start .. start + num - 1`` one after the other in this process."""
+    cfg = (config or SyntheticConfig()).resolved()
+    for i in range(start, start + num):
+        yield render_sample(i, seed, cfg)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Writing the folder layouts
+# --------------------------------------------------------------------------------------------------------
+
+
+def _save_png(array: np.ndarray, path: Path, compress_level: int) -> None:
+    Image.fromarray(array).save(path, format="PNG", compress_level=compress_level)
+
+
+def _prepare_dirs(out: Path, tasks: Sequence[str], split: str) -> None:
+    if TEXT_REMOVAL in tasks:
+        for sub in ("image", "label", "mask"):
+            (out / LAYOUT_DIRS[TEXT_REMOVAL] / split / sub).mkdir(parents=True, exist_ok=True)
+    if TEXT_SEGMENTATION in tasks:
+        for sub in ("image", "semantic_label"):
+            (out / LAYOUT_DIRS[TEXT_SEGMENTATION] / sub).mkdir(parents=True, exist_ok=True)
+    if TAMPERED_TEXT_DETECTION in tasks:
+        for sub in (f"{split}_img", f"{split}_gt"):
+            (out / LAYOUT_DIRS[TAMPERED_TEXT_DETECTION] / sub).mkdir(parents=True, exist_ok=True)
+
+
+def _write_sample(sample: SyntheticSample, out: Path, tasks: Sequence[str], split: str, compress: int) -> None:
+    name = sample.name
+    if TEXT_REMOVAL in tasks:
+        base = out / LAYOUT_DIRS[TEXT_REMOVAL] / split
+        _save_png(sample.image, base / "image" / f"{name}.png", compress)
+        _save_png(sample.background, base / "label" / f"{name}.png", compress)
+        # the preprocessed SCUT-EnsText convention: text regions black on white
+        _save_png(np.where(sample.text_mask, 0, 255).astype(np.uint8), base / "mask" / f"{name}.png", compress)
+    if TEXT_SEGMENTATION in tasks:
+        base = out / LAYOUT_DIRS[TEXT_SEGMENTATION]
+        _save_png(sample.image, base / "image" / f"{name}.png", compress)
+        _save_png(sample.stroke_label, base / "semantic_label" / f"{name}_maskfg.png", compress)
+    if TAMPERED_TEXT_DETECTION in tasks:
+        base = out / LAYOUT_DIRS[TAMPERED_TEXT_DETECTION]
+        _save_png(sample.tampered, base / f"{split}_img" / f"{name}.png", compress)
+        lines = [f"{b.x1},{b.y1},{b.x2},{b.y2},{b.label}" for b in sample.tamper_boxes]
+        (base / f"{split}_gt" / f"{name}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
+
+
+_WORKER_STATE: dict[str, Any] = {}
+
+
+def _worker_init(cfg: SyntheticConfig, seed: int, out: str, tasks: tuple[str, ...], split: str, compress: int) -> None:
+    _WORKER_STATE.update(cfg=cfg, seed=seed, out=Path(out), tasks=tasks, split=split, compress=compress)
+
+
+def _worker_render(index: int) -> str:
+    st = _WORKER_STATE
+    sample = render_sample(index, st["seed"], st["cfg"])
+    _write_sample(sample, st["out"], st["tasks"], st["split"], st["compress"])
+    return sample.name
+
+
+def generate_folders(out: str | os.PathLike[str], num: int, *, size: int | tuple[int, int] = 512, seed: int = 0,
+                     tasks: Sequence[str] = ALL_TASKS, num_workers: int = 1, config: SyntheticConfig | None = None,
+                     split: str = "train", start: int = 0, png_compress_level: int = 1,
+                     progress: bool = False) -> dict[str, Path]:
+    """Render ``num`` samples (indices ``start ..``) and write them into the real layouts under ``out``.
+
+    Sample names are ``syn{seed}_{index:07d}``, so runs with other seeds or index ranges can share ``out``
+    (the TextSeg ``split.json`` is merged). ``num_workers > 1`` renders in a process pool; the files are
+    identical for any worker count. Returns ``{task: layout root}``.
+    """
+    unknown = [t for t in tasks if t not in ALL_TASKS]
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; choose from {ALL_TASKS}")
+    size_wh = (size, size) if isinstance(size, int) else tuple(size)
+    cfg = replace(config or SyntheticConfig(), size=size_wh).resolved()
+    out_path = Path(out)
+    _prepare_dirs(out_path, tasks, split)
+    init_args = (cfg, seed, str(out_path), tuple(tasks), split, png_compress_level)
+    indices = range(start, start + num)
+    names: list[str] = []
+    t0 = time.perf_counter()
+    if num_workers <= 1:
+        _worker_init(*init_args)
+        for k, i in enumerate(indices):
+            names.append(_worker_render(i))
+            if progress and (k + 1) % 50 == 0:
+                print(f"{k + 1}/{num} samples, {(k + 1) / (time.perf_counter() - t0):.2f}/s", file=sys.stderr)
+    else:
+        method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+        with mp.get_context(method).Pool(num_workers, initializer=_worker_init, initargs=init_args) as pool:
+            for k, name in enumerate(pool.imap(_worker_render, indices, chunksize=4)):
+                names.append(name)
+                if progress and (k + 1) % 50 == 0:
+                    print(f"{k + 1}/{num} samples, {(k + 1) / (time.perf_counter() - t0):.2f}/s", file=sys.stderr)
+    roots = {t: out_path / LAYOUT_DIRS[t] for t in tasks}
+    if TEXT_SEGMENTATION in tasks:
+        split_file = roots[TEXT_SEGMENTATION] / "split.json"
+        split_map: dict[str, list[str]] = json.loads(split_file.read_text()) if split_file.is_file() else {}
+        merged = sorted(set(split_map.get(split, [])) | set(names))
+        split_map[split] = merged
+        split_file.write_text(json.dumps(split_map, indent=0))
+    return roots
+
+
+def load_synthetic_folders(out: str | os.PathLike[str], tasks: Sequence[str] = ALL_TASKS, split: str = "train",
+                           **loader_kwargs: Any) -> dict[str, Any]:
+    """Load what :func:`generate_folders` wrote with the real-dataset loaders: ``{task: Dataset}``."""
+    from .folders import load_scut_enstext, load_tampered_ic13, load_textseg
+
+    loaders = {TEXT_REMOVAL: load_scut_enstext, TEXT_SEGMENTATION: load_textseg,
+               TAMPERED_TEXT_DETECTION: load_tampered_ic13}
+    out_path = Path(out)
+    return {t: loaders[t](out_path / LAYOUT_DIRS[t], [split], **loader_kwargs)[split] for t in tasks}
+
+
+# --------------------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------------------
+
+
+def _parse_tasks(values: Sequence[str]) -> list[str]:
+    aliases = {"removal": TEXT_REMOVAL, "segmentation": TEXT_SEGMENTATION, "tampered": TAMPERED_TEXT_DETECTION,
+               "tamper": TAMPERED_TEXT_DETECTION}
+    tasks = []
+    for v in values:
+        for item in v.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            if item == "all":
+                tasks.extend(ALL_TASKS)
+                continue
+            task = aliases.get(item, item)
+            if task not in ALL_TASKS:
+                raise argparse.ArgumentTypeError(f"unknown task {item!r}; choose from {list(ALL_TASKS)} or {list(aliases)}")
+            tasks.append(task)
+    return list(dict.fromkeys(tasks))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m upocr_hf.data.synthetic``: render synthetic data into the real datasets' layouts."""
+    parser = argparse.ArgumentParser(prog="python -m upocr_hf.data.synthetic", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--num", type=int, required=True, help="number of samples")
+    parser.add_argument("--size", type=int, nargs="+", default=[512], help="side, or width height (default 512)")
+    parser.add_argument("--out", required=True, help="output folder (layouts go in sub-folders)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--start", type=int, default=0, help="first sample index (to extend a run)")
+    parser.add_argument("--tasks", nargs="+", default=["all"],
+                        help="tasks: all, removal, segmentation, tampered (or the task ids), comma/space separated")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes")
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--fonts", nargs="*", default=None, help="font files or folders (default: discover)")
+    parser.add_argument("--no-photos", action="store_true", help="procedural backgrounds only")
+    parser.add_argument("--png-compress", type=int, default=1, help="PNG compress level 0-9")
+    parser.add_argument("--save-to-disk", default=None,
+                        help="also load the folders and save one datasets DatasetDict per task under this folder")
+    args = parser.parse_args(argv)
+    try:
+        tasks = _parse_tasks(args.tasks)
+    except argparse.ArgumentTypeError as exc:
+        parser.error(str(exc))
+    if len(args.size) not in (1, 2):
+        parser.error("--size takes one value (square) or two (width height)")
+    size = args.size[0] if len(args.size) == 1 else (args.size[0], args.size[1])
+    cfg = SyntheticConfig()
+    if args.fonts is not None:
+        paths: list[str] = []
+        for f in args.fonts:
+            p = Path(f)
+            paths.extend(sorted(str(x) for x in p.rglob("*") if x.suffix.lower() in (".ttf", ".otf")) if p.is_dir() else [f])
+        cfg = replace(cfg, font_paths=tuple(p for p in paths if len(font_charset(p)) >= len(_REQUIRED_CHARS)))
+    if args.no_photos:
+        cfg = replace(cfg, photo_paths=())
+    t0 = time.perf_counter()
+    roots = generate_folders(args.out, args.num, size=size, seed=args.seed, tasks=tasks, num_workers=args.workers,
+                             config=cfg, split=args.split, start=args.start, png_compress_level=args.png_compress,
+                             progress=True)
+    dt = time.perf_counter() - t0
+    print(f"wrote {args.num} samples ({', '.join(tasks)}) in {dt:.1f} s ({args.num / dt:.2f}/s)")
+    for task, root in roots.items():
+        print(f"  {task}: {root}")
+    if args.save_to_disk:
+        import tempfile
+
+        from datasets import DatasetDict
+
+        # convert through a throw-away cache: save_to_disk copies the rows into its own files
+        with tempfile.TemporaryDirectory(prefix="upocr_synthetic_") as cache:
+            datasets = load_synthetic_folders(args.out, tasks, args.split, cache_dir=cache)
+            for task, ds in datasets.items():
+                target = Path(args.save_to_disk) / task
+                DatasetDict({args.split: ds}).save_to_disk(str(target))
+                print(f"  saved {task} ({len(ds)} rows) to {target}")
+            del datasets
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
