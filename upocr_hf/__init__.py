@@ -1,10 +1,12 @@
 """UPOCR for the Hugging Face ecosystem: one image-to-image model for text removal, text segmentation and
 tampered text detection, chosen by a task prompt."""
 
-from transformers import AutoConfig, AutoModel
+from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
 from .configuration_upocr import UpocrConfig
+from .image_processing_upocr import ImageLoadError, UpocrImageProcessor, load_image
 from .modeling_upocr import UpocrModel, UpocrModelOutput, UpocrPreTrainedModel
+from .pipeline_upocr import UpocrPipeline, register_pipeline
 from .tasks import DEFAULT_TASKS, TAMPERED_TEXT_DETECTION, TEXT_REMOVAL, TEXT_SEGMENTATION
 
 __version__ = "0.1.0"
@@ -14,14 +16,27 @@ AutoModel.register(UpocrConfig, UpocrModel, exist_ok=True)
 # Saved folders carry `auto_map` and these code files, so `trust_remote_code=True` works without this package.
 UpocrConfig.register_for_auto_class()
 UpocrModel.register_for_auto_class("AutoModel")
+# One processor class serves both backend names (it works on tensors; PIL images are converted on the way in).
+AutoImageProcessor.register(
+    UpocrConfig,
+    image_processor_classes={"torchvision": UpocrImageProcessor, "pil": UpocrImageProcessor},
+    exist_ok=True,
+)
+UpocrImageProcessor.register_for_auto_class("AutoImageProcessor")
+# `pipeline("upocr", model=...)`; saving the pipeline copies its code so `trust_remote_code=True` works without us.
+register_pipeline()
 
 __all__ = [
     "DEFAULT_TASKS",
+    "ImageLoadError",
     "TAMPERED_TEXT_DETECTION",
     "TEXT_REMOVAL",
     "TEXT_SEGMENTATION",
     "UpocrConfig",
+    "UpocrImageProcessor",
     "UpocrModel",
     "UpocrModelOutput",
+    "UpocrPipeline",
     "UpocrPreTrainedModel",
+    "load_image",
 ]

@@ -126,7 +126,8 @@ class UpocrSelfAttention(nn.Module):
 
     def relative_position_bias(self) -> torch.Tensor:
         """Bias of shape `(num_heads, w², w²)` added to the attention logits."""
-        table = self.continuous_position_bias_mlp(self.relative_coords_table).view(-1, self.num_heads)
+        coords = self.relative_coords_table.to(self.continuous_position_bias_mlp[0].weight.dtype)
+        table = self.continuous_position_bias_mlp(coords).view(-1, self.num_heads)
         bias = table[self.relative_position_index.view(-1)]
         tokens = self.window_size * self.window_size
         bias = bias.view(tokens, tokens, self.num_heads).permute(2, 0, 1).contiguous()

@@ -1,0 +1,278 @@
+"""UpocrPipeline end to end on a tiny random model, and the high-resolution tiling."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_config_kwargs
+from PIL import Image
+from transformers import pipeline
+
+from upocr_hf import UpocrConfig, UpocrModel, UpocrPipeline
+from upocr_hf.image_processing_upocr import ImageLoadError, UpocrImageProcessor
+from upocr_hf.pipeline_upocr import resolve_task
+from upocr_hf.tiling import tile_starts, tiled_predict
+
+
+def randomised_tiny_model(**overrides):
+    torch.manual_seed(0)
+    model = UpocrModel(UpocrConfig(**{**tiny_config_kwargs(), **overrides})).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith(("attention_norm.weight", "mlp_norm.weight")):
+                param.uniform_(0.5, 1.5)
+    return model
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-upocr")
+    randomised_tiny_model().save_pretrained(folder)
+    UpocrImageProcessor(size={"height": 64, "width": 64}).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def pipe(model_dir):
+    return pipeline("upocr", model=str(model_dir), device="cpu")
+
+
+def photo(height=50, width=90, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+# ------------------------------------------------------------------------------------------------ tiling
+
+
+@pytest.mark.parametrize("length, tile, overlap", [(10, 64, 16), (64, 64, 16), (65, 64, 16), (300, 64, 16), (513, 512, 128)])
+def test_tile_starts_cover_the_axis_with_enough_overlap(length, tile, overlap):
+    starts = tile_starts(length, tile, overlap)
+    assert starts[0] == 0
+    assert starts[-1] + min(tile, length) == length
+    for previous, current in zip(starts, starts[1:]):
+        assert previous < current and previous + tile - current >= overlap
+
+
+class ConstantModel:
+    def __init__(self, value):
+        self.value = value
+        self.calls = []
+
+    def __call__(self, pixel_values, task):
+        self.calls.append(tuple(pixel_values.shape))
+        return SimpleNamespace(prediction=torch.full_like(pixel_values, self.value))
+
+
+class IdentityModel:
+    def __call__(self, pixel_values, task):
+        return SimpleNamespace(prediction=pixel_values * 1.0)
+
+
+def test_constant_model_gives_a_constant_result_without_seams():
+    model = ConstantModel(0.6)
+    image = torch.rand(1, 3, 300, 457)
+    blended = tiled_predict(model, image, "text-removal", tile_size=64, overlap=16, batch_size=5)
+    assert blended.shape == image.shape
+    assert torch.allclose(blended, torch.full_like(blended, 0.6), atol=1e-6, rtol=0)
+    assert all(shape[2:] == (64, 64) for shape in model.calls) and max(s[0] for s in model.calls) == 5
+    # after post-processing the answer is exactly constant
+    pixels = np.asarray(UpocrImageProcessor().post_process_text_removal(blended)[0])
+    assert (pixels == 153).all()
+
+
+def test_identity_model_reconstructs_the_image():
+    """Every tile lands where it came from (positions and weights are right)."""
+    image = torch.rand(2, 3, 130, 97)
+    blended = tiled_predict(IdentityModel(), image, 0, tile_size=32, overlap=8, batch_size=3)
+    assert torch.allclose(blended, image, atol=1e-6)
+
+
+def test_one_tile_equals_the_untiled_result():
+    model = randomised_tiny_model()
+    for shape in [(64, 64), (50, 40), (64, 33)]:
+        image = torch.rand(1, 3, *shape)
+        with torch.no_grad():
+            untiled = model(image, task="text-segmentation").prediction
+            tiled = tiled_predict(model, image, "text-segmentation", tile_size=64)
+        assert torch.equal(tiled, untiled)
+
+
+def test_tiled_real_model_batch_size_does_not_matter():
+    model = randomised_tiny_model()
+    image = torch.rand(1, 3, 100, 150)
+    with torch.no_grad():
+        one = tiled_predict(model, image, "text-removal", tile_size=64, overlap=16, batch_size=1)
+        many = tiled_predict(model, image, "text-removal", tile_size=64, overlap=16, batch_size=8)
+    assert one.shape == image.shape
+    assert torch.allclose(one, many, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------------ pipeline
+
+
+def test_all_three_tasks_end_to_end(pipe, tmp_path):
+    assert isinstance(pipe, UpocrPipeline)
+    image = photo()
+    path = tmp_path / "photo.png"
+    Image.fromarray(image).save(path)
+
+    removal = pipe(str(path), task="text-removal")
+    assert removal["task"] == "text-removal" and removal["text_mask"] is None
+    assert removal["image"].mode == "RGB" and removal["image"].size == (90, 50)
+
+    segmentation = pipe(Image.fromarray(image), task="text-segmentation")
+    assert segmentation["mask"].shape == (50, 90) and segmentation["mask"].dtype == bool
+    assert segmentation["scores"].shape == (50, 90)
+    assert np.array_equal(segmentation["mask"], segmentation["scores"] > 0.4)
+    assert np.array_equal(np.asarray(segmentation["image"]) == 255, segmentation["mask"])
+
+    tamper = pipe(image, task="tampered-text-detection")
+    assert tamper["class_map"].shape == (50, 90) and set(np.unique(tamper["class_map"])) <= {0, 1, 2}
+    assert tamper["scores"].shape == (3, 50, 90)
+    assert tamper["image"].size == (90, 50)
+    colours = np.asarray(tamper["image"])
+    assert np.array_equal(colours[tamper["class_map"] == 2], np.tile([0, 0, 255], ((tamper["class_map"] == 2).sum(), 1)))
+    json.dumps(tamper["regions"])  # serialisable
+
+    # the pipeline is the processor + model + post-processing
+    processor = pipe.image_processor
+    inputs = processor(image)
+    with torch.no_grad():
+        outputs = pipe.model(inputs["pixel_values"], task="text-segmentation")
+    expected = processor.post_process_text_segmentation(outputs, inputs["original_sizes"])[0]
+    direct = pipe(image, task="text-segmentation")
+    assert np.array_equal(direct["mask"], expected["mask"].numpy())
+
+
+def test_aliases_threshold_and_unknown_task(pipe):
+    image = photo()
+    assert pipe(image, task="segment")["task"] == "text-segmentation"
+    assert pipe(image, task="detect-tampering")["task"] == "tampered-text-detection"
+    loose = pipe(image, task="segment", threshold=0.0)
+    assert loose["mask"].sum() == (loose["scores"] > 0).sum()
+    with pytest.raises(ValueError, match="Unknown task 'ocr'.*text-removal.*tampered-text-detection"):
+        pipe(image, task="ocr")
+    with pytest.raises(ValueError, match="Pass task="):
+        pipe(image)
+    with pytest.raises(ValueError, match="this model knows \\['text-removal'\\]"):
+        resolve_task("segment", ["text-removal"])
+
+
+def test_batches_match_single_images(pipe):
+    images = [photo(50, 90, seed=1), photo(64, 64, seed=2), photo(33, 70, seed=3)]
+    batched = pipe(images, task="text-segmentation", batch_size=2)
+    assert isinstance(batched, list) and len(batched) == 3
+    for image, result in zip(images, batched):
+        single = pipe(image, task="text-segmentation")
+        assert result["scores"].shape == image.shape[:2]
+        assert np.allclose(result["scores"], single["scores"], atol=1e-3)
+    tiled = pipe(images, task="tampered-text-detection", tile=True, batch_size=4)
+    assert [r["class_map"].shape for r in tiled] == [image.shape[:2] for image in images]
+
+
+def test_tile_mode_at_the_model_size_equals_resize_mode(pipe):
+    image = photo(64, 64, seed=4)
+    for task in ("text-removal", "text-segmentation", "tampered-text-detection"):
+        resized = pipe(image, task=task)
+        tiled = pipe(image, task=task, tile=True)
+        assert np.array_equal(np.asarray(resized["image"]), np.asarray(tiled["image"]))
+
+
+def test_tile_mode_keeps_native_resolution(pipe):
+    image = photo(150, 200, seed=5)
+    result = pipe(image, task="text-removal", tile=True, tile_overlap=16, batch_size=8)
+    assert result["image"].size == (200, 150)
+    # sides below the model's 32-pixel minimum are edge-padded for the model and cropped back
+    tiny = pipe(photo(10, 20, seed=6), task="text-segmentation", tile=True)
+    assert tiny["mask"].shape == (10, 20)
+    small = pipe(photo(10, 20, seed=6), task="text-segmentation")  # resize mode: resized to 64×64 and back
+    assert small["mask"].shape == (10, 20)
+
+
+@pytest.mark.parametrize("tile", [False, True])
+def test_keep_background_leaves_non_text_pixels_byte_identical(pipe, tile):
+    image = photo(80, 100, seed=6)
+    result = pipe(image, task="text-removal", keep_background=True, tile=tile, threshold=0.45, dilation=1)
+    mask = result["text_mask"]
+    output = np.asarray(result["image"])
+    assert mask.shape == (80, 100) and mask.dtype == bool
+    assert 0 < mask.sum() < mask.size  # the random model marks some pixels as text, not all
+    assert np.array_equal(output[~mask], image[~mask])
+    plain = np.asarray(pipe(image, task="text-removal", tile=tile)["image"])
+    # inside the region: the plain prediction (run in a batch with the segmentation: fp noise of ±1 level)
+    assert np.abs(output[mask].astype(int) - plain[mask].astype(int)).max() <= 1
+    # the region is the (dilated) segmentation mask of the same image
+    segmentation = pipe(image, task="text-segmentation", tile=tile, threshold=0.45)["mask"]
+    assert (mask >= segmentation).all()
+
+
+def test_keep_background_without_a_segmentation_task_uses_the_difference(tmp_path):
+    folder = tmp_path / "removal-only"
+    randomised_tiny_model(tasks=["text-removal"]).save_pretrained(folder)
+    pipe = pipeline("upocr", model=str(folder), device="cpu")  # no preprocessor_config.json: default processor
+    assert pipe.image_processor.size.height == 64
+    image = photo(40, 60, seed=7)
+    plain = np.asarray(pipe(image, task="text-removal")["image"])
+    result = pipe(image, task="text-removal", keep_background=True, dilation=0, difference_threshold=0.3)
+    changed = np.abs(plain.astype(int) - image.astype(int)).max(-1) > 0.3 * 255
+    assert np.array_equal(result["text_mask"], changed)
+    output = np.asarray(result["image"])
+    assert np.array_equal(output[~changed], image[~changed])
+    assert np.array_equal(output[changed], plain[changed])
+
+
+def test_bad_files_raise_errors_naming_them(pipe, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(ImageLoadError, match="broken.jpg"):
+        pipe(str(broken), task="text-removal")
+    with pytest.raises(ImageLoadError, match="too large"):
+        pipe(photo(), task="text-removal", max_pixels=100)
+
+
+def test_bfloat16(model_dir):
+    pipe = pipeline("upocr", model=str(model_dir), device="cpu", dtype=torch.bfloat16)
+    assert pipe.model.dtype == torch.bfloat16
+    result = pipe(photo(), task="text-segmentation")
+    assert result["mask"].shape == (50, 90) and result["scores"].dtype == np.float32
+
+
+def test_saved_pipeline_runs_without_the_package(pipe, tmp_path):
+    folder = tmp_path / "saved"
+    pipe.save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["custom_pipelines"]["upocr"]["impl"] == "pipeline_upocr.UpocrPipeline"
+    files = {p.name for p in folder.iterdir()}
+    assert {"pipeline_upocr.py", "image_processing_upocr.py", "tiling.py", "tasks.py", "modeling_upocr.py"} <= files
+    image = photo(45, 70, seed=8)
+    np.save(tmp_path / "image.npy", image)
+    expected = pipe(image, task="tampered-text-detection")
+
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["upocr_hf"] = None  # any import of the package now fails
+        import numpy as np
+        from transformers import pipeline
+        pipe = pipeline(model={str(folder)!r}, trust_remote_code=True, device="cpu")
+        assert not type(pipe).__module__.startswith("upocr_hf"), type(pipe).__module__
+        assert type(pipe.image_processor).__name__ == "UpocrImageProcessor"
+        image = np.load({str(tmp_path / "image.npy")!r})
+        result = pipe(image, task="detect-tampering")
+        np.save({str(tmp_path / "class_map.npy")!r}, result["class_map"])
+        tiled = pipe(image, task="text-removal", tile=True, keep_background=True)
+        assert tiled["image"].size == (70, 45)
+        """
+    )
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert np.array_equal(np.load(tmp_path / "class_map.npy"), expected["class_map"])

@@ -1,0 +1,253 @@
+"""`upocr`: remove text, segment text or detect tampered text in image files and folders.
+
+    upocr remove photo.jpg scans/ -o out/ --model path/to/model [--tile] [--keep-background]
+    upocr segment scans/ -o masks/ --model path/to/model --threshold 0.4
+    upocr detect-tampering docs/ -o tamper/ --model path/to/model
+
+Inputs are files or folders; folders are walked recursively and their files with image extensions are processed
+(a file named explicitly is always tried). Each input `<folder>/<sub>/<name>.<ext>` is written to
+`OUTDIR/<sub>/<name>.png` (explicit files: `OUTDIR/<name>.png`):
+
+- `remove`: the text-free RGB image;
+- `segment`: the text mask (white text on black, 8-bit gray);
+- `detect-tampering`: the class map in the task's colours (red background, green real text, blue tampered) and
+  `<name>.json` with the tampered regions (boxes with exclusive maxima) and per-class pixel counts.
+
+Outputs are written atomically (a temporary file in the same folder, then renamed). A file that cannot be read
+(not an image, truncated, empty, over `--max-pixels`) is reported with the reason and skipped; the run goes on and
+the exit status is 1 if any file failed (2 for usage errors), 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from .image_processing_upocr import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
+
+COMMANDS: dict[str, str] = {
+    "remove": "text-removal",
+    "segment": "text-segmentation",
+    "detect-tampering": "tampered-text-detection",
+}
+
+
+def _image_extensions() -> set[str]:
+    Image.init()
+    return {ext.lower() for ext in Image.registered_extensions()}
+
+
+@dataclass
+class Job:
+    """One input file and where its result goes (`output` without extension)."""
+
+    source: Path
+    output: Path
+
+
+@dataclass
+class Summary:
+    done: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def collect_jobs(inputs: Sequence[str | os.PathLike], output_dir: Path) -> tuple[list[Job], list[tuple[Path, str]]]:
+    """Expand files and folders into jobs; returns the jobs and the inputs that do not exist."""
+    extensions = _image_extensions()
+    jobs: list[Job] = []
+    missing: list[tuple[Path, str]] = []
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(files):
+                    file = Path(root) / name
+                    if name.startswith(".") or file.suffix.lower() not in extensions:
+                        continue
+                    relative = file.relative_to(path)
+                    jobs.append(Job(file, output_dir / relative.parent / relative.stem))
+        elif path.exists():
+            jobs.append(Job(path, output_dir / path.stem))
+        else:
+            missing.append((path, "no such file or folder"))
+    # two inputs with the same stem in one folder (a.jpg, a.png) must not overwrite each other
+    seen: dict[Path, int] = {}
+    for job in jobs:
+        if job.output in seen:
+            job.output = job.output.with_name(f"{job.output.name}_{job.source.suffix.lstrip('.').lower()}")
+        seen[job.output] = 1
+    return jobs, missing
+
+
+def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
+    """Write `path` through `write(file_object)` into a temporary file in the same folder, then rename it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, mode) as file:
+            write(file)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def write_result(job: Job, result: dict[str, Any]) -> list[Path]:
+    """Write one pipeline result next to `job.output`; returns the files written."""
+    image_path = job.output.with_name(job.output.name + ".png")
+    atomic_write(image_path, lambda file: result["image"].save(file, format="PNG"))
+    written = [image_path]
+    if result["task"] == "tampered-text-detection":
+        class_map = result["class_map"]
+        report = {
+            "source": str(job.source),
+            "height": int(class_map.shape[0]),
+            "width": int(class_map.shape[1]),
+            "pixels_per_class": {
+                "background": int((class_map == 0).sum()),
+                "real text": int((class_map == 1).sum()),
+                "tampered text": int((class_map == 2).sum()),
+            },
+            "tampered_regions": result["regions"],
+        }
+        json_path = job.output.with_name(job.output.name + ".json")
+        atomic_write(json_path, lambda file: json.dump(report, file, indent=2), mode="w")
+        written.append(json_path)
+    return written
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="upocr", description="UPOCR: text removal, text segmentation and tampered text detection."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{remove,segment,detect-tampering}")
+    for name, task in COMMANDS.items():
+        sub = commands.add_parser(name, help=f"{task} of images and folders")
+        sub.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (walked recursively)")
+        sub.add_argument("-o", "--output-dir", required=True, type=Path, help="folder for the results")
+        sub.add_argument("--model", default=None, help="model folder (save_pretrained layout)")
+        sub.add_argument("--tile", action="store_true", help="high-resolution mode: overlapping native-size tiles")
+        sub.add_argument("--tile-overlap", type=int, default=None, help="tile overlap in pixels (default tile/4)")
+        sub.add_argument("--batch-size", type=int, default=1, help="images (or tiles with --tile) per model call")
+        sub.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+        sub.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="inference precision")
+        sub.add_argument(
+            "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images (decompression bombs)"
+        )
+        sub.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+        if name == "remove":
+            sub.add_argument(
+                "--keep-background",
+                action="store_true",
+                help="only replace pixels in the detected text region; all others stay byte-identical",
+            )
+        if name in ("remove", "segment"):
+            sub.add_argument("--threshold", type=float, default=None, help="text mask threshold (default 0.4)")
+        sub.set_defaults(task=task)
+    return parser
+
+
+def _default_model() -> str | None:
+    import upocr_hf
+
+    return getattr(upocr_hf, "DEFAULT_MODEL", None)
+
+
+def _load_pipeline(args: argparse.Namespace) -> Any:
+    import torch
+    from transformers import pipeline
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
+    return pipeline("upocr", model=str(args.model), device=device, dtype=dtype)
+
+
+def _run_batch(pipe: Any, batch: list[tuple[Job, Image.Image]], options: dict[str, Any], summary: Summary) -> None:
+    """Run one batch; if the batch call fails, retry its images one by one so each failure names its file."""
+    try:
+        results = pipe([image for _, image in batch], **options)
+    except Exception as error:  # noqa: BLE001 - reported per file, the run goes on
+        if len(batch) > 1:
+            for item in batch:
+                _run_batch(pipe, [item], options, summary)
+        else:
+            reason = error.reason if isinstance(error, ImageLoadError) else f"{type(error).__name__}: {error}"
+            summary.failed.append((batch[0][0].source, reason))
+        return
+    for (job, _), result in zip(batch, results):
+        try:
+            write_result(job, result)
+        except OSError as error:
+            summary.failed.append((job.source, f"cannot write output: {error}"))
+        else:
+            summary.done.append(job.source)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `upocr` console script; returns the exit status (0 ok, 1 some files failed, 2 usage)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.model is None:
+        args.model = _default_model()
+        if args.model is None:
+            parser.error("--model is required (no default model is shipped with this version)")
+    if args.batch_size < 1:
+        parser.error("--batch-size must be ≥ 1")
+    jobs, missing = collect_jobs(args.inputs, args.output_dir)
+    summary = Summary(failed=list(missing))
+    try:
+        pipe = _load_pipeline(args)
+    except Exception as error:  # noqa: BLE001 - any loading problem ends the run with a clear message
+        print(f"upocr: error: cannot load the model from {args.model}: {error}", file=sys.stderr)
+        return 2
+
+    options: dict[str, Any] = {"task": args.task, "tile": args.tile, "max_pixels": args.max_pixels}
+    if args.tile:
+        options["batch_size"] = args.batch_size
+    if args.tile_overlap is not None:
+        options["tile_overlap"] = args.tile_overlap
+    if getattr(args, "keep_background", False):
+        options["keep_background"] = True
+    if getattr(args, "threshold", None) is not None:
+        options["threshold"] = args.threshold
+    if not args.tile:
+        options["batch_size"] = args.batch_size
+
+    from tqdm.auto import tqdm
+
+    progress = tqdm(total=len(jobs), unit="image", disable=args.quiet or not jobs, file=sys.stderr)
+    step = 1 if args.tile else args.batch_size
+    batch: list[tuple[Job, Image.Image]] = []
+    for index, job in enumerate(jobs):
+        try:
+            batch.append((job, load_image(job.source, max_pixels=args.max_pixels)))
+        except ImageLoadError as error:
+            summary.failed.append((job.source, error.reason))
+            progress.update(1)
+        if batch and (len(batch) >= step or index == len(jobs) - 1):
+            _run_batch(pipe, batch, options, summary)
+            progress.update(len(batch))
+            batch = []
+    progress.close()
+
+    if not jobs and not missing:
+        print("upocr: no image files found in the inputs", file=sys.stderr)
+    print(f"upocr {args.command}: {len(summary.done)} written to {args.output_dir}, {len(summary.failed)} failed")
+    for source, reason in summary.failed:
+        print(f"  failed: {source}: {reason}", file=sys.stderr)
+    return 1 if summary.failed or not jobs else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,333 @@
+"""`UpocrPipeline`: any image → a text-free image, a text mask or a tamper map, in one call.
+
+transformers 5 removed the built-in "image-to-image" task, so UPOCR brings its own pipeline task, `"upocr"`,
+registered with `PIPELINE_REGISTRY` when `upocr_hf` is imported:
+
+>>> from transformers import pipeline
+>>> pipe = pipeline("upocr", model="path/to/model")                     # in-process, with upocr_hf imported
+>>> pipe("photo.jpg", task="text-removal")["image"]                     # PIL RGB image, original size
+>>> pipe(["a.png", "b.png"], task="text-segmentation", batch_size=2)    # list of results
+
+`pipe.save_pretrained(folder)` writes this code next to the model, so `pipeline(model=folder,
+trust_remote_code=True)` works where `upocr_hf` is not installed.
+
+Call options: `task` (a name from `model.config.tasks`, or an alias: "remove", "segment", "detect-tampering"),
+`tile` (high-resolution mode, see `tiling.py`), `tile_size`, `tile_overlap`, `keep_background` (text removal
+only: pixels outside the text region stay byte-identical to the input), `threshold` (segmentation and the
+keep-background mask), `dilation`, `difference_threshold`, `min_region_area`, `max_pixels`; `batch_size` (images
+per model call in resize mode, tiles per model call in tile mode). Device and dtype are the standard pipeline
+arguments (`pipeline(..., device="cuda", dtype=torch.bfloat16)`).
+
+Results (one dict per image, all at the image's original size after EXIF orientation):
+- `text-removal`: `{"task", "image": PIL RGB, "text_mask": bool (H, W) ndarray or None}` — `text_mask` is the
+  region that was allowed to change when `keep_background=True`;
+- `text-segmentation`: `{"task", "mask": bool (H, W), "scores": float32 (H, W), "image": PIL "L" (255 = text)}`;
+- `tampered-text-detection`: `{"task", "class_map": uint8 (H, W) with 0 background / 1 real / 2 tampered,
+  "scores": float32 (3, H, W), "regions": [{"box": [x0, y0, x1, y1], "area", "score"}], "image": PIL RGB in the
+  task's colours}`.
+
+Keep-background rule (text removal): the text region is the model's own text-segmentation mask of the same image
+(same resize/tile mode, channel mean `> threshold`) when the model knows that task; otherwise the pixels whose
+8-bit prediction differs from the input by more than `difference_threshold` (default 0.1, i.e. 25.5/255) in some
+channel. The region is dilated (square) by `dilation` pixels (default: 3 px per 512 px of the longer side, at
+least 3) to cover stroke borders and effects; pixels outside it are copied from the input byte for byte (the input
+as the processor reads it: 8-bit RGB, transparency composited on white).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import Pipeline
+
+from .image_processing_upocr import (
+    UpocrImageProcessor,
+    compose_keep_background,
+    default_dilation,
+    difference_mask,
+    dilate_mask,
+    to_uint8_rgb,
+)
+from .tasks import (
+    SEGMENTATION_THRESHOLD,
+    TAMPER_CLASS_RGB,
+    TAMPERED_TEXT_DETECTION,
+    TEXT_REMOVAL,
+    TEXT_SEGMENTATION,
+)
+from .tiling import tiled_predict
+
+#: Name of the pipeline task registered with transformers' `PIPELINE_REGISTRY`.
+PIPELINE_TASK = "upocr"
+#: Short names accepted for the tasks (the CLI's sub-commands among them).
+TASK_ALIASES: dict[str, str] = {
+    "remove": TEXT_REMOVAL,
+    "removal": TEXT_REMOVAL,
+    "segment": TEXT_SEGMENTATION,
+    "segmentation": TEXT_SEGMENTATION,
+    "detect-tampering": TAMPERED_TEXT_DETECTION,
+    "tamper": TAMPERED_TEXT_DETECTION,
+    "tampering": TAMPERED_TEXT_DETECTION,
+}
+
+
+def resolve_task(task: str | None, known: Sequence[str]) -> str:
+    """A task name or alias → the model's task name; `ValueError` listing the known tasks otherwise."""
+    known = list(known)
+    if task is None:
+        raise ValueError(f"Pass task=...; this model knows {known}")
+    name = TASK_ALIASES.get(task, task) if isinstance(task, str) else task
+    if name not in known:
+        aliases = sorted(alias for alias, target in TASK_ALIASES.items() if target in known)
+        raise ValueError(f"Unknown task {task!r}; this model knows {known} (aliases: {aliases})")
+    return name
+
+
+def tamper_color_map(class_map: np.ndarray) -> Image.Image:
+    """`(H, W)` class ids → RGB PIL image in the task's colours (red background, green real, blue tampered)."""
+    palette = np.asarray(TAMPER_CLASS_RGB, dtype=np.uint8)
+    return Image.fromarray(palette[np.asarray(class_map, dtype=np.int64)], mode="RGB")
+
+
+class UpocrPipeline(Pipeline):
+    """UPOCR inference: image(s) in, the chosen task's post-processed answer out (see the module docstring)."""
+
+    _load_processor = False
+    _load_image_processor = None  # optional: a folder without preprocessor_config.json gets the default processor
+    _load_feature_extractor = False
+    _load_tokenizer = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.image_processor is None:
+            size = getattr(self.model.config, "image_size", 512)
+            self.image_processor = UpocrImageProcessor(size={"height": size, "width": size})
+        self.model.eval()
+
+    # ------------------------------------------------------------------------------------------ parameters
+
+    def _sanitize_parameters(
+        self,
+        task: str | None = None,
+        upocr_task: str | None = None,
+        tile: bool | None = None,
+        tile_size: int | None = None,
+        tile_overlap: int | None = None,
+        keep_background: bool | None = None,
+        threshold: float | None = None,
+        dilation: int | None = None,
+        difference_threshold: float | None = None,
+        min_region_area: int | None = None,
+        max_pixels: int | None | str = "unset",
+        **kwargs: Any,
+    ) -> tuple[dict, dict, dict]:
+        if kwargs:
+            raise TypeError(f"UpocrPipeline got unexpected options {sorted(kwargs)}")
+        preprocess: dict[str, Any] = {}
+        forward: dict[str, Any] = {}
+        postprocess: dict[str, Any] = {}
+        task = task if task is not None else upocr_task
+        if task is not None:
+            preprocess["task"] = resolve_task(task, self.model.config.tasks)
+        if tile is not None:
+            preprocess["tile"] = bool(tile)
+        if keep_background is not None:
+            preprocess["keep_background"] = bool(keep_background)
+        if max_pixels != "unset":
+            preprocess["max_pixels"] = max_pixels
+        if tile_size is not None:
+            forward["tile_size"] = int(tile_size)
+        if tile_overlap is not None:
+            forward["tile_overlap"] = int(tile_overlap)
+        if threshold is not None:
+            postprocess["threshold"] = float(threshold)
+        if dilation is not None:
+            postprocess["dilation"] = int(dilation)
+        if difference_threshold is not None:
+            postprocess["difference_threshold"] = float(difference_threshold)
+        if min_region_area is not None:
+            postprocess["min_region_area"] = int(min_region_area)
+        return preprocess, forward, postprocess
+
+    # ------------------------------------------------------------------------------------------ steps
+
+    def preprocess(
+        self,
+        image: Any,
+        task: str | None = None,
+        tile: bool = False,
+        keep_background: bool = False,
+        max_pixels: int | None | str = "default",
+    ) -> dict[str, Any]:
+        """One image (path, PIL, array, tensor) → `{"pixel_values": (1, 3, h, w), "meta": [per-image info]}`."""
+        task = resolve_task(task, self.model.config.tasks)
+        full = self.image_processor.convert_image(image, max_pixels=max_pixels)
+        if tile:
+            pixel_values = full[None]
+        else:
+            pixel_values = self.image_processor(full, do_resize=True, max_pixels=None)["pixel_values"]
+        keep_background = keep_background and task == TEXT_REMOVAL
+        meta = {
+            "task": task,
+            "tile": bool(tile),
+            "original_size": tuple(full.shape[-2:]),
+            "original": to_uint8_rgb(full) if keep_background else None,
+        }
+        return {"pixel_values": pixel_values, "meta": [meta]}
+
+    def _forward(
+        self, model_inputs: dict[str, Any], tile_size: int | None = None, tile_overlap: int | None = None
+    ) -> dict[str, Any]:
+        pixel_values = model_inputs["pixel_values"]
+        meta = model_inputs["meta"]
+        task = meta[0]["task"]
+        if any(item["task"] != task or item["tile"] != meta[0]["tile"] for item in meta):
+            raise ValueError("one batch must share task and mode")
+        tasks = [task]
+        if any(item["original"] is not None for item in meta) and TEXT_SEGMENTATION in self.model.config.tasks:
+            tasks.append(TEXT_SEGMENTATION)
+        x = pixel_values.to(device=self.device, dtype=self.model.dtype)
+        batch = x.shape[0]
+        if meta[0]["tile"]:
+            size = tile_size or self.image_processor.size.height or self.model.config.image_size
+            tile_batch = self._tile_batch_size
+            outputs = [
+                tiled_predict(self.model, x, name, tile_size=size, overlap=tile_overlap, batch_size=tile_batch)
+                for name in tasks
+            ]
+        else:
+            stacked = torch.cat([x] * len(tasks)) if len(tasks) > 1 else x
+            prompts = [name for name in tasks for _ in range(batch)]
+            prediction = self.model(stacked, task=prompts).prediction
+            outputs = list(prediction.split(batch))
+        return {
+            "prediction": outputs[0].float(),
+            "text_prediction": outputs[1].float() if len(outputs) > 1 else None,
+            "meta": meta,
+        }
+
+    def postprocess(
+        self,
+        model_outputs: dict[str, Any],
+        threshold: float = SEGMENTATION_THRESHOLD,
+        dilation: int | None = None,
+        difference_threshold: float = 0.1,
+        min_region_area: int = 1,
+    ) -> dict[str, Any] | list[dict[str, Any]]:
+        results = self._postprocess_batch(model_outputs, threshold, dilation, difference_threshold, min_region_area)
+        return results[0] if len(results) == 1 else results
+
+    def _postprocess_batch(
+        self,
+        model_outputs: dict[str, Any],
+        threshold: float = SEGMENTATION_THRESHOLD,
+        dilation: int | None = None,
+        difference_threshold: float = 0.1,
+        min_region_area: int = 1,
+    ) -> list[dict[str, Any]]:
+        processor = self.image_processor
+        prediction = model_outputs["prediction"]
+        meta = model_outputs["meta"]
+        sizes = [item["original_size"] for item in meta]
+        task = meta[0]["task"]
+        results: list[dict[str, Any]] = []
+        if task == TEXT_SEGMENTATION:
+            for item in processor.post_process_text_segmentation(prediction, sizes, threshold=threshold):
+                mask = item["mask"].numpy()
+                results.append(
+                    {
+                        "task": task,
+                        "mask": mask,
+                        "scores": item["scores"].numpy(),
+                        "image": Image.fromarray(mask.astype(np.uint8) * 255, mode="L"),
+                    }
+                )
+        elif task == TAMPERED_TEXT_DETECTION:
+            processed = processor.post_process_tampered_text_detection(prediction, sizes, min_region_area)
+            for item in processed:
+                class_map = item["class_map"].numpy().astype(np.uint8)
+                results.append(
+                    {
+                        "task": task,
+                        "class_map": class_map,
+                        "scores": item["scores"].numpy(),
+                        "regions": item["regions"],
+                        "image": tamper_color_map(class_map),
+                    }
+                )
+        elif task == TEXT_REMOVAL:
+            images = processor.post_process_text_removal(prediction, sizes)
+            text_prediction = model_outputs.get("text_prediction")
+            for i, (image, item) in enumerate(zip(images, meta)):
+                text_mask = None
+                if item["original"] is not None:
+                    array = np.asarray(image)
+                    if text_prediction is not None:
+                        region = processor.post_process_text_segmentation(
+                            text_prediction[i : i + 1], [item["original_size"]], threshold=threshold
+                        )[0]["mask"]
+                    else:
+                        region = torch.from_numpy(difference_mask(item["original"], array, difference_threshold))
+                    radius = default_dilation(*item["original_size"]) if dilation is None else dilation
+                    text_mask = dilate_mask(region, radius).numpy()
+                    image = Image.fromarray(compose_keep_background(item["original"], array, text_mask), mode="RGB")
+                results.append({"task": task, "image": image, "text_mask": text_mask})
+        else:  # a task this package has no reader for: return the clamped RGB prediction
+            for image in processor.post_process_text_removal(prediction, sizes):
+                results.append({"task": task, "image": image})
+        return results
+
+    # ------------------------------------------------------------------------------------------ batching
+
+    @property
+    def _tile_batch_size(self) -> int:
+        return max(1, getattr(self, "_call_batch_size", None) or self._batch_size or 4)
+
+    def __call__(self, inputs: Any, *args: Any, batch_size: int | None = None, **kwargs: Any) -> Any:
+        """Run on one image (→ one result dict) or a list/tuple of images (→ a list, in order).
+
+        In resize mode images are stacked `batch_size` at a time into one model call; in tile mode each image is
+        run on its own and `batch_size` tiles go through the model per call.
+        """
+        batch_size = batch_size or self._batch_size or 1
+        self._call_batch_size = batch_size
+        try:
+            if not isinstance(inputs, list | tuple):
+                return super().__call__(inputs, *args, **kwargs)
+            kwargs.pop("num_workers", None)
+            preprocess_params, forward_params, postprocess_params = self._sanitize_parameters(**kwargs)
+            preprocess_params = {**self._preprocess_params, **preprocess_params}
+            forward_params = {**self._forward_params, **forward_params}
+            postprocess_params = {**self._postprocess_params, **postprocess_params}
+            results: list[dict[str, Any]] = []
+            tile = preprocess_params.get("tile", False)
+            step = 1 if tile else batch_size
+            for start in range(0, len(inputs), step):
+                items = [self.preprocess(image, **preprocess_params) for image in inputs[start : start + step]]
+                model_inputs = {
+                    "pixel_values": torch.cat([item["pixel_values"] for item in items]),
+                    "meta": [meta for item in items for meta in item["meta"]],
+                }
+                model_outputs = self.forward(model_inputs, **forward_params)
+                results.extend(self._postprocess_batch(model_outputs, **postprocess_params))
+            return results
+        finally:
+            self._call_batch_size = None
+
+
+def register_pipeline() -> None:
+    """Register `UpocrPipeline` as the `"upocr"` task of transformers' `PIPELINE_REGISTRY` (idempotent)."""
+    from transformers import AutoModel
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    if PIPELINE_REGISTRY.supported_tasks.get(PIPELINE_TASK, {}).get("impl") is not UpocrPipeline:
+        PIPELINE_REGISTRY.register_pipeline(
+            PIPELINE_TASK, pipeline_class=UpocrPipeline, pt_model=AutoModel, type="image"
+        )
+
+
+__all__ = ["PIPELINE_TASK", "TASK_ALIASES", "UpocrPipeline", "register_pipeline", "resolve_task", "tamper_color_map"]

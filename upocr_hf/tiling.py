@@ -1,0 +1,120 @@
+"""High-resolution inference: run overlapping model-size tiles at native resolution and blend them seamlessly.
+
+The paper's protocol squeezes every image into 512×512 and stretches the answer back; fine text in a 4000×3000
+photo does not survive that. Here the image is instead covered by `tile_size`×`tile_size` windows that overlap by
+`overlap` pixels (default: a quarter of the tile, 128 px for 512), each window is predicted at native resolution
+(tiles are batched), and the raw RGB predictions are blended before any post-processing:
+
+- positions along each axis start at 0, step `tile_size - overlap` and the last window is aligned with the far
+  border, so every pixel is covered and consecutive windows overlap by at least `overlap` pixels;
+- each window is weighted by a separable raised-cosine (Hann) taper over its first/last `overlap` pixels on sides
+  that face another window (sides on the image border keep weight 1); the weights are strictly positive;
+- the blended value is `Σ weight·prediction / Σ weight` per pixel, so a constant prediction stays that constant (up
+  to float rounding) and there are no seams.
+
+An axis no longer than `tile_size` gets one window spanning it, so an image no larger than a tile is predicted by a
+single model call on the whole image — exactly the untiled result (the model pads non-multiples of 32 itself).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+
+def tile_starts(length: int, tile_size: int, overlap: int) -> list[int]:
+    """Start offsets of the windows covering `length` pixels (one window `[0, length)` when `length <= tile_size`)."""
+    if tile_size <= 0:
+        raise ValueError(f"tile_size must be positive, got {tile_size}")
+    if not 0 <= overlap < tile_size:
+        raise ValueError(f"overlap must be in [0, tile_size), got {overlap} for tile_size {tile_size}")
+    if length <= tile_size:
+        return [0]
+    stride = tile_size - overlap
+    count = math.ceil((length - tile_size) / stride) + 1
+    starts = [min(i * stride, length - tile_size) for i in range(count)]
+    return sorted(set(starts))
+
+
+def _axis_weights(start: int, size: int, length: int, overlap: int, dtype: torch.dtype) -> torch.Tensor:
+    """1-D blending weights of a window `[start, start + size)` on an axis of `length` pixels."""
+    weights = torch.ones(size, dtype=dtype)
+    ramp_length = min(overlap, size)
+    if ramp_length == 0:
+        return weights
+    positions = torch.arange(1, ramp_length + 1, dtype=dtype)
+    ramp = 0.5 - 0.5 * torch.cos(math.pi * positions / (ramp_length + 1))  # in (0, 1), rising
+    if start > 0:
+        weights[:ramp_length] = torch.minimum(weights[:ramp_length], ramp)
+    if start + size < length:
+        weights[size - ramp_length :] = torch.minimum(weights[size - ramp_length :], ramp.flip(0))
+    return weights
+
+
+def tiled_predict(
+    model: Callable[..., Any],
+    pixel_values: torch.Tensor,
+    task: Any,
+    tile_size: int = 512,
+    overlap: int | None = None,
+    batch_size: int = 4,
+    min_size: int = 32,
+) -> torch.Tensor:
+    """Predict a large image with overlapping tiles and blend them.
+
+    Args:
+        model: callable as `model(pixel_values, task=...)` returning an object with `.prediction` `(n, 3, h, w)`
+            (a [`UpocrModel`]).
+        pixel_values: `(B, 3, H, W)` float in [0, 1], at native resolution; images are tiled one after another.
+        task: the task of every image (a name or id, passed to the model for each tile batch).
+        tile_size: window side (the model size, 512 for the paper's model).
+        overlap: overlap between neighbouring windows; default `tile_size // 4`.
+        batch_size: tiles per model call.
+        min_size: smallest side the model accepts (32 for UPOCR); smaller images are edge-padded up to it and the
+            prediction is cropped back.
+
+    Returns:
+        `(B, 3, H, W)` float32 blended raw predictions on `pixel_values`' device (not clamped).
+    """
+    if pixel_values.ndim != 4:
+        raise ValueError(f"pixel_values must be (batch, channels, height, width), got {tuple(pixel_values.shape)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+    overlap = tile_size // 4 if overlap is None else overlap
+    batch, _, height, width = pixel_values.shape
+    if height < min_size or width < min_size:  # below the model's minimum: pad (edge values), predict, crop
+        padded = F.pad(pixel_values, (0, max(0, min_size - width), 0, max(0, min_size - height)), mode="replicate")
+        return tiled_predict(model, padded, task, tile_size, overlap, batch_size, min_size)[..., :height, :width]
+    rows, cols = tile_starts(height, tile_size, overlap), tile_starts(width, tile_size, overlap)
+    tile_height, tile_width = min(tile_size, height), min(tile_size, width)
+    windows = [(top, left) for top in rows for left in cols]
+    if len(windows) == 1:
+        return model(pixel_values, task=task).prediction.float()
+
+    device = pixel_values.device
+    weight_rows = {top: _axis_weights(top, tile_height, height, overlap, torch.float32) for top in rows}
+    weight_cols = {left: _axis_weights(left, tile_width, width, overlap, torch.float32) for left in cols}
+    results = []
+    for index in range(batch):
+        image = pixel_values[index]
+        accumulated = torch.zeros((3, height, width), dtype=torch.float32, device=device)
+        total_weight = torch.zeros((1, height, width), dtype=torch.float32, device=device)
+        for start in range(0, len(windows), batch_size):
+            chunk = windows[start : start + batch_size]
+            tiles = torch.stack(
+                [image[:, top : top + tile_height, left : left + tile_width] for top, left in chunk]
+            )
+            predictions = model(tiles, task=task).prediction.float()
+            for (top, left), prediction in zip(chunk, predictions):
+                weight = (weight_rows[top][:, None] * weight_cols[left][None, :]).to(device)
+                accumulated[:, top : top + tile_height, left : left + tile_width] += prediction * weight
+                total_weight[:, top : top + tile_height, left : left + tile_width] += weight
+        results.append(accumulated / total_weight)
+    return torch.stack(results)
+
+
+__all__ = ["tile_starts", "tiled_predict"]
