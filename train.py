@@ -24,12 +24,16 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast_object_list, set_seed
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
 from upocr_hf.data import MultiTaskDataLoader, UpocrAugment
+from upocr_hf.evaluate import evaluate_model
+from upocr_hf.image_processing_upocr import UpocrImageProcessor
 from upocr_hf.losses import PERCEPTUAL_CHOICES, UpocrLoss
+from upocr_hf.pipeline_upocr import UpocrPipeline
+from upocr_hf.tasks import TAMPERED_TEXT_DETECTION, TEXT_REMOVAL, TEXT_SEGMENTATION
 from upocr_hf.training import (
     CONFIG_PRESETS,
     TRAIN_SPLITS,
@@ -44,6 +48,9 @@ from upocr_hf.training import (
 )
 
 logger = logging.getLogger("upocr_hf.train")
+
+#: The figure of each task's validation metrics (in [0, 1], higher is better) that selects the best model.
+VALIDATION_SCORES = {TEXT_REMOVAL: "mssim", TEXT_SEGMENTATION: "fg_iou", TAMPERED_TEXT_DETECTION: "mf"}
 
 
 @dataclass
@@ -92,6 +99,12 @@ class TrainArguments:
     max_consecutive_nonfinite: int = field(
         default=5, metadata={"help": "Stop after this many non-finite losses in a row (each such step is skipped)."}
     )
+    validation_data: list[str] = field(
+        default_factory=list,
+        metadata={"help": "TASK=DIR of held-out data (its --validation_split) for periodic validation with the metrics."},
+    )
+    validation_split: str = field(default="test")
+    eval_steps: int = field(default=2_000, metadata={"help": "Validate every this many steps (and at the end)."})
     report_to: str = field(default="none", metadata={"help": "Accelerate trackers: none | all | tensorboard | wandb."})
     record_samples: bool = field(
         default=False, metadata={"help": "Append the sample names each rank trains on to OUTPUT_DIR/samples_rank<R>.jsonl."}
@@ -173,6 +186,14 @@ def train(args: TrainArguments) -> Path:
         output_dir.mkdir(parents=True, exist_ok=True)
         samples_log = open(output_dir / f"samples_rank{accelerator.process_index}.jsonl", "a")  # noqa: SIM115
 
+    validation = {}
+    if args.validation_data:
+        validation_folders = parse_task_folders(args.validation_data)
+        unknown = [t for t in validation_folders if t not in model_tasks(model)]
+        if unknown:
+            raise ValueError(f"--validation_data for task(s) {unknown} the model does not know")
+        validation = load_task_datasets(validation_folders, dict.fromkeys(validation_folders, [args.validation_split]))
+
     bar = tqdm(total=args.max_steps, initial=progress.step, disable=not accelerator.is_local_main_process)
     consecutive_nonfinite = 0
     running: dict[str, float] = {}
@@ -228,6 +249,8 @@ def train(args: TrainArguments) -> Path:
             bar.set_postfix(loss=f"{logs.get('loss', math.nan):.4f}")
             logger.info("step %d: %s", progress.step, json.dumps({k: round(v, 6) for k, v in logs.items()}))
             running.clear()
+        if validation and (progress.step % args.eval_steps == 0 or progress.step == args.max_steps):
+            validate(accelerator, model, validation, progress, args)
         if progress.step % args.checkpointing_steps == 0 or progress.step == args.max_steps:
             save_checkpoint(accelerator, checkpoints, progress)
     bar.close()
@@ -241,6 +264,52 @@ def train(args: TrainArguments) -> Path:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return final_dir
+
+
+def model_tasks(model: torch.nn.Module) -> list[str]:
+    return list(getattr(model, "module", model).config.tasks)
+
+
+def validate(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    datasets: dict,
+    progress: TrainingProgress,
+    args: TrainArguments,
+) -> None:
+    """Score the model on each validation set (main process) and keep the best model in `OUTPUT_DIR/best`.
+
+    The selection score is the mean over tasks of one figure in [0, 1] each, higher is better: MSSIM for text
+    removal, fgIoU for text segmentation, mF for tampered text detection (`VALIDATION_SCORES`).
+    """
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        size = unwrapped.config.image_size
+        pipe = UpocrPipeline(
+            model=unwrapped,
+            image_processor=UpocrImageProcessor(size={"height": size, "width": size}),
+            device=accelerator.device,
+        )
+        logs, scores = {}, []
+        for task, dataset in datasets.items():
+            figures = evaluate_model(pipe, dataset, task, batch_size=args.batch_size_per_task, progress=False)
+            for key, value in figures.items():
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    logs[f"eval/{task}/{key}"] = value
+            scores.append(figures.get(VALIDATION_SCORES[task]) or 0.0)
+        score = sum(scores) / len(scores)
+        logs["eval/score"] = score
+        accelerator.log(logs, step=progress.step)
+        logger.info("validation at step %d: score %.4f %s", progress.step, score, json.dumps(logs))
+        if progress.best_metric is None or score > progress.best_metric:
+            progress.best_metric, progress.best_step = score, progress.step
+            save_final_model(unwrapped, Path(args.output_dir) / "best", args)
+        unwrapped.train()
+    accelerator.wait_for_everyone()
+    # every rank keeps the same record of the best score (each rank saves it with its checkpoint state)
+    best = broadcast_object_list([progress.best_metric, progress.best_step], from_process=0)
+    progress.best_metric, progress.best_step = best
 
 
 def save_checkpoint(accelerator: Accelerator, checkpoints: CheckpointFolders, progress: TrainingProgress) -> None:
@@ -266,13 +335,8 @@ def save_final_model(model: torch.nn.Module, final_dir: Path, args: TrainArgumen
     staging = Path(tempfile.mkdtemp(prefix=".final-", dir=final_dir.parent))
     try:
         model.save_pretrained(staging, safe_serialization=True)
-        try:
-            from upocr_hf.image_processing_upocr import UpocrImageProcessor
-        except ImportError:
-            pass
-        else:
-            size = model.config.image_size
-            UpocrImageProcessor(size={"height": size, "width": size}).save_pretrained(staging)
+        size = model.config.image_size
+        UpocrImageProcessor(size={"height": size, "width": size}).save_pretrained(staging)
         (staging / "training_args.json").write_text(json.dumps(asdict(args), indent=2))
         if final_dir.exists():
             shutil.rmtree(final_dir)

@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 def synthetic_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic")
     generate_folders(root, 12, size=64, seed=0)
+    generate_folders(root, 3, size=64, seed=1, split="test")
     return root
 
 
@@ -167,8 +168,9 @@ def test_two_cpu_ranks_train_on_different_data(synthetic_root, tmp_path):
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
     ]  # fmt: skip
+    validation = [f"--validation_data={task}={path}" for task, path in parse_task_folders(data_args(synthetic_root)[1:4]).items()]
     result = run_train(
-        tiny_run_args(synthetic_root, output_dir, 3, ["--record_samples", "true"]),
+        tiny_run_args(synthetic_root, output_dir, 3, ["--record_samples", "true", "--eval_steps", "2", *validation]),
         env_extra={"ACCELERATE_USE_CPU": "true"},
         launcher=launcher,
     )
@@ -183,6 +185,41 @@ def test_two_cpu_ranks_train_on_different_data(synthetic_root, tmp_path):
             assert not set(step0["names"][2 * task : 2 * task + 2]) & set(step1["names"][2 * task : 2 * task + 2])
     model = UpocrModel.from_pretrained(output_dir / "final")
     assert model.config.tasks == list(DEFAULT_TASKS)
+    # periodic validation ran with the metrics at steps 2 and 3 and kept the best model
+    assert result.stderr.count("validation at step") == 2
+    state = json.loads((output_dir / "checkpoints" / "step_3" / "trainer_state.json").read_text())
+    assert state["best_step"] in (2, 3) and 0.0 <= state["best_metric"] <= 1.0
+    assert UpocrModel.from_pretrained(output_dir / "best").config.tasks == list(DEFAULT_TASKS)
+    assert (output_dir / "best" / "preprocessor_config.json").is_file()
+
+
+def test_yaml_configuration_and_initialisations(tmp_path, synthetic_root, tiny_model):
+    sys.path.insert(0, str(REPO))
+    import train as train_script
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "data:\n"
+        f"  - text-removal={synthetic_root / 'SCUT-EnsText'}\n"
+        "max_steps: 12\n"
+        "mixed_precision: bf16\n"
+    )
+    args = train_script.parse_args([str(recipe)])
+    assert args.data == [f"text-removal={synthetic_root / 'SCUT-EnsText'}"]
+    assert (args.max_steps, args.mixed_precision, args.learning_rate) == (12, "bf16", 5e-4)
+    with pytest.raises(SystemExit):
+        train_script.parse_args(["--image_size", "100", "--data", "text-removal=x"])
+
+    tiny_model.save_pretrained(tmp_path / "folder")
+    from_folder = build_model(str(tmp_path / "folder"), "paper", ["text-removal"])
+    assert torch.equal(from_folder.bottleneck.weight, tiny_model.bottleneck.weight)
+    from conftest import SHARED
+
+    original = SHARED / "reference" / "upocr_small_original_state_dict.safetensors"
+    from_original = build_model(str(original), "paper", DEFAULT_TASKS)
+    assert from_original.num_parameters() == 1_489_731
+    with pytest.raises(ValueError, match="knows tasks"):
+        build_model(str(tmp_path / "folder"), "paper", ["deblur"])
 
 
 def test_nonfinite_losses_are_skipped_then_stop_the_run(synthetic_root, tmp_path, monkeypatch):

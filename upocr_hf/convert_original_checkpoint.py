@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file
 
 from .configuration_upocr import NUM_DECODER_STAGES, NUM_ENCODER_STAGES, UpocrConfig
+from .image_processing_upocr import UpocrImageProcessor
 from .modeling_upocr import UpocrModel
 from .tasks import DEFAULT_TASKS
 
@@ -261,11 +262,7 @@ def convert_checkpoint(
 
 
 def _save_default_image_processor(model: UpocrModel, folder: Path) -> None:
-    """Save the matching image processor when the processing module is available (it is optional here)."""
-    try:
-        from .image_processing_upocr import UpocrImageProcessor
-    except ImportError:
-        return
+    """Save the image processor of the model's input size beside it."""
     size = model.config.image_size
     UpocrImageProcessor(size={"height": size, "width": size}).save_pretrained(folder)
 
