@@ -27,33 +27,11 @@ from transformers import pipeline
 
 from upocr_hf import UpocrConfig, UpocrModel
 from upocr_hf.tiling import tile_starts
+from upocr_hf.training import CONFIG_PRESETS
 
 CONFIGS: dict[str, dict] = {
-    "tiny": dict(
-        embed_dim=16,
-        encoder_depths=[2, 1, 1, 2],
-        encoder_num_heads=[1, 1, 2, 2],
-        encoder_window_size=4,
-        encoder_pretrained_window_size=4,
-        decoder_depths=[2, 1, 1, 1, 2],
-        decoder_num_heads=[2, 2, 2, 1, 1],
-        decoder_window_size=4,
-        decoder_pretrained_window_size=4,
-        continuous_position_bias_hidden_size=16,
-        image_size=64,
-    ),
-    "small-reference": dict(
-        embed_dim=16,
-        encoder_depths=[2, 2, 2, 2],
-        encoder_num_heads=[1, 2, 4, 8],
-        encoder_window_size=16,
-        encoder_pretrained_window_size=16,
-        decoder_depths=[2, 2, 2, 2, 2],
-        decoder_num_heads=[8, 4, 2, 1, 1],
-        decoder_window_size=8,
-        decoder_pretrained_window_size=8,
-        image_size=512,
-    ),
+    "tiny": {**CONFIG_PRESETS["tiny"], "image_size": 64},
+    "small-reference": {**CONFIG_PRESETS["small"], "image_size": 512},
 }
 
 

@@ -19,6 +19,18 @@ if ! .venv/bin/python -c "import torch, torchvision" >/dev/null 2>&1; then
 fi
 if [ "$want_test" = 1 ]; then
     $PIP install -q -e ".[test]"
+    # Headless browser for tests/test_browser.py: Debian's chromium package, driven by Playwright through
+    # executable_path (Playwright's own browser downloads are never used). Skipped when already installed.
+    if [ ! -x /usr/bin/chromium ]; then
+        if command -v apt-get >/dev/null 2>&1; then
+            SUDO=""
+            [ "$(id -u)" = 0 ] || SUDO="sudo"
+            $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+            $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+        else
+            echo "setup.sh: apt-get not found; install Chromium at /usr/bin/chromium to run the browser tests" >&2
+        fi
+    fi
 else
     $PIP install -q -e .
 fi

@@ -14,22 +14,10 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
 def tiny_config_kwargs() -> dict:
-    """A UPOCR small enough for fast tests that still has shifted blocks in both encoder and decoder."""
-    return dict(
-        embed_dim=16,
-        encoder_depths=[2, 1, 1, 2],
-        encoder_num_heads=[1, 1, 2, 2],
-        encoder_window_size=4,
-        encoder_pretrained_window_size=4,
-        decoder_depths=[2, 1, 1, 1, 2],
-        decoder_num_heads=[2, 2, 2, 1, 1],
-        decoder_window_size=4,
-        decoder_pretrained_window_size=4,
-        continuous_position_bias_hidden_size=16,
-        drop_path_rate=0.0,
-        decoder_drop_path_rate=0.0,
-        image_size=64,
-    )
+    """A UPOCR small enough for fast tests that still has shifted blocks in both encoder and decoder at 64 px."""
+    from upocr_hf.training import CONFIG_PRESETS
+
+    return {**CONFIG_PRESETS["tiny"], "image_size": 64}
 
 
 @pytest.fixture

@@ -90,3 +90,17 @@ def test_a_perfect_prediction_scores_perfectly(task, test_data):
         assert figures["fg_iou"] == pytest.approx(1.0) and figures["f_score"] == pytest.approx(1.0)
     else:
         assert figures["miou"] == pytest.approx(1.0) and figures["mf"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("task", list(LAYOUTS))
+def test_trivial_baseline_scores(task, test_data, tmp_path):
+    output = tmp_path / "baseline.json"
+    assert main(["--baseline", "--task", task, "--data", str(test_data / LAYOUTS[task]),
+                 "--output-json", str(output), "--no-progress"]) == 0  # fmt: skip
+    metrics = json.loads(output.read_text())["metrics"]
+    if task == TEXT_REMOVAL:  # the input itself: finite PSNR (text pixels differ), no identical pairs
+        assert metrics["num_identical"] == 0 and 5 < metrics["psnr"] < 60
+    elif task == TEXT_SEGMENTATION:
+        assert metrics["fg_iou"] == 0.0 and metrics["recall"] == 0.0
+    else:
+        assert metrics["miou"] == 0.0 and metrics["mf"] == 0.0

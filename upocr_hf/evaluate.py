@@ -2,6 +2,7 @@
 
     python -m upocr_hf.evaluate --model DIR --task text-segmentation --data data/TextSeg [--split test]
         [--save-predictions DIR] [--output-json FILE]
+    python -m upocr_hf.evaluate --baseline --task text-removal --data data/SCUT-EnsText   # the trivial baseline
 
 Protocol (spec §6): each image is resized to the model size (512×512 for the paper's model), predicted, and
 the prediction is resized back to the image's original size (bilinear) and read out as spec §1 says —
@@ -102,6 +103,21 @@ def evaluate_model(
     return figures
 
 
+class TrivialBaseline:
+    """The trivial baselines a model must beat, in the pipeline's result format: the input image unchanged for text
+    removal ("identity"), no text for segmentation and all background for tampered text ("background")."""
+
+    name = "trivial baseline"
+
+    def __call__(self, images: Sequence[Image.Image], task: str, **options: Any) -> list[dict[str, Any]]:
+        results = []
+        for image in images:
+            rgb = image.convert("RGB")
+            blank = np.zeros((rgb.height, rgb.width), dtype=np.uint8)
+            results.append({"image": rgb, "mask": blank.astype(bool), "class_map": blank})
+        return results
+
+
 def _json_ready(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _json_ready(v) for k, v in value.items()}
@@ -118,7 +134,11 @@ def _json_ready(value: Any) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="a save_pretrained UPOCR folder")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="a save_pretrained UPOCR folder")
+    source.add_argument(
+        "--baseline", action="store_true", help="score the trivial baseline instead (identity / no text / background)"
+    )
     parser.add_argument("--task", required=True, choices=list(DEFAULT_TASKS))
     parser.add_argument("--data", required=True, help="the task's dataset folder (layouts of spec §5)")
     parser.add_argument("--split", default="test")
@@ -131,22 +151,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
-    model = UpocrModel.from_pretrained(args.model).eval()
-    try:
-        processor = UpocrImageProcessor.from_pretrained(args.model)
-    except OSError:
-        size = model.config.image_size
-        processor = UpocrImageProcessor(size={"height": size, "width": size})
-    pipe = UpocrPipeline(model=model, image_processor=processor, device=args.device)
+    if args.baseline:
+        pipe, label, protocol = TrivialBaseline(), TrivialBaseline.name, "none (trivial baseline)"
+    else:
+        model = UpocrModel.from_pretrained(args.model).eval()
+        try:
+            processor = UpocrImageProcessor.from_pretrained(args.model)
+        except OSError:
+            size = model.config.image_size
+            processor = UpocrImageProcessor(size={"height": size, "width": size})
+        pipe = UpocrPipeline(model=model, image_processor=processor, device=args.device)
+        label = f"ours ({Path(args.model).name})"
+        protocol = "tiled" if args.tile else f"resize to {processor.size['height']}x{processor.size['width']}"
     dataset = load_task_datasets({args.task: Path(args.data)}, {args.task: [args.split]})[args.task]
     figures = evaluate_model(
         pipe, dataset, args.task, batch_size=args.batch_size, threshold=args.threshold,
         tile=args.tile, save_predictions=args.save_predictions, progress=not args.no_progress,
     )  # fmt: skip
-    print(format_results_table(args.task, figures, label=f"ours ({Path(args.model).name})"))
+    print(format_results_table(args.task, figures, label=label))
     record = {
-        "model": str(args.model), "task": args.task, "data": str(args.data), "split": args.split,
-        "protocol": "tiled" if args.tile else f"resize to {processor.size['height']}x{processor.size['width']}",
+        "model": "trivial baseline" if args.baseline else str(args.model), "task": args.task, "data": str(args.data),
+        "split": args.split, "protocol": protocol,
         "metrics": _json_ready(figures),
     }  # fmt: skip
     text = json.dumps(record, indent=2)
