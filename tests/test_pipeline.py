@@ -247,7 +247,7 @@ def test_saved_pipeline_runs_without_the_package(pipe, tmp_path):
     folder = tmp_path / "saved"
     pipe.save_pretrained(folder)
     config = json.loads((folder / "config.json").read_text())
-    assert config["custom_pipelines"]["upocr"]["impl"] == "pipeline_upocr.UpocrPipeline"
+    assert config["custom_pipelines"]["upocr-remote-code"]["impl"] == "pipeline_upocr.UpocrPipeline"
     files = {p.name for p in folder.iterdir()}
     assert {"pipeline_upocr.py", "image_processing_upocr.py", "tiling.py", "tasks.py", "modeling_upocr.py"} <= files
     image = photo(45, 70, seed=8)
@@ -276,3 +276,7 @@ def test_saved_pipeline_runs_without_the_package(pipe, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert np.array_equal(np.load(tmp_path / "class_map.npy"), expected["class_map"])
+    # in-process, the same Hub-ready folder loads by the registered task name, with the installed code
+    local = pipeline("upocr", model=str(folder), device="cpu")
+    assert type(local) is type(pipe)
+    assert np.array_equal(local(image, task="tampered-text-detection")["class_map"], expected["class_map"])

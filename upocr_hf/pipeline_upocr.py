@@ -36,6 +36,7 @@ as the processor reads it: 8-bit RGB, transparency composited on white).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -63,6 +64,8 @@ from .tiling import tiled_predict
 
 #: Name of the pipeline task registered with transformers' `PIPELINE_REGISTRY`.
 PIPELINE_TASK = "upocr"
+#: The task name saved in a model folder's `custom_pipelines` (see `UpocrPipeline.save_pretrained`).
+REMOTE_CODE_TASK = "upocr-remote-code"
 #: Short names accepted for the tasks (the CLI's sub-commands among them).
 TASK_ALIASES: dict[str, str] = {
     "remove": TEXT_REMOVAL,
@@ -100,6 +103,22 @@ class UpocrPipeline(Pipeline):
     _load_image_processor = None  # optional: a folder without preprocessor_config.json gets the default processor
     _load_feature_extractor = False
     _load_tokenizer = False
+    _load_video_processor = False
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
+        """Save model, processor and this code; the folder's `custom_pipelines` names the task `REMOTE_CODE_TASK`.
+
+        transformers refuses `pipeline(task, model=folder)` without `trust_remote_code` when `task` is one of the
+        folder's `custom_pipelines`, even if the task is registered in-process. Saving under a distinct name keeps
+        `pipeline("upocr", model=folder)` working with this package installed, while `pipeline(model=folder,
+        trust_remote_code=True)` (the task inferred from the folder) works without it.
+        """
+        super().save_pretrained(save_directory, **kwargs)
+        custom = dict(getattr(self.model.config, "custom_pipelines", None) or {})
+        if PIPELINE_TASK in custom:
+            custom[REMOTE_CODE_TASK] = custom.pop(PIPELINE_TASK)
+            self.model.config.custom_pipelines = custom
+            self.model.config.to_json_file(os.path.join(save_directory, "config.json"))
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -1,0 +1,185 @@
+"""The model card and the Hub folder / commit of a UPOCR checkpoint, without network."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+from huggingface_hub import HfApi, ModelCard
+
+from upocr_hf import UpocrImageProcessor
+from upocr_hf.hub import (
+    MODEL_CARD_TEMPLATE,
+    PLACEHOLDER_REPO_ID,
+    hub_operations,
+    load_evaluation_results,
+    prepare_hub_folder,
+    push_to_hub,
+    render_model_card,
+)
+
+CODE_FILES = {
+    "configuration_upocr.py",
+    "modeling_upocr.py",
+    "image_processing_upocr.py",
+    "pipeline_upocr.py",
+    "tasks.py",
+    "tiling.py",
+}
+
+SEGMENTATION_RECORD = {
+    "model": "runs/final",
+    "task": "text-segmentation",
+    "data": "data/synthetic-eval/TextSeg",
+    "split": "test",
+    "protocol": "resize to 512x512",
+    "metrics": {"fg_iou": 0.5123, "precision": 0.6, "recall": 0.7, "f_score": 0.646, "num_samples": 200},
+}
+
+
+def front_matter(text: str) -> dict:
+    assert text.startswith("---\n")
+    return yaml.safe_load(text.split("---\n")[1])
+
+
+@pytest.fixture
+def processor() -> UpocrImageProcessor:
+    return UpocrImageProcessor(size={"height": 64, "width": 64})
+
+
+class FakeHub:
+    """Stands in for the Hub API calls; records the operations of each commit while their files still exist."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch):
+        self.repos: list[str] = []
+        self.commits: list[dict] = []
+        hub = self
+
+        def create_repo(api, repo_id, **kwargs):
+            hub.repos.append(repo_id)
+            return SimpleNamespace(repo_id=repo_id)
+
+        def create_commit(api, repo_id, operations, **kwargs):
+            files = {}
+            for op in operations:
+                source = Path(op.path_or_fileobj)
+                files[op.path_in_repo] = source.read_bytes()
+            hub.commits.append({"repo_id": repo_id, "files": files, **kwargs})
+            return SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/0", oid="0")
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("unexpected network call")
+
+        monkeypatch.setattr(HfApi, "create_repo", create_repo)
+        monkeypatch.setattr(HfApi, "create_commit", create_commit)
+        monkeypatch.setattr(HfApi, "create_branch", refuse)
+        monkeypatch.setattr(HfApi, "upload_folder", refuse)
+
+
+def test_template_front_matter_and_sections():
+    text = MODEL_CARD_TEMPLATE.read_text()
+    meta = front_matter(text)
+    assert meta["library_name"] == "transformers" and meta["pipeline_tag"] == "image-to-image"
+    assert meta["license"] == "apache-2.0" and "tampered-text-detection" in meta["tags"]
+    for heading in (
+        "## Intended use",
+        "## How to use",
+        "## Training data",
+        "## Evaluation",
+        "## Limitations",
+    ):
+        assert heading in text
+    assert "@inproceedings{peng2024upocr" in text and "synthetic images" in text
+
+
+def test_render_fills_metrics_training_and_repo_id(tmp_path):
+    path = tmp_path / "eval.json"
+    path.write_text(json.dumps(SEGMENTATION_RECORD))
+    metrics = load_evaluation_results([path])
+    text = render_model_card(
+        metrics,
+        {"steps": 3000, "config": {"embed_dim": 48}, "data": "synthetic only"},
+        training_data="Synthetic images only.",
+        repo_id="someone/upocr-tiny",
+    )
+    assert "51.23" in text and "TextSeg (test split)" in text and "200 images" in text
+    assert "- **steps**: 3000" in text and "embed_dim=48" in text
+    assert "Synthetic images only." in text and "No evaluation results" not in text
+    assert "someone/upocr-tiny" in text and PLACEHOLDER_REPO_ID not in text
+    assert ModelCard(text).data.library_name == "transformers"
+
+
+def test_render_rejects_a_template_without_blocks(tmp_path):
+    template = tmp_path / "card.md"
+    template.write_text("---\nlibrary_name: transformers\n---\n# card\n")
+    assert render_model_card(template=template).startswith("---")
+    with pytest.raises(ValueError, match="metrics"):
+        render_model_card({"text-segmentation": SEGMENTATION_RECORD}, template=template)
+
+
+def test_prepare_hub_folder_is_complete(tiny_model, processor, tmp_path):
+    tiny_model.train()
+    folder = prepare_hub_folder(
+        tiny_model, processor, tmp_path / "hub", {"text-segmentation": SEGMENTATION_RECORD}
+    )
+    assert tiny_model.training  # mode restored
+    names = {p.name for p in folder.iterdir()}
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md"} <= names
+    assert CODE_FILES <= names
+    config = json.loads((folder / "config.json").read_text())
+    assert config["auto_map"]["AutoModel"] == "modeling_upocr.UpocrModel"
+    assert config["auto_map"]["AutoConfig"] == "configuration_upocr.UpocrConfig"
+    assert config["custom_pipelines"]["upocr-remote-code"]["impl"] == "pipeline_upocr.UpocrPipeline"
+    processor_config = json.loads((folder / "preprocessor_config.json").read_text())
+    assert processor_config["auto_map"]["AutoImageProcessor"] == "image_processing_upocr.UpocrImageProcessor"
+    readme = (folder / "README.md").read_text()
+    assert front_matter(readme)["library_name"] == "transformers" and "51.23" in readme
+
+
+def test_push_to_hub_sends_one_commit_with_code_weights_and_card(tiny_model, processor, monkeypatch):
+    hub = FakeHub(monkeypatch)
+    info = push_to_hub(tiny_model, processor, "someone/upocr-tiny", training={"steps": 10})
+    assert info.oid == "0" and hub.repos == ["someone/upocr-tiny"] and len(hub.commits) == 1
+    commit = hub.commits[0]
+    files = commit["files"]
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md"} <= set(files)
+    assert CODE_FILES <= set(files)
+    assert commit["commit_message"].startswith("Upload UPOCR")
+    readme = files["README.md"].decode()
+    assert front_matter(readme)["pipeline_tag"] == "image-to-image"
+    assert 'pipeline(model="someone/upocr-tiny", trust_remote_code=True)' in readme
+    assert "- **steps**: 10" in readme
+    assert (
+        json.loads(files["config.json"])["custom_pipelines"]["upocr-remote-code"]["impl"]
+        == "pipeline_upocr.UpocrPipeline"
+    )
+
+
+def test_transformers_push_to_hub_includes_the_custom_code(tiny_model, processor, monkeypatch):
+    """transformers' own `push_to_hub` (model, then processor) also sends the code files and weights."""
+    import transformers.utils.hub as transformers_hub
+
+    hub = FakeHub(monkeypatch)
+    monkeypatch.setattr(
+        transformers_hub,
+        "create_and_tag_model_card",
+        lambda repo_id, tags=None, token=None: ModelCard("---\n---\n"),
+    )
+    tiny_model.push_to_hub("someone/upocr-tiny")
+    processor.push_to_hub("someone/upocr-tiny")
+    model_files, processor_files = (set(commit["files"]) for commit in hub.commits)
+    assert {"config.json", "model.safetensors", "configuration_upocr.py", "modeling_upocr.py"} <= model_files
+    assert {"preprocessor_config.json", "image_processing_upocr.py"} <= processor_files
+    assert "auto_map" in json.loads(hub.commits[0]["files"]["config.json"])
+
+
+def test_hub_operations_skip_hidden_files(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.txt").write_text("a")
+    (tmp_path / ".cache").mkdir()
+    (tmp_path / ".cache" / "x").write_text("x")
+    (tmp_path / "b.json").write_text("{}")
+    assert [op.path_in_repo for op in hub_operations(tmp_path)] == ["b.json", "sub/a.txt"]

@@ -1,0 +1,246 @@
+"""The Gradio Space (space/app.py) served on localhost and called through gradio_client."""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_config_kwargs
+from PIL import Image
+
+from upocr_hf import UpocrConfig, UpocrImageProcessor, UpocrModel
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACE = ROOT / "space"
+
+
+def load_app() -> ModuleType:
+    """Import space/app.py as a module (the Space folder is not a package)."""
+    name = "upocr_space_app"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, SPACE / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def save_tiny_model(folder: Path, hub_ready: bool = False) -> Path:
+    """A tiny randomly initialised UPOCR (64 px) with its processor, as a save_pretrained folder.
+
+    `hub_ready`: written by `upocr_hf.hub.prepare_hub_folder` (pipeline code, `custom_pipelines`, model card).
+    """
+    torch.manual_seed(0)
+    model = UpocrModel(UpocrConfig(**tiny_config_kwargs())).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith(("attention_norm.weight", "mlp_norm.weight")):
+                param.uniform_(0.5, 1.5)
+    processor = UpocrImageProcessor(size={"height": 64, "width": 64})
+    if hub_ready:
+        from upocr_hf.hub import prepare_hub_folder
+
+        return prepare_hub_folder(model, processor, folder)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("space-model"), hub_ready=True)
+
+
+@pytest.fixture(scope="module")
+def served(tiny_model_dir) -> Iterator[tuple[str, object]]:
+    """The app on 127.0.0.1 with a tiny (Hub-ready) model folder; yields its URL and the Blocks."""
+    app = load_app()
+    demo = app.build_demo(str(tiny_model_dir))
+    _, url, _ = app.launch(
+        demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True
+    )
+    try:
+        yield url, demo
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    from gradio_client import Client
+
+    return Client(served[0], verbose=False, download_files=True)
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory) -> Path:
+    """A non-square 80×48 (width × height) RGB test image."""
+    path = tmp_path_factory.mktemp("inputs") / "photo.png"
+    array = np.random.default_rng(0).integers(0, 256, (48, 80, 3), dtype=np.uint8)
+    Image.fromarray(array).save(path)
+    return path
+
+
+def size_of(path: str | Path) -> tuple[int, int]:
+    with Image.open(path) as image:
+        return image.size
+
+
+def test_removal_returns_the_input_size(client, photo):
+    from gradio_client import handle_file
+
+    slider, download, info = client.predict(handle_file(str(photo)), False, True, api_name="/remove")
+    before, after = slider
+    assert size_of(before) == size_of(after) == size_of(download) == (80, 48)
+    assert Path(download).suffix == ".png" and "80×48" in info
+    assert np.array_equal(np.asarray(Image.open(before).convert("RGB")), np.asarray(Image.open(photo)))
+
+
+def test_segmentation_returns_the_input_size(client, photo):
+    from gradio_client import handle_file
+
+    mask, overlay, info = client.predict(handle_file(str(photo)), 0.4, False, api_name="/segment")
+    assert size_of(mask) == size_of(overlay) == (80, 48)
+    assert "text on" in info
+
+
+def test_tampering_returns_the_input_size_and_shares(client, photo):
+    from gradio_client import handle_file
+
+    annotated, class_map, shares, info = client.predict(handle_file(str(photo)), False, api_name="/detect")
+    assert size_of(class_map) == size_of(annotated["image"]) == (80, 48)
+    labels = {item["label"] for item in annotated["annotations"]}
+    assert labels == {"real text", "tampered text"}
+    assert all(size_of(item["image"]) == (80, 48) for item in annotated["annotations"])
+    assert {c["label"] for c in shares["confidences"]} in ({"real text", "tampered text"}, {"no text found"})
+    assert "tampered" in info
+
+
+def test_tiled_mode_keeps_the_size(client, photo):
+    from gradio_client import handle_file
+
+    mask, _, info = client.predict(handle_file(str(photo)), 0.4, True, api_name="/segment")
+    assert size_of(mask) == (80, 48) and "tiles" in info
+
+
+def test_bad_file_gives_a_clear_error_and_the_app_keeps_serving(client, photo, tmp_path):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    bad = tmp_path / "not-an-image.png"
+    bad.write_text("this is a text file, not a PNG\n")
+    with pytest.raises(AppError, match=r"not-an-image\.png.*not an image"):
+        client.predict(handle_file(str(bad)), False, False, api_name="/remove")
+    mask, overlay, _ = client.predict(handle_file(str(photo)), 0.4, False, api_name="/segment")
+    assert size_of(mask) == (80, 48)
+
+
+def test_queue_and_upload_limits(served, client, photo, tmp_path):
+    from gradio_client import handle_file
+
+    _, demo = served
+    assert demo._queue.max_size == 16 and demo._queue.default_concurrency_limit == 1
+    assert demo.max_file_size == 10 * 1024 * 1024
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\0" * (demo.max_file_size + 1))
+    with pytest.raises(Exception, match="maximum file size"):
+        client.predict(handle_file(str(big)), 0.4, False, api_name="/segment")
+    mask, _, _ = client.predict(handle_file(str(photo)), 0.4, False, api_name="/segment")
+    assert size_of(mask) == (80, 48)
+
+
+def test_default_model_prefers_the_environment(monkeypatch, tiny_model_dir):
+    app = load_app()
+    monkeypatch.setenv("UPOCR_MODEL", str(tiny_model_dir))
+    assert app.default_model() == str(tiny_model_dir)
+    monkeypatch.setenv("UPOCR_MODEL", "")
+    monkeypatch.setattr(app, "LOCAL_MODEL_DIR", tiny_model_dir)
+    assert app.default_model() == str(tiny_model_dir)
+
+
+def test_missing_model_is_a_clear_startup_error(monkeypatch, tmp_path):
+    import upocr_hf
+
+    app = load_app()
+    monkeypatch.delenv("UPOCR_MODEL", raising=False)
+    monkeypatch.setattr(app, "LOCAL_MODEL_DIR", tmp_path / "absent")
+    monkeypatch.setattr(upocr_hf, "DEFAULT_MODEL", str(tmp_path / "absent"), raising=False)
+    with pytest.raises(RuntimeError, match="UPOCR_MODEL"):
+        app.default_model()
+
+
+def test_space_files():
+    readme = (SPACE / "README.md").read_text()
+    front = readme.split("---")[1]
+    for key in ("sdk: gradio", "app_file: app.py", 'python_version: "3.11"', "sdk_version:"):
+        assert key in front
+    requirements = (SPACE / "requirements.txt").read_text()
+    assert "transformers" in requirements and "torch" in requirements
+    examples = sorted((SPACE / "examples").glob("*.png"))
+    assert len(examples) >= 3
+    for path in examples:
+        assert path.stat().st_size < 150_000
+        assert size_of(path) == (256, 256)
+
+
+def test_app_runs_without_the_package(tmp_path):
+    """A bare Space: upocr_hf not importable, the model folder's own code serves all three tasks."""
+    import json
+    import os
+    import subprocess
+    import textwrap
+
+    from upocr_hf.hub import prepare_hub_folder
+
+    torch.manual_seed(0)
+    model = UpocrModel(UpocrConfig(**tiny_config_kwargs())).eval()
+    folder = prepare_hub_folder(
+        model, UpocrImageProcessor(size={"height": 64, "width": 64}), tmp_path / "model"
+    )
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 72, 3), dtype=np.uint8)).save(image)
+    script = textwrap.dedent(
+        f"""
+        import importlib.util, json, sys
+        sys.modules["upocr_hf"] = None  # any import of the package now fails
+        spec = importlib.util.spec_from_file_location("space_app", {str(SPACE / "app.py")!r})
+        app = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(app)
+        demo = app.build_demo(app.default_model())
+        callbacks = demo.upocr
+        assert not type(callbacks.pipe).__module__.startswith("upocr_hf"), type(callbacks.pipe).__module__
+        upload = {{"path": {str(image)!r}, "orig_name": "photo.png"}}
+        (before, after), download, _ = callbacks.remove(upload, False, True)
+        mask, overlay, _ = callbacks.segment(upload, 0.4, False)
+        (base, annotations), class_map, shares, _ = callbacks.detect(upload, False)
+        print(json.dumps({{
+            "sizes": [after.size, mask.size, overlay.size, class_map.size, list(base.shape[1::-1])],
+            "legend": callbacks.class_names, "threshold": callbacks.threshold,
+        }}))
+        """
+    )
+    env = dict(
+        os.environ, HF_HUB_OFFLINE="1", UPOCR_MODEL=str(folder), HF_MODULES_CACHE=str(tmp_path / "modules")
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert all(tuple(size) == (72, 40) for size in report["sizes"])
+    assert report["legend"] == {"0": "background", "1": "real text", "2": "tampered text"}
+    assert report["threshold"] == 0.4

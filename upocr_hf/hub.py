@@ -1,0 +1,292 @@
+"""Model card and Hub upload of a UPOCR checkpoint: model + image processor + pipeline code + README in one folder.
+
+>>> from upocr_hf.hub import prepare_hub_folder, push_to_hub
+>>> prepare_hub_folder(model, processor, "upocr-release/", metrics={"text-segmentation": record})  # offline
+>>> push_to_hub(model, processor, "your-name/upocr", metrics=...)                                  # one commit
+
+`prepare_hub_folder` writes everything a Hub repository needs, so that `pipeline(model=repo,
+trust_remote_code=True)` works without this package: `config.json` (with `auto_map` and `custom_pipelines`),
+`model.safetensors`, `preprocessor_config.json`, the code files (`configuration_upocr.py`, `modeling_upocr.py`,
+`image_processing_upocr.py`, `pipeline_upocr.py` and the modules they import) and `README.md`, the model card
+rendered from the top-level `model_card.md` with the given evaluation figures and training details.
+
+`push_to_hub` uploads that folder as one commit. (transformers' own `model.push_to_hub` also sends the model's
+code and weights, but neither the image processor nor the pipeline code, and it writes a generic model card.)
+
+The card template has marked blocks (`<!-- upocr:metrics:start -->` ... `<!-- upocr:metrics:end -->`, likewise
+`training` and `training-data`) whose content `render_model_card` replaces; the rest of the template is kept as is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
+
+from .tasks import DEFAULT_TASKS
+
+#: The model card template: `model_card.md` at the top of the repository.
+MODEL_CARD_TEMPLATE: Path = Path(__file__).resolve().parents[1] / "model_card.md"
+#: Placeholder model id used in the template's code examples; replaced by `repo_id` when one is given.
+PLACEHOLDER_REPO_ID = "your-username/upocr"
+#: Default commit message of `push_to_hub`.
+COMMIT_MESSAGE = "Upload UPOCR model, image processor, pipeline code and model card"
+
+_BLOCK = "<!-- upocr:{name}:start -->\n{body}\n<!-- upocr:{name}:end -->"
+
+
+# ---------------------------------------------------------------------------------------------------- model card
+
+
+def load_evaluation_results(paths: Iterable[str | os.PathLike]) -> dict[str, dict[str, Any]]:
+    """Read the JSON files written by `python -m upocr_hf.evaluate --output-json` into `{task: record}`."""
+    results: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        record = json.loads(Path(path).read_text())
+        if "task" not in record or "metrics" not in record:
+            raise ValueError(f"{path}: not an evaluation record (expected the keys 'task' and 'metrics')")
+        results[record["task"]] = record
+    return results
+
+
+def _format_value(value: Any, scale: float, decimals: int) -> str:
+    if value is None:
+        return "–"
+    try:
+        return f"{float(value) * scale:.{decimals}f}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def format_metrics(metrics: Mapping[str, Mapping[str, Any]]) -> str:
+    """Markdown tables of evaluation figures, one per task, in the units of the paper's tables.
+
+    Args:
+        metrics: `{task: record}` where a record is either an evaluation record of `python -m upocr_hf.evaluate`
+            (`{"metrics": {...}, "data": ..., "split": ..., "protocol": ...}`, optionally `"dataset"`: a human
+            description of the evaluation data) or directly a metric's `compute()` result.
+    """
+    from .metrics.paper_results import TABLE_COLUMNS
+
+    known = [task for task in DEFAULT_TASKS if task in metrics] + [
+        t for t in metrics if t not in DEFAULT_TASKS
+    ]
+    sections: list[str] = []
+    for task in known:
+        record = dict(metrics[task])
+        figures = record.get("metrics", record)
+        columns = TABLE_COLUMNS.get(task, ())
+        if columns:
+            headers = [f"{c.header}{' ' + c.unit if c.unit in ('dB', '×100', '%') else ''}" for c in columns]
+            cells = [_format_value(figures.get(c.key), c.scale, c.decimals) for c in columns]
+        else:
+            keys = [k for k, v in figures.items() if isinstance(v, int | float)]
+            headers, cells = keys, [_format_value(figures[k], 1.0, 4) for k in keys]
+        lines = [f"**{task}**", "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+        lines.append("| " + " | ".join(cells) + " |")
+        details = []
+        data = record.get("dataset") or (Path(str(record["data"])).name if record.get("data") else None)
+        if data:
+            details.append(f"data: {data}" + (f" ({record['split']} split)" if record.get("split") else ""))
+        if figures.get("num_samples") is not None:
+            details.append(f"{figures['num_samples']} images")
+        if record.get("protocol"):
+            details.append(f"protocol: {record['protocol']}")
+        if figures.get("fid_unavailable_reason"):
+            details.append(f"FID unavailable: {figures['fid_unavailable_reason']}")
+        if details:
+            lines += ["", "; ".join(details) + "."]
+        sections.append("\n".join(lines))
+    return "\n\n".join(sections)
+
+
+def format_training(training: Mapping[str, Any]) -> str:
+    """A Markdown list of training details (`{"data": ..., "steps": ..., "hardware": ...}`)."""
+    lines = []
+    for key, value in training.items():
+        if isinstance(value, Mapping):
+            value = ", ".join(f"{k}={v}" for k, v in value.items())
+        elif isinstance(value, list | tuple):
+            value = ", ".join(str(v) for v in value)
+        lines.append(f"- **{str(key).replace('_', ' ')}**: {value}")
+    return "\n".join(lines)
+
+
+def _replace_block(text: str, name: str, body: str) -> str:
+    pattern = re.compile(
+        rf"<!-- upocr:{re.escape(name)}:start -->.*?<!-- upocr:{re.escape(name)}:end -->", re.S
+    )
+    if not pattern.search(text):
+        raise ValueError(
+            f"the model card template has no '{name}' block (<!-- upocr:{name}:start --> ... end -->)"
+        )
+    return pattern.sub(lambda _: _BLOCK.format(name=name, body=body.strip()), text, count=1)
+
+
+def render_model_card(
+    metrics: Mapping[str, Mapping[str, Any]] | None = None,
+    training: Mapping[str, Any] | None = None,
+    *,
+    training_data: str | None = None,
+    repo_id: str | None = None,
+    template: str | os.PathLike | None = None,
+) -> str:
+    """The model card text: the template with the metrics, training and training-data blocks filled in.
+
+    Args:
+        metrics: evaluation figures per task (see `format_metrics`); `None` keeps the template's "no results" text.
+        training: training details as key → value (rendered as a list); `None` keeps the template's text.
+        training_data: Markdown replacing the template's training-data paragraph (e.g. "synthetic only: ...").
+        repo_id: replaces the placeholder model id of the code examples.
+        template: card template (default: `MODEL_CARD_TEMPLATE`).
+
+    Raises:
+        FileNotFoundError: the template is missing (it lives at the top of the source repository).
+        ValueError: the template lacks a block to fill, or its YAML front matter does not parse.
+    """
+    path = Path(template) if template is not None else MODEL_CARD_TEMPLATE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"model card template not found: {path} (model_card.md ships at the top of the upocr_hf source "
+            "repository; pass template=... when the package is installed without it)"
+        )
+    text = path.read_text(encoding="utf-8")
+    if metrics:
+        text = _replace_block(text, "metrics", format_metrics(metrics))
+    if training:
+        text = _replace_block(text, "training", format_training(training))
+    if training_data:
+        text = _replace_block(text, "training-data", training_data)
+    if repo_id:
+        text = text.replace(PLACEHOLDER_REPO_ID, repo_id)
+    card = ModelCard(text)  # parses the front matter: a broken template fails here, not on the Hub
+    if not card.data.to_dict().get("library_name"):
+        raise ValueError(f"{path}: the model card's front matter lacks library_name")
+    return text
+
+
+def write_model_card(
+    folder: str | os.PathLike,
+    metrics: Mapping[str, Mapping[str, Any]] | None = None,
+    training: Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> Path:
+    """Render the model card (see `render_model_card` for the options) into `folder/README.md`; returns its path."""
+    target = Path(folder) / "README.md"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(render_model_card(metrics, training, **kwargs), encoding="utf-8")
+    return target
+
+
+# ---------------------------------------------------------------------------------------------------- the folder
+
+
+def prepare_hub_folder(
+    model: Any,
+    processor: Any | None,
+    folder: str | os.PathLike,
+    metrics: Mapping[str, Mapping[str, Any]] | None = None,
+    training: Mapping[str, Any] | None = None,
+    **card_kwargs: Any,
+) -> Path:
+    """Write a complete Hub-ready folder: weights, config, image processor, model/processor/pipeline code, card.
+
+    The pipeline is saved too (`custom_pipelines` in `config.json` plus `pipeline_upocr.py`), so
+    `pipeline(model=folder, trust_remote_code=True)` works where `upocr_hf` is not installed. The model's
+    train/eval mode is left as it was. `card_kwargs` go to `render_model_card` (`training_data`, `repo_id`,
+    `template`).
+
+    Args:
+        model: a `UpocrModel`.
+        processor: its `UpocrImageProcessor` (`None`: the default processor at the model's `image_size`).
+        folder: where to write (created if needed; existing files of the same names are overwritten).
+        metrics, training: see `render_model_card`.
+
+    Returns:
+        The folder.
+    """
+    from .image_processing_upocr import UpocrImageProcessor
+    from .pipeline_upocr import UpocrPipeline, register_pipeline
+
+    register_pipeline()  # `custom_pipelines` is written only for a registered pipeline class
+    if processor is None:
+        size = getattr(model.config, "image_size", 512)
+        processor = UpocrImageProcessor(size={"height": size, "width": size})
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    was_training = model.training
+    try:
+        pipe = UpocrPipeline(model=model, image_processor=processor, device=model.device)
+        pipe.save_pretrained(folder)
+    finally:
+        model.train(was_training)
+    write_model_card(folder, metrics, training, **card_kwargs)
+    return folder
+
+
+def hub_operations(folder: str | os.PathLike) -> list[CommitOperationAdd]:
+    """One `CommitOperationAdd` per file under `folder` (recursively; hidden files and folders are skipped)."""
+    root = Path(folder)
+    operations = []
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root)
+        if path.is_file() and not any(part.startswith(".") for part in relative.parts):
+            operations.append(CommitOperationAdd(path_in_repo=relative.as_posix(), path_or_fileobj=str(path)))
+    return operations
+
+
+def push_to_hub(
+    model: Any,
+    processor: Any | None,
+    repo_id: str,
+    *,
+    metrics: Mapping[str, Mapping[str, Any]] | None = None,
+    training: Mapping[str, Any] | None = None,
+    training_data: str | None = None,
+    private: bool | None = None,
+    token: str | bool | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
+    commit_message: str = COMMIT_MESSAGE,
+    commit_description: str | None = None,
+) -> Any:
+    """Upload model + image processor + code + model card to `repo_id` in one commit (creating the repo if needed).
+
+    Returns the `huggingface_hub.CommitInfo` of the commit.
+    """
+    api = HfApi()
+    repo_id = api.create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
+    if revision is not None and not revision.startswith("refs/pr"):
+        api.create_branch(repo_id=repo_id, branch=revision, token=token, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="upocr-hub-") as staging:
+        prepare_hub_folder(
+            model, processor, staging, metrics, training, training_data=training_data, repo_id=repo_id
+        )
+        return api.create_commit(
+            repo_id=repo_id,
+            operations=hub_operations(staging),
+            commit_message=commit_message,
+            commit_description=commit_description,
+            token=token,
+            revision=revision,
+            create_pr=create_pr,
+        )
+
+
+__all__ = [
+    "MODEL_CARD_TEMPLATE",
+    "format_metrics",
+    "format_training",
+    "hub_operations",
+    "load_evaluation_results",
+    "prepare_hub_folder",
+    "push_to_hub",
+    "render_model_card",
+    "write_model_card",
+]
