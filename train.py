@@ -18,7 +18,9 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from transformers import HfArgumentParser
 
 from upocr_hf.data import MultiTaskDataLoader, UpocrAugment
 from upocr_hf.evaluate import evaluate_model
+from upocr_hf.hub import prepare_hub_folder
 from upocr_hf.image_processing_upocr import UpocrImageProcessor
 from upocr_hf.losses import PERCEPTUAL_CHOICES, UpocrLoss
 from upocr_hf.pipeline_upocr import UpocrPipeline
@@ -327,16 +330,23 @@ def save_checkpoint(accelerator: Accelerator, checkpoints: CheckpointFolders, pr
 
 
 def save_final_model(model: torch.nn.Module, final_dir: Path, args: TrainArguments) -> None:
-    """Write the trained model (and its image processor when available) as a `save_pretrained` folder, staged."""
-    import shutil
-    import tempfile
-
+    """Write a Hub-ready `save_pretrained` folder (model, image processor, pipeline code, model card), staged."""
     final_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".final-", dir=final_dir.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}-", dir=final_dir.parent))
     try:
-        model.save_pretrained(staging, safe_serialization=True)
         size = model.config.image_size
-        UpocrImageProcessor(size={"height": size, "width": size}).save_pretrained(staging)
+        training = {
+            "command": "train.py " + " ".join(sys.argv[1:]),
+            "tasks": list(model.config.tasks),
+            "data": args.data,
+            "steps": args.max_steps,
+            "images per task per process per step": args.batch_size_per_task,
+            "resolution": f"{size}×{size}",
+            "perceptual/style loss": args.perceptual_loss,
+        }
+        prepare_hub_folder(
+            model, UpocrImageProcessor(size={"height": size, "width": size}), staging, training=training
+        )
         (staging / "training_args.json").write_text(json.dumps(asdict(args), indent=2))
         if final_dir.exists():
             shutil.rmtree(final_dir)

@@ -115,7 +115,10 @@ def test_pixel_limit_and_missing_inputs_are_reported(model_dir, tmp_path, capsys
     assert (out / "small.png").exists() and not (out / "large.png").exists()
 
 
-def test_model_is_required_without_a_default(tmp_path, capsys):
+def test_model_is_required_without_a_default(tmp_path, capsys, monkeypatch):
+    import upocr_hf
+
+    monkeypatch.setattr(upocr_hf, "DEFAULT_MODEL", str(tmp_path / "absent"))
     with pytest.raises(SystemExit) as exit_info:
         main(["remove", str(tmp_path), "-o", str(tmp_path / "out")])
     assert exit_info.value.code == 2

@@ -185,6 +185,9 @@ def test_two_cpu_ranks_train_on_different_data(synthetic_root, tmp_path):
             assert not set(step0["names"][2 * task : 2 * task + 2]) & set(step1["names"][2 * task : 2 * task + 2])
     model = UpocrModel.from_pretrained(output_dir / "final")
     assert model.config.tasks == list(DEFAULT_TASKS)
+    card = (output_dir / "final" / "README.md").read_text()  # the model card, with this run's details
+    assert "library_name: transformers" in card and "--max_steps 3" in card
+    assert (output_dir / "final" / "pipeline_upocr.py").is_file()
     # periodic validation ran with the metrics at steps 2 and 3 and kept the best model
     assert result.stderr.count("validation at step") == 2
     state = json.loads((output_dir / "checkpoints" / "step_3" / "trainer_state.json").read_text())

@@ -1,6 +1,8 @@
 """UPOCR for the Hugging Face ecosystem: one image-to-image model for text removal, text segmentation and
 tampered text detection, chosen by a task prompt."""
 
+from pathlib import Path
+
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
 from .configuration_upocr import UpocrConfig
@@ -10,6 +12,10 @@ from .pipeline_upocr import UpocrPipeline, register_pipeline
 from .tasks import DEFAULT_TASKS, TAMPERED_TEXT_DETECTION, TEXT_REMOVAL, TEXT_SEGMENTATION
 
 __version__ = "0.1.0"
+
+#: The small UPOCR shipped inside the package (trained on synthetic data only; see its README.md model card):
+#: `UpocrModel.from_pretrained(upocr_hf.DEFAULT_MODEL)` or `pipeline("upocr", model=upocr_hf.DEFAULT_MODEL)`.
+DEFAULT_MODEL = str(Path(__file__).resolve().parent / "default_model")
 
 AutoConfig.register(UpocrConfig.model_type, UpocrConfig, exist_ok=True)
 AutoModel.register(UpocrConfig, UpocrModel, exist_ok=True)
@@ -27,6 +33,7 @@ UpocrImageProcessor.register_for_auto_class("AutoImageProcessor")
 register_pipeline()
 
 __all__ = [
+    "DEFAULT_MODEL",
     "DEFAULT_TASKS",
     "ImageLoadError",
     "TAMPERED_TEXT_DETECTION",

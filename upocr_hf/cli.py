@@ -159,9 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _default_model() -> str | None:
+    """The shipped default model's folder, or `None` when this installation lacks it."""
     import upocr_hf
 
-    return getattr(upocr_hf, "DEFAULT_MODEL", None)
+    shipped = getattr(upocr_hf, "DEFAULT_MODEL", None)
+    return shipped if shipped and os.path.isfile(os.path.join(shipped, "config.json")) else None
 
 
 def _load_pipeline(args: argparse.Namespace) -> Any:
@@ -201,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.model is None:
         args.model = _default_model()
         if args.model is None:
-            parser.error("--model is required (no default model is shipped with this version)")
+            parser.error("--model is required (this installation has no shipped default model)")
     if args.batch_size < 1:
         parser.error("--batch-size must be ≥ 1")
     jobs, missing = collect_jobs(args.inputs, args.output_dir)
