@@ -13,8 +13,8 @@ from .tasks import DEFAULT_TASKS, TAMPERED_TEXT_DETECTION, TEXT_REMOVAL, TEXT_SE
 
 __version__ = "0.1.0"
 
-#: The small UPOCR shipped inside the package (trained on synthetic data only; see its README.md model card):
-#: `UpocrModel.from_pretrained(upocr_hf.DEFAULT_MODEL)` or `pipeline("upocr", model=upocr_hf.DEFAULT_MODEL)`.
+#: Where the package's default model lives: a small UPOCR trained on synthetic data only. The CLI and the Space use
+#: it when it is present (`config.json` inside); this version does not ship it yet (see README).
 DEFAULT_MODEL = str(Path(__file__).resolve().parent / "default_model")
 
 AutoConfig.register(UpocrConfig.model_type, UpocrConfig, exist_ok=True)
