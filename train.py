@@ -151,7 +151,8 @@ def train(args: TrainArguments) -> Path:
         model.activation_checkpointing_enable()
     model.train()
 
-    splits = {**TRAIN_SPLITS, **parse_split_overrides(args.train_splits)}
+    overrides = parse_split_overrides(args.train_splits)
+    splits = {task: overrides.get(task, TRAIN_SPLITS[task]) for task in folders}
     datasets = load_task_datasets(folders, splits)
     for dataset in datasets.values():
         dataset.set_transform(UpocrAugment(args.image_size, tasks=model.config.tasks))
@@ -192,9 +193,12 @@ def train(args: TrainArguments) -> Path:
     validation = {}
     if args.validation_data:
         validation_folders = parse_task_folders(args.validation_data)
-        unknown = [t for t in validation_folders if t not in model_tasks(model)]
+        unknown = [t for t in validation_folders if t not in tasks]
         if unknown:
-            raise ValueError(f"--validation_data for task(s) {unknown} the model does not know")
+            raise ValueError(f"--validation_data for task(s) {unknown} that --data does not train")
+        unscored = [t for t in validation_folders if t not in VALIDATION_SCORES]
+        if unscored:
+            raise ValueError(f"--validation_data: no metric for task(s) {unscored}; metrics exist for {list(VALIDATION_SCORES)}")
         validation = load_task_datasets(validation_folders, dict.fromkeys(validation_folders, [args.validation_split]))
 
     bar = tqdm(total=args.max_steps, initial=progress.step, disable=not accelerator.is_local_main_process)
@@ -267,10 +271,6 @@ def train(args: TrainArguments) -> Path:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return final_dir
-
-
-def model_tasks(model: torch.nn.Module) -> list[str]:
-    return list(getattr(model, "module", model).config.tasks)
 
 
 def validate(

@@ -13,6 +13,7 @@ from upocr_hf.data.folders import (
     SAMPLE_FEATURES,
     DatasetFolderError,
     TamperBox,
+    load_image_pairs,
     load_scut_enstext,
     load_tampered_ic13,
     load_textseg,
@@ -286,3 +287,19 @@ def test_reload_sees_changed_files(tmp_path: Path) -> None:
     (tmp_path / "tic" / "train_gt" / "y.txt").write_text("0,0,19,9,2\n")
     second = load_tampered_ic13(tmp_path / "tic", cache_dir=cache)["train"][1]["target"]
     assert (_arr(first) == RED).all() and (_arr(second) == BLUE).all()
+
+
+def test_image_pairs_of_a_new_task(tmp_path: Path) -> None:
+    root = tmp_path / "deblur"
+    image, target = _photo(1), _photo(2)
+    _save(image, root / "train" / "image" / "p.png")
+    _save(target, root / "train" / "target" / "p.png")
+    ds = load_image_pairs(root, "deblur", ["train"])["train"]
+    sample = ds[0]
+    assert sample["task"] == "deblur" and sample["name"] == "p" and sample["mask"] is None
+    assert np.array_equal(np.asarray(sample["target"]), target)
+    _save(image, root / "train" / "image" / "q.png")
+    with pytest.raises(DatasetFolderError, match=r"image/q\.png: image without its target image in 'target/'"):
+        load_image_pairs(root, "deblur", ["train"])
+    ds, reports = load_image_pairs(root, "deblur", ["train"], on_error="skip", return_report=True)
+    assert len(ds["train"]) == 1 and len(reports["train"].skipped) == 1

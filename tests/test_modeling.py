@@ -332,3 +332,20 @@ def test_bfloat16_loading_runs(tiny_model, tmp_path):
         full = tiny_model(pixel_values, task="text-removal").prediction
     assert low.dtype == torch.float32
     assert (low - full).abs().mean() < 0.2 * full.abs().mean()  # bf16 rounding on random weights, not garbage
+
+
+def test_add_tasks_appends_prompts_and_keeps_the_old_ones(tiny_model, tmp_path):
+    pixel_values = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        before = tiny_model(pixel_values, task="text-segmentation").prediction
+    old_rows = tiny_model.task_embeddings.weight.detach().clone()
+    assert tiny_model.add_tasks(["text-segmentation", "deblur"]) == ["deblur"]
+    assert tiny_model.config.tasks[-1] == "deblur" and tiny_model.task_embeddings.num_embeddings == 4
+    assert torch.equal(tiny_model.task_embeddings.weight[:3], old_rows)
+    with torch.no_grad():
+        assert torch.equal(tiny_model(pixel_values, task="text-segmentation").prediction, before)
+    tiny_model.save_pretrained(tmp_path)
+    reloaded = UpocrModel.from_pretrained(tmp_path).eval()
+    assert reloaded.config.tasks == ["text-removal", "tampered-text-detection", "text-segmentation", "deblur"]
+    with torch.no_grad():
+        assert reloaded(pixel_values, task="deblur").prediction.shape == (1, 3, 64, 64)

@@ -221,8 +221,8 @@ def test_yaml_configuration_and_initialisations(tmp_path, synthetic_root, tiny_m
     original = SHARED / "reference" / "upocr_small_original_state_dict.safetensors"
     from_original = build_model(str(original), "paper", DEFAULT_TASKS)
     assert from_original.num_parameters() == 1_489_731
-    with pytest.raises(ValueError, match="knows tasks"):
-        build_model(str(tmp_path / "folder"), "paper", ["deblur"])
+    grown = build_model(str(tmp_path / "folder"), "paper", ["deblur"])  # a new task gets a new prompt row
+    assert grown.config.tasks == [*DEFAULT_TASKS, "deblur"]
 
 
 def test_nonfinite_losses_are_skipped_then_stop_the_run(synthetic_root, tmp_path, monkeypatch):
@@ -260,3 +260,29 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(synthetic_root, tmp_path
     state = json.loads((checkpoints[0] / "trainer_state.json").read_text())
     assert state["step"] == 2 and state["skipped_nonfinite"] == 1
     assert not (output_dir / "final").exists()
+
+
+def test_a_new_task_trains_from_a_pretrained_folder(tmp_path, synthetic_root, tiny_model):
+    """`--data NEWTASK=DIR` with image/target pairs: the initial model gets a new prompt row and trains on it."""
+    from PIL import Image
+
+    rng = torch.Generator().manual_seed(0)
+    for i in range(4):
+        for sub in ("image", "target"):
+            folder = tmp_path / "deblur" / "train" / sub
+            folder.mkdir(parents=True, exist_ok=True)
+            pixels = (torch.rand(48, 64, 3, generator=rng) * 255).to(torch.uint8).numpy()
+            Image.fromarray(pixels).save(folder / f"s{i}.png")
+    tiny_model.save_pretrained(tmp_path / "initial")
+    result = run_train([
+        "--data", f"text-removal={synthetic_root / 'SCUT-EnsText'}", f"deblur={tmp_path / 'deblur'}",
+        "--init_from", str(tmp_path / "initial"), "--output_dir", str(tmp_path / "run"), "--image_size", "64",
+        "--max_steps", "2", "--batch_size_per_task", "2", "--perceptual_loss", "off", "--num_workers", "0",
+        "--logging_steps", "1",
+    ])  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "added task prompts for ['deblur']" in result.stderr
+    assert "loss/deblur" in result.stderr
+    model = UpocrModel.from_pretrained(tmp_path / "run" / "final")
+    assert model.config.tasks == [*DEFAULT_TASKS, "deblur"]
+    assert model.task_embeddings.num_embeddings == 4

@@ -474,6 +474,23 @@ class UpocrModel(UpocrPreTrainedModel):
         self.decoder = UpocrDecoder(config)
         self.post_init()
 
+    def add_tasks(self, tasks: Sequence[str]) -> list[str]:
+        """Append task prompts for `tasks` not yet known (new rows, Kaiming-normal like the others); returns the
+        added names. The existing prompts and `config.tasks` order are kept, so earlier task ids stay valid."""
+        new = [task for task in dict.fromkeys(tasks) if task not in self.config.tasks]
+        if not new:
+            return []
+        old = self.task_embeddings
+        grown = nn.Embedding(old.num_embeddings + len(new), old.embedding_dim, device=old.weight.device,
+                             dtype=old.weight.dtype)  # fmt: skip
+        with torch.no_grad():
+            nn.init.kaiming_normal_(grown.weight)
+            grown.weight[: old.num_embeddings] = old.weight
+        self.task_embeddings = grown
+        self.config.tasks = [*self.config.tasks, *new]
+        self.config.validate_architecture()
+        return new
+
     def task_ids(self, task: TaskSpec, batch_size: int) -> torch.Tensor:
         """Resolve a task name, a task id, or one of either per sample into a `(batch_size,)` LongTensor."""
         known = self.config.tasks

@@ -7,9 +7,11 @@ optimizer's parameter groups, model initialisation, task datasets, and crash-saf
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,8 @@ import torch
 from .configuration_upocr import UpocrConfig
 from .modeling_upocr import UpocrModel
 from .tasks import DEFAULT_TASKS, TAMPERED_TEXT_DETECTION, TEXT_REMOVAL, TEXT_SEGMENTATION
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -111,7 +115,7 @@ def build_model(init_from: str, config: str, tasks: Sequence[str], image_size: i
         init_from: `"scratch"`, a `save_pretrained` folder, or an authors' checkpoint file (`.pth`/`.safetensors`,
             converted on the fly).
         config: for `"scratch"`, a preset name from `CONFIG_PRESETS` or a path to a `config.json`.
-        tasks: the tasks the run trains; a pretrained model must know every one of them.
+        tasks: the tasks the run trains; a pretrained model gets new task prompts for those it does not know.
         image_size: training resolution, recorded in the config.
     """
     if init_from == "scratch":
@@ -134,22 +138,28 @@ def build_model(init_from: str, config: str, tasks: Sequence[str], image_size: i
         model = load_original_model(path)
     else:
         raise ValueError(f"--init_from {init_from!r}: not 'scratch', a model folder or a checkpoint file")
-    unknown = [t for t in tasks if t not in model.config.tasks]
-    if unknown:
-        raise ValueError(f"the initial model knows tasks {model.config.tasks}, not {unknown}")
+    added = model.add_tasks(tasks)
+    if added:
+        logger.info("added task prompts for %s to the initial model (it knew %s)", added, model.config.tasks[: -len(added)])
     return model
 
 
-#: Which loader reads each task's dataset folder (the real layouts of spec §5; the synthetic generator writes them).
-def _loaders() -> dict[str, Callable[..., Any]]:
-    from .data.folders import load_scut_enstext, load_tampered_ic13, load_textseg
+def _loader(task: str) -> Callable[..., Any]:
+    """The loader of a task's dataset folder: the real layouts of spec §5 for the paper's tasks (the synthetic
+    generator writes them too), `root/{split}/{image,target}/` image pairs for any other task."""
+    from .data.folders import load_image_pairs, load_scut_enstext, load_tampered_ic13, load_textseg
 
-    return {TEXT_REMOVAL: load_scut_enstext, TEXT_SEGMENTATION: load_textseg, TAMPERED_TEXT_DETECTION: load_tampered_ic13}
+    known = {TEXT_REMOVAL: load_scut_enstext, TEXT_SEGMENTATION: load_textseg, TAMPERED_TEXT_DETECTION: load_tampered_ic13}
+    if task in known:
+        return known[task]
+    return lambda root, splits, **kwargs: load_image_pairs(root, task, splits, **kwargs)
 
 
-#: Splits the paper trains on (TextSeg: train + val) and evaluates on.
-TRAIN_SPLITS = {TEXT_REMOVAL: ["train"], TEXT_SEGMENTATION: ["train", "val"], TAMPERED_TEXT_DETECTION: ["train"]}
-TEST_SPLITS = {TEXT_REMOVAL: ["test"], TEXT_SEGMENTATION: ["test"], TAMPERED_TEXT_DETECTION: ["test"]}
+#: Splits the paper trains on (TextSeg: train + val) and evaluates on; any other task: "train" and "test".
+TRAIN_SPLITS = defaultdict(
+    lambda: ["train"], {TEXT_REMOVAL: ["train"], TEXT_SEGMENTATION: ["train", "val"], TAMPERED_TEXT_DETECTION: ["train"]}
+)
+TEST_SPLITS = defaultdict(lambda: ["test"])
 
 
 def parse_task_folders(specs: Iterable[str]) -> dict[str, Path]:
@@ -157,10 +167,8 @@ def parse_task_folders(specs: Iterable[str]) -> dict[str, Path]:
     folders: dict[str, Path] = {}
     for spec in specs:
         task, sep, folder = spec.partition("=")
-        if not sep or not folder:
+        if not sep or not task or not folder:
             raise ValueError(f"expected TASK=DIR, got {spec!r}")
-        if task not in _loaders():
-            raise ValueError(f"unknown task {task!r} in {spec!r}; known: {sorted(_loaders())}")
         if task in folders:
             raise ValueError(f"task {task!r} given twice")
         folders[task] = Path(folder)
@@ -174,10 +182,8 @@ def parse_split_overrides(specs: Iterable[str]) -> dict[str, list[str]]:
     for spec in specs:
         task, sep, splits = spec.partition("=")
         names = [s for s in splits.split(",") if s]
-        if not sep or not names:
+        if not sep or not task or not names:
             raise ValueError(f"expected TASK=SPLIT[,SPLIT], got {spec!r}")
-        if task not in _loaders():
-            raise ValueError(f"unknown task {task!r} in {spec!r}; known: {sorted(_loaders())}")
         overrides[task] = names
     return overrides
 
@@ -188,10 +194,9 @@ def load_task_datasets(
     """`{task: datasets.Dataset}`: the given splits of each task's folder, concatenated."""
     from datasets import concatenate_datasets
 
-    loaders = _loaders()
     result = {}
     for task, folder in folders.items():
-        parts = loaders[task](folder, list(splits[task]), **loader_kwargs)
+        parts = _loader(task)(folder, list(splits[task]), **loader_kwargs)
         result[task] = concatenate_datasets([parts[s] for s in splits[task]])
     return result
 

@@ -45,6 +45,7 @@ Example::
 """
 
 from .augment import (
+    GENERIC_AUGMENTATION,
     TASK_AUGMENTATIONS,
     AugmentationConfig,
     RandomSideCrop,
@@ -58,6 +59,7 @@ from .folders import (
     DatasetFolderError,
     LoadReport,
     TamperBox,
+    load_image_pairs,
     load_scut_enstext,
     load_tampered_ic13,
     load_textseg,
@@ -82,6 +84,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "GENERIC_AUGMENTATION",
     "SAMPLE_FEATURES",
     "TASK_AUGMENTATIONS",
     "AugmentationConfig",
@@ -97,6 +100,7 @@ __all__ = [
     "build_task_transform",
     "generate_folders",
     "ignore_mask_from_target",
+    "load_image_pairs",
     "load_scut_enstext",
     "load_synthetic_folders",
     "load_tampered_ic13",

@@ -78,6 +78,7 @@ from ..tasks import (
 )
 
 __all__ = [
+    "GENERIC_AUGMENTATION",
     "TASK_AUGMENTATIONS",
     "AugmentationConfig",
     "JointResize",
@@ -105,6 +106,10 @@ class AugmentationConfig:
     rotate_prob: float = 0.0
     rotate_degrees: float = 30.0
 
+
+#: Any other pixel task (a new task with its own dataset): horizontal flips only, its target treated like a label
+#: (nearest resize, 128-gray ignore).
+GENERIC_AUGMENTATION = AugmentationConfig(hflip_prob=0.5)
 
 #: The paper's recipes (authors' data configs).
 TASK_AUGMENTATIONS: dict[str, AugmentationConfig] = {
@@ -222,7 +227,8 @@ class UpocrAugment:
     Args:
         size: output side (or ``(height, width)``); multiples of 32 (paper: 512).
         train: apply the §4 random augmentation (``False``: resize only, for validation).
-        tasks: task order defining ``task_id`` (pass the model's ``config.tasks``).
+        tasks: task order defining ``task_id`` (pass the model's ``config.tasks``); tasks without a recipe of
+            their own get ``GENERIC_AUGMENTATION``.
         overrides: replace a task's :class:`AugmentationConfig` (e.g. to switch a step off).
     """
 
@@ -232,7 +238,7 @@ class UpocrAugment:
         self.size = size
         self.train = train
         self.tasks = list(tasks)
-        configs = {**TASK_AUGMENTATIONS, **(overrides or {})}
+        configs = {**dict.fromkeys(self.tasks, GENERIC_AUGMENTATION), **TASK_AUGMENTATIONS, **(overrides or {})}
         self.pipelines = {
             task: build_task_transform(task, size, train=train, config=replace(cfg)) for task, cfg in configs.items()
         }

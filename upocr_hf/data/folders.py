@@ -47,9 +47,10 @@ import io
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -79,6 +80,7 @@ __all__ = [
     "DatasetFolderError",
     "LoadReport",
     "TamperBox",
+    "load_image_pairs",
     "load_scut_enstext",
     "load_tampered_ic13",
     "load_textseg",
@@ -384,6 +386,42 @@ def _png(array: np.ndarray, name: str) -> dict[str, Any]:
     return {"bytes": buf.getvalue(), "path": name + ".png"}
 
 
+def _paired_items(files: Mapping[str, Mapping[str, Path]], companions: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Pair the files of an ``image`` folder with same-stem files in each companion folder.
+
+    ``files`` maps folder name → {stem: path} (``"image"`` first); ``companions`` maps each other folder to what it
+    holds, for error messages. An item lacking a file gets an ``error`` naming the file it has and the one missing.
+    """
+    images = files["image"]
+    items: list[dict[str, Any]] = []
+    for name in sorted(set().union(*(set(found) for found in files.values()))):
+        item: dict[str, Any] = {"name": name}
+        if name not in images:
+            present = next(found[name] for found in files.values() if name in found)
+            item["error"] = DatasetFolderError(present, f"{'/'.join(companions)} without its image in 'image/'")
+        else:
+            missing = [folder for folder in companions if name not in files[folder]]
+            if missing:
+                folder = missing[0]
+                item["error"] = DatasetFolderError(images[name], f"image without its {companions[folder]} in '{folder}/'")
+            else:
+                item["files"] = [str(images[name])] + [str(files[folder][name]) for folder in companions]
+        items.append(item)
+    return items
+
+
+def _check_same_sizes(item: dict[str, Any], verify: str) -> dict[str, Any]:
+    """Every file of an item decodes (``verify="full"``) and has its image's size."""
+    sizes = []
+    for p in item["files"]:
+        with _open_image(Path(p), verify) as img:
+            sizes.append(img.size)
+    for p, s in zip(item["files"][1:], sizes[1:], strict=True):
+        if s != sizes[0]:
+            raise DatasetFolderError(p, f"size {s[0]}x{s[1]} differs from its image's {sizes[0][0]}x{sizes[0][1]}")
+    return item
+
+
 def _default_workers() -> int:
     return min(4, os.cpu_count() or 1)
 
@@ -456,33 +494,9 @@ def load_scut_enstext(
         base = root / split
         for sub in ("image", "label", "mask"):
             _require_dir(base / sub, f"SCUT-EnsText {split}/{sub}")
-        images = _list_files(base / "image", report)
-        labels = _list_files(base / "label", report)
-        masks = _list_files(base / "mask", report)
-        items: list[dict[str, Any]] = []
-        for name in sorted(set(images) | set(labels) | set(masks)):
-            item: dict[str, Any] = {"name": name}
-            if name not in images:
-                present = labels.get(name) or masks.get(name)
-                item["error"] = DatasetFolderError(present, "label/mask without its image in 'image/'")
-            elif name not in labels:
-                item["error"] = DatasetFolderError(images[name], "image without its text-free label in 'label/'")
-            elif name not in masks:
-                item["error"] = DatasetFolderError(images[name], "image without its text mask in 'mask/'")
-            else:
-                item["files"] = [str(images[name]), str(labels[name]), str(masks[name])]
-            items.append(item)
-
-        def check(item: dict[str, Any]) -> dict[str, Any]:
-            sizes = []
-            for p in item["files"]:
-                with _open_image(Path(p), verify) as img:
-                    sizes.append(img.size)
-            for p, s in zip(item["files"][1:], sizes[1:], strict=True):
-                if s != sizes[0]:
-                    raise DatasetFolderError(p, f"size {s[0]}x{s[1]} differs from its image's {sizes[0][0]}x{sizes[0][1]}")
-            return item
-
+        files = {sub: _list_files(base / sub, report) for sub in ("image", "label", "mask")}
+        items = _paired_items(files, {"label": "text-free label", "mask": "text mask"})
+        check = partial(_check_same_sizes, verify=verify)
         kept = _check_items(items, check, on_error, report, num_workers or _default_workers())
         options = {"mask_text_value": mask_text_value}
         out[split] = _build_dataset(_scut_generator, kept, options, cache_dir, keep_in_memory, num_proc)
@@ -687,5 +701,58 @@ def load_tampered_ic13(
 
         kept = _check_items(items, check, on_error, report, num_workers or _default_workers())
         out[split] = _build_dataset(_tampered_generator, kept, {}, cache_dir, keep_in_memory, num_proc)
+        reports[split] = report
+    return _finish(out, reports, return_report)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Any other pixel task: image / target pairs
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _pairs_generator(items: list[dict[str, Any]], options: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for item in items:
+        image_path, target_path = item["files"]
+        yield {"image": _raw(image_path), "target": _raw(target_path), "mask": None, "task": options["task"],
+               "name": item["name"]}  # fmt: skip
+
+
+def load_image_pairs(
+    root: str | os.PathLike[str],
+    task: str,
+    splits: Sequence[str] | None = None,
+    *,
+    on_error: OnError = "raise",
+    verify: Literal["full", "header"] = "full",
+    return_report: bool = False,
+    cache_dir: str | None = None,
+    keep_in_memory: bool = False,
+    num_workers: int | None = None,
+    num_proc: int | None = None,
+) -> DatasetDict | tuple[DatasetDict, dict[str, LoadReport]]:
+    """Load a new pixel task from ``root/{split}/{image,target}/NAME.*`` (the target is the task's RGB image,
+    128-gray where ignored), with the same validation and options as :func:`load_scut_enstext`.
+
+    Returns:
+        A ``DatasetDict`` keyed by split with the uniform schema (``task`` = ``task``, ``mask`` = ``None``).
+    """
+    root = Path(root)
+    _require_dir(root, f"{task} dataset root")
+    if splits is None:
+        splits = [s for s in ("train", "test") if (root / s).is_dir()]
+        if not splits:
+            raise DatasetFolderError(root, "missing folder (no 'train' or 'test' split folder)")
+    out: dict[str, Dataset] = {}
+    reports: dict[str, LoadReport] = {}
+    for split in splits:
+        report = LoadReport(task, split, str(root))
+        base = root / split
+        for sub in ("image", "target"):
+            _require_dir(base / sub, f"{task} {split}/{sub}")
+        files = {sub: _list_files(base / sub, report) for sub in ("image", "target")}
+        items = _paired_items(files, {"target": "target image"})
+        kept = _check_items(items, partial(_check_same_sizes, verify=verify), on_error, report,
+                            num_workers or _default_workers())  # fmt: skip
+        out[split] = _build_dataset(_pairs_generator, kept, {"task": task}, cache_dir, keep_in_memory, num_proc)
         reports[split] = report
     return _finish(out, reports, return_report)
