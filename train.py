@@ -204,6 +204,7 @@ def train(args: TrainArguments) -> Path:
     bar = tqdm(total=args.max_steps, initial=progress.step, disable=not accelerator.is_local_main_process)
     consecutive_nonfinite = 0
     running: dict[str, float] = {}
+    running_steps = 0
     while progress.step < args.max_steps:
         batch = loader.next_batch()
         if samples_log is not None:
@@ -246,9 +247,9 @@ def train(args: TrainArguments) -> Path:
         bar.update(1)
         for key, value in losses.to_log_dict().items():
             running[key] = running.get(key, 0.0) + value
+        running_steps += 1
         if progress.step % args.logging_steps == 0 or progress.step == args.max_steps:
-            count = args.logging_steps if progress.step % args.logging_steps == 0 else progress.step % args.logging_steps
-            logs = {key: value / count for key, value in running.items()}
+            logs = {key: value / running_steps for key, value in running.items()}
             for group in optimizer.param_groups:
                 logs[f"lr/{group.get('name', 'group')}"] = group["lr"]
             logs["skipped_nonfinite"] = progress.skipped_nonfinite
@@ -256,6 +257,7 @@ def train(args: TrainArguments) -> Path:
             bar.set_postfix(loss=f"{logs.get('loss', math.nan):.4f}")
             logger.info("step %d: %s", progress.step, json.dumps({k: round(v, 6) for k, v in logs.items()}))
             running.clear()
+            running_steps = 0
         if validation and (progress.step % args.eval_steps == 0 or progress.step == args.max_steps):
             validate(accelerator, model, validation, progress, args)
         if progress.step % args.checkpointing_steps == 0 or progress.step == args.max_steps:
