@@ -41,3 +41,14 @@ def tiny_model(tiny_config):
             if name.endswith(("attention_norm.weight", "mlp_norm.weight")):
                 param.uniform_(0.5, 1.5)
     return model
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small tensors on a shared 2-core machine: torch's intra-op threads only add contention."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

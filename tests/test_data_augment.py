@@ -28,13 +28,7 @@ from upocr_hf.tasks import (
 SIZE = 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small tensors on a shared 2-core machine: torch's intra-op threads only add contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 ALWAYS = AugmentationConfig(crop_prob=1.0, crop_min_ratio=0.5, crop_max_ratio=0.9, hflip_prob=1.0, rotate_prob=1.0,
                             rotate_degrees=30.0)
 

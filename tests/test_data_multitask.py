@@ -18,13 +18,7 @@ from upocr_hf.tasks import DEFAULT_TASKS, TAMPERED_TEXT_DETECTION, TEXT_REMOVAL,
 SIZE = 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small tensors on a shared 2-core machine: torch's intra-op threads only add contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 LENGTHS = {TEXT_REMOVAL: 10, TEXT_SEGMENTATION: 13, TAMPERED_TEXT_DETECTION: 7}
 
 

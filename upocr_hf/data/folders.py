@@ -274,6 +274,14 @@ def _require_dir(path: Path, what: str) -> None:
         raise DatasetFolderError(path, f"missing folder ({what})")
 
 
+def _split_folders(root: Path) -> list[str]:
+    """The ``train``/``test`` split folders present under ``root`` (at least one must be)."""
+    splits = [s for s in ("train", "test") if (root / s).is_dir()]
+    if not splits:
+        raise DatasetFolderError(root, "missing folder (no 'train' or 'test' split folder)")
+    return splits
+
+
 def _list_files(folder: Path, report: LoadReport, extensions: frozenset[str] = IMAGE_EXTENSIONS) -> dict[str, Path]:
     """Map file stem -> path for files with one of ``extensions``; others are reported as ignored."""
     found: dict[str, Path] = {}
@@ -483,10 +491,7 @@ def load_scut_enstext(
     """
     root = Path(root)
     _require_dir(root, "SCUT-EnsText root")
-    if splits is None:
-        splits = [s for s in ("train", "test") if (root / s).is_dir()]
-        if not splits:
-            raise DatasetFolderError(root, "missing folder (no 'train' or 'test' split folder)")
+    splits = splits if splits is not None else _split_folders(root)
     out: dict[str, Dataset] = {}
     reports: dict[str, LoadReport] = {}
     for split in splits:
@@ -738,10 +743,7 @@ def load_image_pairs(
     """
     root = Path(root)
     _require_dir(root, f"{task} dataset root")
-    if splits is None:
-        splits = [s for s in ("train", "test") if (root / s).is_dir()]
-        if not splits:
-            raise DatasetFolderError(root, "missing folder (no 'train' or 'test' split folder)")
+    splits = splits if splits is not None else _split_folders(root)
     out: dict[str, Dataset] = {}
     reports: dict[str, LoadReport] = {}
     for split in splits:
