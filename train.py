@@ -80,6 +80,10 @@ class TrainArguments:
     batch_size_per_task: int = field(default=8, metadata={"help": "Images per task per process per step."})
     learning_rate: float = field(default=5e-4, metadata={"help": "Peak learning rate (decoder, bottleneck, prompts)."})
     encoder_lr_ratio: float = field(default=0.1, metadata={"help": "The encoder's learning rate factor."})
+    lateral_lr_ratio: float = field(
+        default=1.0,
+        metadata={"help": "The lateral skip branches' learning rate factor (paper: 1; from scratch 0.1 keeps the task prompt alive)."},
+    )
     warmup_start_lr: float = field(default=1e-4)
     final_lr: float = field(default=1e-5)
     warmup_steps: int = field(default=2_000)
@@ -164,7 +168,9 @@ def train(args: TrainArguments) -> Path:
     logger.info("tasks %s; %s", tasks, loss_fn.perceptual_description)
 
     optimizer = torch.optim.AdamW(
-        optimizer_param_groups(model, args.learning_rate, args.encoder_lr_ratio, args.weight_decay),
+        optimizer_param_groups(
+            model, args.learning_rate, args.encoder_lr_ratio, args.weight_decay, args.lateral_lr_ratio
+        ),
         lr=args.learning_rate,
     )
     schedule = PaperSchedule(

@@ -82,19 +82,27 @@ def test_schedule_corner_points():
     assert all(schedule.lr_at(s) >= schedule.lr_at(s + 200) for s in range(2000, 79_800, 200))
 
 
-def test_encoder_gets_a_tenth_of_the_rate_and_scheduler_scales_both(tiny_model):
+def test_encoder_gets_a_tenth_of_the_rate_and_scheduler_scales_all_groups(tiny_model):
     groups = optimizer_param_groups(tiny_model, lr=5e-4)
     encoder_ids = {id(p) for p in tiny_model.encoder.parameters()}
+    lateral_ids = {id(p) for p in tiny_model.decoder.lateral_connections.parameters()}
+    assert [g["name"] for g in groups] == ["encoder", "decoder", "lateral"]
     assert {id(p) for p in groups[0]["params"]} == encoder_ids
-    assert groups[0]["lr"] == pytest.approx(5e-5) and groups[1]["lr"] == pytest.approx(5e-4)
-    assert len(groups[0]["params"]) + len(groups[1]["params"]) == len(list(tiny_model.parameters()))
+    assert {id(p) for p in groups[2]["params"]} == lateral_ids
+    assert [g["lr"] for g in groups] == pytest.approx([5e-5, 5e-4, 5e-4])  # the paper: laterals at the decoder's rate
+    assert sum(len(g["params"]) for g in groups) == len(list(tiny_model.parameters()))
     optimizer = torch.optim.AdamW(groups, lr=5e-4)
     scheduler = PaperSchedule().scheduler(optimizer)
-    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([1e-5, 1e-4])
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([1e-5, 1e-4, 1e-4])
     for _ in range(2000):
         optimizer.step()
         scheduler.step()
-    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([5e-5, 5e-4])
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([5e-5, 5e-4, 5e-4])
+
+
+def test_lateral_lr_ratio_scales_only_the_lateral_branches(tiny_model):
+    groups = optimizer_param_groups(tiny_model, lr=1e-3, encoder_lr_ratio=1.0, lateral_lr_ratio=0.1)
+    assert [g["lr"] for g in groups] == pytest.approx([1e-3, 1e-3, 1e-4])
 
 
 @pytest.mark.parametrize("task", DEFAULT_TASKS)

@@ -1,0 +1,84 @@
+"""Packaging a trained model with its measured figures, and refusing one that does not beat the trivial baselines."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from upocr_hf import UpocrModel
+from upocr_hf.packaging import BaselineNotBeatenError, compare_to_baselines, main, package_model
+
+
+def record(task: str, **metrics: float) -> dict:
+    return {"model": "m", "task": task, "data": f"data/{task}", "split": "test", "protocol": "resize to 64x64",
+            "metrics": {**metrics, "num_samples": 6}}  # fmt: skip
+
+
+EVALUATIONS = {
+    "text-removal": record("text-removal", psnr=29.5, mssim=0.95, mse=0.001),
+    "text-segmentation": record("text-segmentation", fg_iou=0.61, f_score=0.75),
+    "tampered-text-detection": record("tampered-text-detection", mf=0.42, miou=0.5),
+}
+BASELINES = {
+    "text-removal": record("text-removal", psnr=25.4, mssim=0.9, mse=0.003),
+    "text-segmentation": record("text-segmentation", fg_iou=0.0, f_score=0.0),
+    "tampered-text-detection": record("tampered-text-detection", mf=0.0, miou=0.3),
+}
+
+
+def test_comparison_lists_each_task_against_its_baseline():
+    table = compare_to_baselines(EVALUATIONS, BASELINES)
+    assert table["text-removal"] == {"metric": "psnr", "model": 29.5, "baseline": 25.4, "margin": 1.0}
+    assert table["tampered-text-detection"]["metric"] == "mf"
+
+
+def test_a_model_within_the_margin_is_refused_naming_the_task():
+    weak = {**EVALUATIONS, "text-removal": record("text-removal", psnr=26.0)}
+    with pytest.raises(BaselineNotBeatenError, match=r"text-removal: psnr 26.0000 .* 25.4000 by the required 1.0"):
+        compare_to_baselines(weak, BASELINES)
+    with pytest.raises(BaselineNotBeatenError, match="text-segmentation: no baseline record"):
+        compare_to_baselines(EVALUATIONS, {k: v for k, v in BASELINES.items() if k != "text-segmentation"})
+
+
+@pytest.fixture
+def trained_dir(tiny_model, tmp_path):
+    folder = tmp_path / "final"
+    tiny_model.save_pretrained(folder)
+    return folder
+
+
+def test_package_writes_a_loadable_folder_with_the_figures_in_its_card(trained_dir, tmp_path, tiny_model):
+    command = tmp_path / "train_default_model.sh"
+    command.write_text("python train.py --config compact\n")
+    output = package_model(
+        trained_dir, tmp_path / "default_model", EVALUATIONS, BASELINES, {"steps": 2400}, "synthetic only",
+        extra_files=[command],
+    )  # fmt: skip
+    card = (output / "README.md").read_text()
+    assert "29.50" in card and "synthetic only" in card
+    assert "psnr 29.5000 vs 25.4000" in card
+    assert (output / "train_default_model.sh").read_text() == command.read_text()
+    assert (output / "preprocessor_config.json").exists()
+    reloaded = UpocrModel.from_pretrained(output)
+    assert all((a == b).all() for a, b in zip(reloaded.state_dict().values(), tiny_model.state_dict().values()))
+    assert not [p.name for p in output.parent.iterdir() if p.name.startswith(".")]  # no staging left behind
+
+
+def test_a_refused_model_leaves_the_shipped_folder_untouched(trained_dir, tmp_path):
+    output = package_model(trained_dir, tmp_path / "default_model", EVALUATIONS, BASELINES)
+    before = {p.name: p.read_bytes() for p in output.iterdir()}
+    paths = {}
+    for kind, records in (("eval", {**EVALUATIONS, "text-segmentation": record("text-segmentation", fg_iou=0.05)}),
+                          ("base", BASELINES)):  # fmt: skip
+        paths[kind] = []
+        for task, rec in records.items():
+            path = tmp_path / kind / f"{task}.json"
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(json.dumps(rec))
+            paths[kind].append(str(path))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model", str(trained_dir), "--output", str(output), "--evaluations", *paths["eval"],
+              "--baselines", *paths["base"]])  # fmt: skip
+    assert exit_info.value.code == 1
+    assert {p.name: p.read_bytes() for p in output.iterdir()} == before

@@ -1,0 +1,152 @@
+"""Package a trained UPOCR as a Hub-ready folder whose model card carries its measured figures next to the trivial
+baselines, and refuse to package one that does not beat them. This is how `upocr_hf/default_model` is made
+(`scripts/train_default_model.sh`):
+
+    python -m upocr_hf.packaging --model runs/default-model/run/final --output upocr_hf/default_model \
+        --evaluations runs/default-model/eval/*.json --baselines runs/default-model/eval/baseline/*.json
+
+The evaluation records are the JSON files written by `python -m upocr_hf.evaluate --output-json` (with `--baseline`
+for the trivial baselines). The folder is written next to the output and moved into place only when complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .hub import load_evaluation_results, prepare_hub_folder
+from .tasks import TAMPERED_TEXT_DETECTION, TEXT_REMOVAL, TEXT_SEGMENTATION
+
+#: The figure compared per task and the margin it must beat the trivial baseline by (in the metric's own units).
+HEADLINE_METRICS: dict[str, tuple[str, float]] = {
+    TEXT_REMOVAL: ("psnr", 1.0),
+    TEXT_SEGMENTATION: ("fg_iou", 0.1),
+    TAMPERED_TEXT_DETECTION: ("mf", 0.1),
+}
+
+
+class BaselineNotBeatenError(ValueError):
+    pass
+
+
+def compare_to_baselines(
+    evaluations: Mapping[str, Mapping[str, Any]],
+    baselines: Mapping[str, Mapping[str, Any]],
+    margins: Mapping[str, tuple[str, float]] = HEADLINE_METRICS,
+) -> dict[str, dict[str, float]]:
+    """`{task: {"metric", "model", "baseline", "margin"}}` for every evaluated task with a headline metric.
+
+    Raises:
+        BaselineNotBeatenError: a task has no baseline record, or its model figure does not exceed the baseline's by
+            the required margin (every failing task is named).
+    """
+    table: dict[str, dict[str, Any]] = {}
+    failures = []
+    for task, record in evaluations.items():
+        if task not in margins:
+            continue
+        metric, margin = margins[task]
+        if task not in baselines:
+            failures.append(f"{task}: no baseline record to compare with")
+            continue
+        model_value = float(record["metrics"][metric])
+        baseline_value = float(baselines[task]["metrics"][metric])
+        table[task] = {"metric": metric, "model": model_value, "baseline": baseline_value, "margin": margin}
+        if not model_value > baseline_value + margin:
+            failures.append(
+                f"{task}: {metric} {model_value:.4f} does not beat the trivial baseline's {baseline_value:.4f} "
+                f"by the required {margin}"
+            )
+    if failures:
+        raise BaselineNotBeatenError("; ".join(failures))
+    return table
+
+
+def package_model(
+    model_dir: str | Path,
+    output: str | Path,
+    evaluations: Mapping[str, Mapping[str, Any]],
+    baselines: Mapping[str, Mapping[str, Any]],
+    training: Mapping[str, Any] | None = None,
+    training_data: str | None = None,
+    extra_files: Sequence[str | Path] = (),
+) -> Path:
+    """Write `output` (replacing it only once the new folder is complete) from a `save_pretrained` folder.
+
+    The card's metrics are the model's evaluation records; its training section gets `training` plus a line per
+    task comparing the headline figure with the trivial baseline's.
+    """
+    from . import UpocrImageProcessor, UpocrModel
+
+    comparison = compare_to_baselines(evaluations, baselines)
+    model = UpocrModel.from_pretrained(model_dir).eval()
+    try:
+        processor = UpocrImageProcessor.from_pretrained(model_dir)
+    except OSError:
+        processor = None
+    details = dict(training or {})
+    for task, row in comparison.items():
+        details[f"{task} vs trivial baseline"] = (
+            f"{row['metric']} {row['model']:.4f} vs {row['baseline']:.4f} (required margin {row['margin']})"
+        )
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
+    try:
+        prepare_hub_folder(model, processor, staging, metrics=evaluations, training=details, training_data=training_data)
+        for extra in extra_files:
+            shutil.copy2(extra, staging / Path(extra).name)
+        if output.exists():
+            previous = output.with_name(f".{output.name}.previous")
+            shutil.rmtree(previous, ignore_errors=True)
+            output.rename(previous)
+            try:
+                staging.rename(output)
+            except BaseException:
+                previous.rename(output)
+                raise
+            shutil.rmtree(previous)
+        else:
+            staging.rename(output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return output
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="the trained save_pretrained folder")
+    parser.add_argument("--output", required=True, help="the folder to write")
+    parser.add_argument("--evaluations", nargs="+", required=True, help="the model's evaluation JSON records")
+    parser.add_argument("--baselines", nargs="+", required=True, help="the trivial baseline's evaluation JSON records")
+    parser.add_argument("--training", nargs="*", default=[], metavar="KEY=VALUE", help="training details for the card")
+    parser.add_argument("--training-data", default=None, help="the card's training-data paragraph")
+    parser.add_argument("--extra-files", nargs="*", default=[], help="files copied into the folder as they are")
+    args = parser.parse_args(argv)
+    training = {}
+    for item in args.training:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--training {item!r}: expected KEY=VALUE")
+        training[key] = value
+    evaluations = load_evaluation_results(args.evaluations)
+    baselines = load_evaluation_results(args.baselines)
+    try:
+        folder = package_model(
+            args.model, args.output, evaluations, baselines, training, args.training_data, args.extra_files
+        )
+    except BaselineNotBeatenError as error:
+        parser.exit(1, f"not packaged: {error}\n")
+    for task, row in compare_to_baselines(evaluations, baselines).items():
+        print(f"{task}: {row['metric']} {row['model']:.4f} (trivial baseline {row['baseline']:.4f})")
+    print(f"wrote {folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
