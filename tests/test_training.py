@@ -138,14 +138,17 @@ def final_weights(output_dir):
 
 
 def test_resume_after_kill_gives_the_same_weights(synthetic_root, tmp_path):
-    straight = run_train(tiny_run_args(synthetic_root, tmp_path / "straight", 6))
+    lateral = ["--lateral_lr_ratio", "0.1"]
+    straight = run_train(tiny_run_args(synthetic_root, tmp_path / "straight", 6, lateral))
     assert straight.returncode == 0, straight.stderr[-3000:]
+    logged = [json.loads(line.split("step 6: ", 1)[1]) for line in straight.stderr.splitlines() if "step 6: {" in line]
+    assert logged[0]["lr/lateral"] == pytest.approx(0.1 * logged[0]["lr/decoder"])
 
     killed_dir = tmp_path / "killed"
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     process = subprocess.Popen(
         [sys.executable, str(REPO / "train.py"),
-         *tiny_run_args(synthetic_root, killed_dir, 6, ["--checkpointing_steps", "3"])],
+         *tiny_run_args(synthetic_root, killed_dir, 6, [*lateral, "--checkpointing_steps", "3"])],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     deadline = time.time() + 300
@@ -158,7 +161,9 @@ def test_resume_after_kill_gives_the_same_weights(synthetic_root, tmp_path):
     assert [p.name for p in CheckpointFolders(killed_dir / "checkpoints").completed()] == ["step_3"]
 
     resumed = run_train(
-        tiny_run_args(synthetic_root, killed_dir, 6, ["--checkpointing_steps", "3", "--resume_from_checkpoint", "latest"])
+        tiny_run_args(
+            synthetic_root, killed_dir, 6, [*lateral, "--checkpointing_steps", "3", "--resume_from_checkpoint", "latest"]
+        )
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "at step 3" in resumed.stderr
