@@ -35,7 +35,7 @@ done
 
 # Package into the package's default model folder (refused unless every task beats its baseline clearly)
 .venv/bin/python -m upocr_hf.packaging --model "$work/run/final" --output "${UPOCR_DEFAULT_MODEL_OUT:-upocr_hf/default_model}" \
-    --evaluations "${evaluations[@]}" --baselines "${baselines[@]}" --extra-files scripts/train_default_model.sh \
+    --evaluations "${evaluations[@]}" --baselines "${baselines[@]}" --extra-files scripts/train_default_model.sh --without-code \
     --training "training data=2,400 synthetic images per task (seed 0), 256×256" \
         "recipe=the paper's multi-task recipe from scratch at 256 px: 4 images per task per step, 2,400 steps, lr 1e-3 (encoder 1.0×, lateral branches 0.1×), no perceptual loss (no ImageNet VGG here)" \
         "hardware=2 CPU cores" "command=scripts/train_default_model.sh (upocr_hf repository)" \

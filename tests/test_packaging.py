@@ -82,3 +82,15 @@ def test_a_refused_model_leaves_the_shipped_folder_untouched(trained_dir, tmp_pa
               "--baselines", *paths["base"]])  # fmt: skip
     assert exit_info.value.code == 1
     assert {p.name: p.read_bytes() for p in output.iterdir()} == before
+
+
+def test_a_folder_shipped_inside_the_package_leaves_the_code_out_and_still_loads(trained_dir, tmp_path):
+    from transformers import AutoModel, pipeline
+
+    output = package_model(trained_dir, tmp_path / "default_model", EVALUATIONS, BASELINES, include_code=False)
+    assert not list(output.glob("*.py"))
+    config = json.loads((output / "config.json").read_text())
+    assert "auto_map" not in config and "custom_pipelines" not in config
+    assert isinstance(AutoModel.from_pretrained(output), UpocrModel)
+    pipe = pipeline("upocr", model=str(output))
+    assert pipe.image_processor.size == {"height": 64, "width": 64}

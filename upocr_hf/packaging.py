@@ -12,6 +12,7 @@ for the trivial baselines). The folder is written next to the output and moved i
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -74,11 +75,14 @@ def package_model(
     training: Mapping[str, Any] | None = None,
     training_data: str | None = None,
     extra_files: Sequence[str | Path] = (),
+    include_code: bool = True,
 ) -> Path:
     """Write `output` (replacing it only once the new folder is complete) from a `save_pretrained` folder.
 
     The card's metrics are the model's evaluation records; its training section gets `training` plus a line per
-    task comparing the headline figure with the trivial baseline's.
+    task comparing the headline figure with the trivial baseline's. `include_code=False` leaves out the
+    remote-code files and their `auto_map` / `custom_pipelines` entries: right for a folder that ships inside
+    `upocr_hf` itself (the installed classes load it; `upocr_hf.hub.push_to_hub` adds the code back on upload).
     """
     from . import UpocrImageProcessor, UpocrModel
 
@@ -98,6 +102,8 @@ def package_model(
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
     try:
         prepare_hub_folder(model, processor, staging, metrics=evaluations, training=details, training_data=training_data)
+        if not include_code:
+            _strip_remote_code(staging)
         for extra in extra_files:
             shutil.copy2(extra, staging / Path(extra).name)
         if output.exists():
@@ -118,6 +124,18 @@ def package_model(
     return output
 
 
+def _strip_remote_code(folder: Path) -> None:
+    for code_file in folder.glob("*.py"):
+        code_file.unlink()
+    for name, keys in (("config.json", ("auto_map", "custom_pipelines")), ("preprocessor_config.json", ("auto_map",))):
+        path = folder / name
+        if path.exists():
+            config = json.loads(path.read_text())
+            for key in keys:
+                config.pop(key, None)
+            path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="the trained save_pretrained folder")
@@ -127,6 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--training", nargs="*", default=[], metavar="KEY=VALUE", help="training details for the card")
     parser.add_argument("--training-data", default=None, help="the card's training-data paragraph")
     parser.add_argument("--extra-files", nargs="*", default=[], help="files copied into the folder as they are")
+    parser.add_argument(
+        "--without-code", action="store_true", help="leave out the remote-code files (a folder shipped inside upocr_hf)"
+    )
     args = parser.parse_args(argv)
     training = {}
     for item in args.training:
@@ -138,7 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     baselines = load_evaluation_results(args.baselines)
     try:
         folder = package_model(
-            args.model, args.output, evaluations, baselines, training, args.training_data, args.extra_files
+            args.model, args.output, evaluations, baselines, training, args.training_data, args.extra_files,
+            include_code=not args.without_code,
         )
     except BaselineNotBeatenError as error:
         parser.exit(1, f"not packaged: {error}\n")
