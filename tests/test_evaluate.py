@@ -104,3 +104,22 @@ def test_trivial_baseline_scores(task, test_data, tmp_path):
         assert metrics["fg_iou"] == 0.0 and metrics["recall"] == 0.0
     else:
         assert metrics["miou"] == 0.0 and metrics["mf"] == 0.0
+
+
+def test_keep_background_removal_scores_the_composited_output(test_data, model_dir, tmp_path):
+    data = str(test_data / LAYOUTS[TEXT_REMOVAL])
+    output, predictions = tmp_path / "kept.json", tmp_path / "kept"
+    assert main(["--model", str(model_dir), "--task", TEXT_REMOVAL, "--data", data, "--keep-background",
+                 "--output-json", str(output), "--save-predictions", str(predictions), "--no-progress"]) == 0  # fmt: skip
+    record = json.loads(output.read_text())
+    assert record["keep_background"] is True and "keep background" in record["protocol"]
+    dataset = load_task_datasets({TEXT_REMOVAL: data}, {TEXT_REMOVAL: ["test"]})[TEXT_REMOVAL]
+    sample = dataset[0]
+    with Image.open(predictions / f"{sample['name']}.png") as saved:
+        kept, source = np.asarray(saved.convert("RGB")), np.asarray(sample["image"].convert("RGB"))
+    # a random-weight model changes every pixel; keep-background copies the input outside the text region
+    assert (kept == source).all(axis=2).mean() > 0.5
+    with pytest.raises(SystemExit):
+        main(["--baseline", "--task", TEXT_REMOVAL, "--data", data, "--keep-background"])
+    with pytest.raises(SystemExit):
+        main(["--model", str(model_dir), "--task", TEXT_SEGMENTATION, "--data", data, "--keep-background"])

@@ -183,3 +183,19 @@ def test_hub_operations_skip_hidden_files(tmp_path):
     (tmp_path / ".cache" / "x").write_text("x")
     (tmp_path / "b.json").write_text("{}")
     assert [op.path_in_repo for op in hub_operations(tmp_path)] == ["b.json", "sub/a.txt"]
+
+
+def test_removal_records_of_both_protocols_sit_side_by_side(tmp_path):
+    plain = {"task": "text-removal", "protocol": "resize to 64x64", "metrics": {"psnr": 24.0, "mssim": 0.7}}
+    kept = {**plain, "protocol": "resize to 64x64, keep background", "keep_background": True,
+            "metrics": {"psnr": 28.0, "mssim": 0.96}}  # fmt: skip
+    paths = []
+    for name, record in (("plain", plain), ("kept", kept), ("again", plain)):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(record))
+    results = load_evaluation_results(paths[:2])
+    assert list(results) == ["text-removal", "text-removal (keep background)"]
+    card = render_model_card(results)
+    assert "**text-removal (keep background)**" in card and "28.00" in card and "96.00" in card
+    with pytest.raises(ValueError, match="a second evaluation record for 'text-removal'"):
+        load_evaluation_results(paths)

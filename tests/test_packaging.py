@@ -29,7 +29,9 @@ BASELINES = {
 
 def test_comparison_lists_each_task_against_its_baseline():
     table = compare_to_baselines(EVALUATIONS, BASELINES)
-    assert table["text-removal"] == {"metric": "psnr", "model": 29.5, "baseline": 25.4, "margin": 1.0}
+    assert table["text-removal"] == {
+        "task": "text-removal", "metric": "psnr", "model": 29.5, "baseline": 25.4, "margin": 1.0, "beats": True,
+    }  # fmt: skip
     assert table["tampered-text-detection"]["metric"] == "mf"
 
 
@@ -39,6 +41,17 @@ def test_a_model_within_the_margin_is_refused_naming_the_task():
         compare_to_baselines(weak, BASELINES)
     with pytest.raises(BaselineNotBeatenError, match="text-segmentation: no baseline record"):
         compare_to_baselines(EVALUATIONS, {k: v for k, v in BASELINES.items() if k != "text-segmentation"})
+
+
+def test_a_task_passes_when_one_of_its_protocols_beats_the_baseline_and_the_card_says_which(trained_dir, tmp_path):
+    plain = record("text-removal", psnr=24.0)
+    kept = {**record("text-removal", psnr=28.0), "keep_background": True}
+    evaluations = {**EVALUATIONS, "text-removal": plain, "text-removal (keep background)": kept}
+    table = compare_to_baselines(evaluations, BASELINES)
+    assert (table["text-removal"]["beats"], table["text-removal (keep background)"]["beats"]) == (False, True)
+    card = (package_model(trained_dir, tmp_path / "out", evaluations, BASELINES) / "README.md").read_text()
+    assert "text-removal vs trivial baseline**: psnr 24.0000 vs 25.4000: does NOT beat it" in card
+    assert "text-removal (keep background) vs trivial baseline**: psnr 28.0000 vs 25.4000: beats it" in card
 
 
 @pytest.fixture

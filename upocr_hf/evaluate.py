@@ -73,18 +73,25 @@ def evaluate_model(
     batch_size: int = 4,
     threshold: float = SEGMENTATION_THRESHOLD,
     tile: bool = False,
+    keep_background: bool = False,
     save_predictions: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run a UPOCR pipeline over `dataset` (the uniform schema of `upocr_hf.data`) and compute the task's metrics.
 
-    Returns the metric's `compute()` result plus `num_samples`. With `save_predictions`, each read-out
-    (text-free image, text mask or colour class map) is written as `DIR/<name>.png`.
+    Returns the metric's `compute()` result plus `num_samples`. `keep_background` scores the pipeline's
+    keep-background mode for text removal (pixels outside the detected text region copied from the input; not the
+    paper's protocol). With `save_predictions`, each read-out (text-free image, text mask or colour class map) is
+    written as `DIR/<name>.png`.
     """
+    if keep_background and task != TEXT_REMOVAL:
+        raise ValueError(f"keep_background applies to {TEXT_REMOVAL!r} only, not {task!r}")
     if task not in _PREDICTION_KEY:
         raise ValueError(f"no metric for task {task!r}; metrics exist for {sorted(_PREDICTION_KEY)}")
     metric = load_metric(task, threshold=threshold) if task == TEXT_SEGMENTATION else load_metric(task)
-    options = {"threshold": threshold} if task == TEXT_SEGMENTATION else {}
+    options: dict[str, Any] = {"threshold": threshold} if task == TEXT_SEGMENTATION else {}
+    if keep_background:
+        options["keep_background"] = True
     output_dir = Path(save_predictions) if save_predictions else None
     bar = tqdm(total=len(dataset), desc=f"evaluating {task}", disable=not progress)
     for samples in _batches(dataset, batch_size):
@@ -146,10 +153,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threshold", type=float, default=SEGMENTATION_THRESHOLD, help="segmentation threshold")
     parser.add_argument("--tile", action="store_true", help="tiled native-resolution inference (not the protocol)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--keep-background", action="store_true",
+        help="text removal in the pipeline's keep-background mode (outside the detected text, the input; not the protocol)",
+    )  # fmt: skip
     parser.add_argument("--save-predictions", default=None, help="folder for the predicted images")
     parser.add_argument("--output-json", default=None, help="where to write the figures (default: print only)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    if args.keep_background and (args.task != TEXT_REMOVAL or args.baseline):
+        parser.error("--keep-background scores a model's text removal (--task text-removal, not --baseline)")
 
     if args.baseline:
         pipe, label, protocol = TrivialBaseline(), TrivialBaseline.name, "none (trivial baseline)"
@@ -163,15 +176,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         pipe = UpocrPipeline(model=model, image_processor=processor, device=args.device)
         label = f"ours ({Path(args.model).name})"
         protocol = "tiled" if args.tile else f"resize to {processor.size['height']}x{processor.size['width']}"
+        if args.keep_background:
+            protocol += ", keep background (outside the detected text region, the input)"
     dataset = load_task_datasets({args.task: Path(args.data)}, {args.task: [args.split]})[args.task]
     figures = evaluate_model(
         pipe, dataset, args.task, batch_size=args.batch_size, threshold=args.threshold,
-        tile=args.tile, save_predictions=args.save_predictions, progress=not args.no_progress,
+        tile=args.tile, keep_background=args.keep_background, save_predictions=args.save_predictions,
+        progress=not args.no_progress,
     )  # fmt: skip
     print(format_results_table(args.task, figures, label=label))
     record = {
         "model": "trivial baseline" if args.baseline else str(args.model), "task": args.task, "data": str(args.data),
-        "split": args.split, "protocol": protocol,
+        "split": args.split, "protocol": protocol, "keep_background": args.keep_background,
         "metrics": _json_ready(figures),
     }  # fmt: skip
     text = json.dumps(record, indent=2)

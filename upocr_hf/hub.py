@@ -45,13 +45,20 @@ _BLOCK = "<!-- upocr:{name}:start -->\n{body}\n<!-- upocr:{name}:end -->"
 
 
 def load_evaluation_results(paths: Iterable[str | os.PathLike]) -> dict[str, dict[str, Any]]:
-    """Read the JSON files written by `python -m upocr_hf.evaluate --output-json` into `{task: record}`."""
+    """Read the JSON files written by `python -m upocr_hf.evaluate --output-json` into `{key: record}`.
+
+    The key is the task, or `"<task> (keep background)"` for a `--keep-background` record, so both removal
+    protocols can sit side by side in a model card. Two records with the same key are an error.
+    """
     results: dict[str, dict[str, Any]] = {}
     for path in paths:
         record = json.loads(Path(path).read_text())
         if "task" not in record or "metrics" not in record:
             raise ValueError(f"{path}: not an evaluation record (expected the keys 'task' and 'metrics')")
-        results[record["task"]] = record
+        key = f"{record['task']} (keep background)" if record.get("keep_background") else record["task"]
+        if key in results:
+            raise ValueError(f"{path}: a second evaluation record for {key!r}")
+        results[key] = record
     return results
 
 
@@ -81,7 +88,7 @@ def format_metrics(metrics: Mapping[str, Mapping[str, Any]]) -> str:
     for task in known:
         record = dict(metrics[task])
         figures = record.get("metrics", record)
-        columns = TABLE_COLUMNS.get(task, ())
+        columns = TABLE_COLUMNS.get(record.get("task", task), ())
         if columns:
             headers = [f"{c.header}{' ' + c.unit if c.unit in ('dB', '×100', '%') else ''}" for c in columns]
             cells = [_format_value(figures.get(c.key), c.scale, c.decimals) for c in columns]
