@@ -18,9 +18,7 @@ import json
 import logging
 import math
 import os
-import shutil
 import sys
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,6 +30,7 @@ from transformers import HfArgumentParser
 
 from upocr_hf.data import MultiTaskDataLoader, UpocrAugment
 from upocr_hf.evaluate import evaluate_model
+from upocr_hf.file_utils import staged_folder
 from upocr_hf.hub import prepare_hub_folder
 from upocr_hf.image_processing_upocr import UpocrImageProcessor
 from upocr_hf.losses import PERCEPTUAL_CHOICES, UpocrLoss
@@ -339,9 +338,7 @@ def save_checkpoint(accelerator: Accelerator, checkpoints: CheckpointFolders, pr
 
 def save_final_model(model: torch.nn.Module, final_dir: Path, args: TrainArguments) -> None:
     """Write a Hub-ready `save_pretrained` folder (model, image processor, pipeline code, model card), staged."""
-    final_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}-", dir=final_dir.parent))
-    try:
+    with staged_folder(final_dir) as staging:
         size = model.config.image_size
         training = {
             "command": "train.py " + " ".join(sys.argv[1:]),
@@ -356,12 +353,6 @@ def save_final_model(model: torch.nn.Module, final_dir: Path, args: TrainArgumen
             model, UpocrImageProcessor(size={"height": size, "width": size}), staging, training=training
         )
         (staging / "training_args.json").write_text(json.dumps(asdict(args), indent=2))
-        if final_dir.exists():
-            shutil.rmtree(final_dir)
-        staging.rename(final_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     logger.info("saved the trained model to %s", final_dir)
 
 

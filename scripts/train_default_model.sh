@@ -44,4 +44,5 @@ evaluations+=("$work/eval/text-removal-keep-background.json")
     --training "training data=2,400 synthetic images per task (seed 0), 256×256" \
         "recipe=the paper's multi-task recipe from scratch at 256 px: 4 images per task per step, 2,400 steps, lr 1e-3 (encoder 1.0×, lateral branches 0.1×), no perceptual loss (no ImageNet VGG here)" \
         "hardware=2 CPU cores" "command=scripts/train_default_model.sh (upocr_hf repository)" \
+        "reading the figures=text removal is scored in both protocols below: the plain output (the paper's protocol) regenerates the whole image, which this small model does lossily, while the keep-background mode changes only the detected text; the tampered-text mF is to be read with its two halves, real text and tampered text" \
     --training-data "Synthetic data only: words rendered by upocr_hf.data.synthetic on procedural backgrounds and scikit-image's bundled sample photographs; no real text images."

@@ -351,9 +351,10 @@ def build_demo(model: str | Any | None = None, *, max_pixels: int | None = MAX_P
                         with gr.Accordion("Options", open=False):
                             remove_tile = gr.Checkbox(False, label="High resolution (tiles at native size)")
                             remove_keep = gr.Checkbox(
-                                False,
+                                True,
                                 label="Keep background (only text pixels may change)",
-                                info="Pixels outside the detected text region stay byte-identical to the input.",
+                                info="Pixels outside the detected text region stay byte-identical to the input "
+                                "(off: the model's whole output image, the paper's protocol).",
                             )
                         remove_button = gr.Button("Run", variant="primary", elem_id="remove-run")
                     with gr.Column():

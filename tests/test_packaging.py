@@ -76,6 +76,7 @@ def test_package_writes_a_loadable_folder_with_the_figures_in_its_card(trained_d
     reloaded = UpocrModel.from_pretrained(output)
     assert all((a == b).all() for a, b in zip(reloaded.state_dict().values(), tiny_model.state_dict().values()))
     assert not [p.name for p in output.parent.iterdir() if p.name.startswith(".")]  # no staging left behind
+    assert output.stat().st_mode & 0o777 == 0o755 and (output / "model.safetensors").stat().st_mode & 0o777 == 0o644
 
 
 def test_a_refused_model_leaves_the_shipped_folder_untouched(trained_dir, tmp_path):

@@ -14,8 +14,6 @@ import argparse
 import math
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import torch
 from safetensors.torch import load_file
 
 from .configuration_upocr import NUM_DECODER_STAGES, NUM_ENCODER_STAGES, UpocrConfig
+from .file_utils import staged_folder
 from .image_processing_upocr import UpocrImageProcessor
 from .modeling_upocr import UpocrModel
 from .tasks import DEFAULT_TASKS
@@ -241,23 +240,9 @@ def convert_checkpoint(
     a failed conversion never leaves a half-written folder or replaces a good one.
     """
     model = load_original_model(checkpoint, tasks)
-    output_dir = Path(output_dir)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
-    try:
+    with staged_folder(output_dir) as staging:
         model.save_pretrained(staging, safe_serialization=True)
         _save_default_image_processor(model, staging)
-        if output_dir.exists():
-            backup = output_dir.with_name(f".{output_dir.name}.old")
-            shutil.rmtree(backup, ignore_errors=True)
-            output_dir.rename(backup)
-            staging.rename(output_dir)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            staging.rename(output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return model
 
 

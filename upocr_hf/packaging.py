@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .file_utils import staged_folder
 from .hub import load_evaluation_results, prepare_hub_folder
 from .tasks import TAMPERED_TEXT_DETECTION, TEXT_REMOVAL, TEXT_SEGMENTATION
 
@@ -105,31 +105,13 @@ def package_model(
             f"{row['metric']} {row['model']:.4f} vs {row['baseline']:.4f}: {verdict} by the required margin "
             f"{row['margin']}"
         )
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
-    try:
+    with staged_folder(output) as staging:
         prepare_hub_folder(model, processor, staging, metrics=evaluations, training=details, training_data=training_data)
         if not include_code:
             _strip_remote_code(staging)
         for extra in extra_files:
             shutil.copy2(extra, staging / Path(extra).name)
-        if output.exists():
-            previous = output.with_name(f".{output.name}.previous")
-            shutil.rmtree(previous, ignore_errors=True)
-            output.rename(previous)
-            try:
-                staging.rename(output)
-            except BaseException:
-                previous.rename(output)
-                raise
-            shutil.rmtree(previous)
-        else:
-            staging.rename(output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return output
+    return Path(output)
 
 
 def _strip_remote_code(folder: Path) -> None:
