@@ -230,7 +230,7 @@ class UpocrDemo:
     # ------------------------------------------------------------------------------------------ callbacks
 
     def remove(
-        self, image: Any, tile: bool = False, keep_background: bool = False
+        self, image: Any, tile: bool = False, keep_background: bool = True
     ) -> tuple[tuple[Image.Image, Image.Image], str, str]:
         """Text removal → ((input, output) for the slider, PNG file to download, info line)."""
         pixels, original, name = self._read(image)

@@ -27,20 +27,25 @@ def tiny_config():
     return UpocrConfig(**tiny_config_kwargs())
 
 
-@pytest.fixture
-def tiny_model(tiny_config):
+def randomised_tiny_model(**overrides):
+    """A seeded tiny UPOCR (config overrides allowed) whose post-norms are randomised: zero-initialised ones would
+    make every block an identity, and tests should see the real paths."""
     import torch
 
-    from upocr_hf import UpocrModel
+    from upocr_hf import UpocrConfig, UpocrModel
 
     torch.manual_seed(0)
-    model = UpocrModel(tiny_config).eval()
-    # zero-initialised post-norms would make every block an identity: randomise them so tests see real paths
+    model = UpocrModel(UpocrConfig(**{**tiny_config_kwargs(), **overrides})).eval()
     with torch.no_grad():
         for name, param in model.named_parameters():
             if name.endswith(("attention_norm.weight", "mlp_norm.weight")):
                 param.uniform_(0.5, 1.5)
     return model
+
+
+@pytest.fixture
+def tiny_model():
+    return randomised_tiny_model()
 
 
 @pytest.fixture(scope="module")

@@ -10,24 +10,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config_kwargs
+from conftest import randomised_tiny_model
 from PIL import Image
 from transformers import pipeline
 
-from upocr_hf import UpocrConfig, UpocrModel, UpocrPipeline
+from upocr_hf import UpocrPipeline
 from upocr_hf.image_processing_upocr import ImageLoadError, UpocrImageProcessor
 from upocr_hf.pipeline_upocr import resolve_task
 from upocr_hf.tiling import tile_starts, tiled_predict
-
-
-def randomised_tiny_model(**overrides):
-    torch.manual_seed(0)
-    model = UpocrModel(UpocrConfig(**{**tiny_config_kwargs(), **overrides})).eval()
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith(("attention_norm.weight", "mlp_norm.weight")):
-                param.uniform_(0.5, 1.5)
-    return model
 
 
 @pytest.fixture(scope="module")

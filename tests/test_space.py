@@ -110,6 +110,14 @@ def test_removal_returns_the_input_size(client, photo):
     assert np.array_equal(np.asarray(Image.open(before).convert("RGB")), np.asarray(Image.open(photo)))
 
 
+def test_removal_keeps_the_background_unless_asked_not_to(client, photo):
+    from gradio_client import handle_file
+
+    *_, default_info = client.predict(handle_file(str(photo)), api_name="/remove")
+    *_, whole_info = client.predict(handle_file(str(photo)), False, False, api_name="/remove")
+    assert "background kept" in default_info and "background kept" not in whole_info
+
+
 def test_segmentation_returns_the_input_size(client, photo):
     from gradio_client import handle_file
 
