@@ -34,8 +34,8 @@ from upocr_hf.file_utils import staged_folder
 from upocr_hf.hub import prepare_hub_folder
 from upocr_hf.image_processing_upocr import UpocrImageProcessor
 from upocr_hf.losses import PERCEPTUAL_CHOICES, UpocrLoss
+from upocr_hf.packaging import SELECTION_METRICS
 from upocr_hf.pipeline_upocr import UpocrPipeline
-from upocr_hf.tasks import TAMPERED_TEXT_DETECTION, TEXT_REMOVAL, TEXT_SEGMENTATION
 from upocr_hf.training import (
     CONFIG_PRESETS,
     TRAIN_SPLITS,
@@ -52,7 +52,6 @@ from upocr_hf.training import (
 logger = logging.getLogger("upocr_hf.train")
 
 #: The figure of each task's validation metrics (in [0, 1], higher is better) that selects the best model.
-VALIDATION_SCORES = {TEXT_REMOVAL: "mssim", TEXT_SEGMENTATION: "fg_iou", TAMPERED_TEXT_DETECTION: "mf"}
 
 
 @dataclass
@@ -92,6 +91,13 @@ class TrainArguments:
     gradient_accumulation_steps: int = field(default=1)
     mixed_precision: str = field(default="no", metadata={"help": "no | bf16 | fp16 (through Accelerate)."})
     gradient_checkpointing: bool = field(default=False)
+    torch_compile: bool = field(
+        default=False,
+        metadata={
+            "help": "Compile the model with torch.compile (inductor), as `accelerate launch --dynamo_backend "
+            "inductor` does; the first steps take minutes to compile. Left off, Accelerate's own configuration decides."
+        },
+    )
     perceptual_loss: str = field(
         default="imagenet", metadata={"help": f"VGG-16 for the perceptual/style losses: {' | '.join(PERCEPTUAL_CHOICES)}."}
     )
@@ -143,6 +149,7 @@ def train(args: TrainArguments) -> Path:
         log_with=None if args.report_to == "none" else args.report_to,
         project_dir=str(output_dir),
         step_scheduler_with_optimizer=False,  # the schedule is in optimizer updates, whatever the world size
+        dynamo_backend="inductor" if args.torch_compile else None,
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     set_seed(args.seed)
@@ -201,9 +208,9 @@ def train(args: TrainArguments) -> Path:
         unknown = [t for t in validation_folders if t not in tasks]
         if unknown:
             raise ValueError(f"--validation_data for task(s) {unknown} that --data does not train")
-        unscored = [t for t in validation_folders if t not in VALIDATION_SCORES]
+        unscored = [t for t in validation_folders if t not in SELECTION_METRICS]
         if unscored:
-            raise ValueError(f"--validation_data: no metric for task(s) {unscored}; metrics exist for {list(VALIDATION_SCORES)}")
+            raise ValueError(f"--validation_data: no metric for task(s) {unscored}; metrics exist for {list(SELECTION_METRICS)}")
         validation = load_task_datasets(validation_folders, dict.fromkeys(validation_folders, [args.validation_split]))
 
     bar = tqdm(total=args.max_steps, initial=progress.step, disable=not accelerator.is_local_main_process)
@@ -274,7 +281,7 @@ def train(args: TrainArguments) -> Path:
     final_dir = output_dir / "final"
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        save_final_model(accelerator.unwrap_model(model), final_dir, args)
+        save_final_model(accelerator.unwrap_model(model, keep_torch_compile=False), final_dir, args)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return final_dir
@@ -290,11 +297,11 @@ def validate(
     """Score the model on each validation set (main process) and keep the best model in `OUTPUT_DIR/best`.
 
     The selection score is the mean over tasks of one figure in [0, 1] each, higher is better: MSSIM for text
-    removal, fgIoU for text segmentation, mF for tampered text detection (`VALIDATION_SCORES`).
+    removal, fgIoU for text segmentation, mF for tampered text detection (`SELECTION_METRICS`).
     """
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model)
+        unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
         size = unwrapped.config.image_size
         pipe = UpocrPipeline(
             model=unwrapped,
@@ -307,7 +314,7 @@ def validate(
             for key, value in figures.items():
                 if isinstance(value, int | float) and not isinstance(value, bool):
                     logs[f"eval/{task}/{key}"] = value
-            scores.append(figures.get(VALIDATION_SCORES[task]) or 0.0)
+            scores.append(figures.get(SELECTION_METRICS[task]) or 0.0)
         score = sum(scores) / len(scores)
         logs["eval/score"] = score
         accelerator.log(logs, step=progress.step)

@@ -2,6 +2,9 @@
 
     python bench/bench_train.py                       # tiny and paper configs, 1 image per task at 512×512
     python bench/bench_train.py --configs tiny --batch-size-per-task 8 --size 256
+    python bench/bench_train.py --configs compact --size 256 --batch-size-per-task 4 --modes eager compile compile+bf16
+
+``--modes`` compares eager fp32 with ``torch.compile`` (inductor; compile time reported apart) and bf16 autocast.
 
 Each configuration runs in its own process so that the peak resident memory (ru_maxrss) is its own. Batches are
 random tensors shaped like the multi-task batches of train.py (one batch per task, concatenated); the perceptual
@@ -17,8 +20,14 @@ import subprocess
 import sys
 import time
 
+MODES = ("eager", "compile", "bf16", "compile+bf16")
 
-def measure(config: str, size: int, per_task: int, steps: int, perceptual: str, checkpointing: bool) -> dict:
+
+def measure(
+    config: str, size: int, per_task: int, steps: int, perceptual: str, checkpointing: bool, mode: str = "eager"
+) -> dict:
+    import contextlib
+
     import torch
 
     from upocr_hf.losses import UpocrLoss
@@ -37,10 +46,15 @@ def measure(config: str, size: int, per_task: int, steps: int, perceptual: str, 
     text_mask = (torch.rand(batch_size, 1, size, size) > 0.8).float()
     ignore_mask = torch.rand(batch_size, 1, size, size) > 0.95
     task_ids = torch.arange(len(DEFAULT_TASKS)).repeat_interleave(per_task)
+    forward = torch.compile(model) if "compile" in mode else model
+    autocast = (
+        (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if "bf16" in mode else contextlib.nullcontext
+    )
     times = []
-    for _ in range(steps + 1):  # the first step warms up and is not timed
+    for _ in range(steps + 1):  # the first step warms up (and compiles) and is not timed
         start = time.perf_counter()
-        outputs = model(pixel_values, task=task_ids)
+        with autocast():
+            outputs = forward(pixel_values, task=task_ids)
         loss = loss_fn(outputs.multi_scale_predictions, pixel_values, labels, text_mask, ignore_mask, task_ids).loss
         optimizer.zero_grad()
         loss.backward()
@@ -49,6 +63,8 @@ def measure(config: str, size: int, per_task: int, steps: int, perceptual: str, 
         times.append(time.perf_counter() - start)
     return {
         "config": config,
+        "mode": mode,
+        "first_step_seconds": times[0],
         "parameters": model.num_parameters(),
         "image_size": size,
         "images_per_step": batch_size,
@@ -67,20 +83,22 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--perceptual", default="off", choices=["off", "random"])
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--modes", nargs="+", default=["eager"], choices=MODES)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         result = measure(
-            args.configs[0], args.size, args.batch_size_per_task, args.steps, args.perceptual, args.gradient_checkpointing
-        )
+            args.configs[0], args.size, args.batch_size_per_task, args.steps, args.perceptual,
+            args.gradient_checkpointing, args.modes[0],
+        )  # fmt: skip
         print(json.dumps(result))
         return
     results = []
-    for config in args.configs:
+    for config, mode in [(c, m) for c in args.configs for m in args.modes]:
         command = [
             sys.executable, __file__, "--child", "--configs", config, "--size", str(args.size),
             "--batch-size-per-task", str(args.batch_size_per_task), "--steps", str(args.steps),
-            "--perceptual", args.perceptual,
+            "--perceptual", args.perceptual, "--modes", mode,
         ] + (["--gradient-checkpointing"] if args.gradient_checkpointing else [])  # fmt: skip
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         results.append(json.loads(output.strip().splitlines()[-1]))
@@ -89,7 +107,7 @@ def main() -> None:
         base = results[0]
         for other in results[1:]:
             print(
-                f"{other['config']} / {base['config']}: "
+                f"{other['config']} {other['mode']} / {base['config']} {base['mode']}: "
                 f"{other['seconds_per_step'] / base['seconds_per_step']:.1f}× time per step, "
                 f"{other['peak_rss_gib'] / base['peak_rss_gib']:.1f}× peak memory"
             )

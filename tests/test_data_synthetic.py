@@ -12,9 +12,12 @@ import pytest
 from PIL import Image
 
 from upocr_hf.data.folders import DatasetFolderError, tampered_boxes_to_target
+from upocr_hf.data.resources import RESERVED_NAME_PARTS, font_group, photo_group, style_split
 from upocr_hf.data.synthetic import (
     ALL_TASKS,
+    FORGERY_CHANGE_THRESHOLD,
     LAYOUT_DIRS,
+    STYLE_FORGERY_METHODS,
     SyntheticConfig,
     available_fonts,
     available_photos,
@@ -31,11 +34,18 @@ from upocr_hf.tasks import (
 )
 
 SIZE = (128, 96)
+#: Fonts and photos every machine has (DejaVu; scikit-image's wheel), so no verdict depends on what is installed.
+DEJAVU = tuple(str(p) for p in sorted(Path("/usr/share/fonts/truetype/dejavu").glob("*.ttf")))
 
 
 @pytest.fixture(scope="module")
 def cfg() -> SyntheticConfig:
-    return replace(SyntheticConfig(size=SIZE), font_size_range=(0.08, 0.2)).resolved()
+    from upocr_hf.data.resources import _skimage_photos
+
+    return SyntheticConfig(
+        size=SIZE, font_size_range=(0.08, 0.2), font_paths=DEJAVU, photo_paths=tuple(_skimage_photos()),
+        resave_prob=0.0,  # the forged image as forged: every changed pixel must be labelled
+    ).resolved()  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -48,12 +58,40 @@ def _digest(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_resources_are_local() -> None:
+def test_resources_are_local_and_never_reserved() -> None:
     fonts = available_fonts()
     assert any("DejaVuSans.ttf" in f for f in fonts)
     assert len(fonts) >= 10
     photos = available_photos()
-    assert photos and all(Path(p).is_file() for p in photos)  # straight from the skimage wheel
+    assert photos and all(Path(p).is_file() for p in photos)  # local files: skimage's wheel, Debian's wallpapers
+    for path in fonts + photos:
+        assert not any(part in path.lower() for part in RESERVED_NAME_PARTS), path
+
+
+def test_style_split_holds_out_whole_families() -> None:
+    fonts = [f"/usr/share/fonts/truetype/family{i}/Face{j}.ttf" for i in range(30) for j in range(3)]
+    train, held = style_split(fonts, "train", font_group), style_split(fonts, "held-out", font_group)
+    assert set(train) | set(held) == set(fonts) and not set(train) & set(held)
+    assert {font_group(f) for f in train}.isdisjoint({font_group(f) for f in held})
+    assert 0.05 < len(held) / len(fonts) < 0.4
+    assert style_split(fonts, "all", font_group) == tuple(fonts)
+    # one family only (a bare machine): split file by file, both sides non-empty
+    bare = [f"/fonts/dejavu/DejaVu{i}.ttf" for i in range(20)]
+    assert style_split(bare, "train", font_group) and style_split(bare, "held-out", font_group)
+    assert photo_group("/usr/share/wallpapers/Kite/contents/images/1920x1080.jpg") == "Kite"
+    assert photo_group("/usr/share/backgrounds/sway/Sway_Wallpaper_Blue_768x1024_Portrait.png") == "Sway_Wallpaper_Blue"
+    with pytest.raises(ValueError, match="unknown style"):
+        style_split(fonts, "test", font_group)
+
+
+def test_styles_use_their_own_forgery_methods(cfg: SyntheticConfig) -> None:
+    assert set(STYLE_FORGERY_METHODS["train"]).isdisjoint(STYLE_FORGERY_METHODS["held-out"])
+    for style in ("train", "held-out"):
+        styled = replace(cfg, style=style, forgery_methods=None).resolved()
+        methods = {w["method"] for i in range(12) for w in render_sample(i, 5, styled).words if w["method"]}
+        assert methods and methods <= set(STYLE_FORGERY_METHODS[style]), (style, methods)
+    with pytest.raises(ValueError, match="unknown forgery method"):
+        replace(cfg, forgery_methods=("blur",)).resolved()
 
 
 def test_deterministic_for_a_seed(cfg: SyntheticConfig, samples: list) -> None:
@@ -97,29 +135,41 @@ def test_tampered_regions_are_where_the_image_changed(samples: list) -> None:
         h, w = s.image.shape[:2]
         target = tampered_boxes_to_target(w, h, s.tamper_boxes)
         blue = (target == TAMPER_CLASS_RGB[2]).all(-1)
-        diff = (s.tampered != s.image).any(-1)
-        text = (s.tampered != s.background).any(-1)
-        # every changed pixel is tampered text; each tampered box holds changed pixels and is the tight box
-        # of changed pixels and forged text
+        diff = np.abs(s.tampered.astype(int) - s.image.astype(int)).max(-1) > FORGERY_CHANGE_THRESHOLD
+        text = (s.image != s.background).any(-1)
+        # every visibly changed pixel is tampered text, and each tampered box is the tight box of changed pixels
         assert blue[diff].all()
         for b in s.tamper_boxes:
             inside = np.zeros_like(diff)
             inside[b.y1 : b.y2 + 1, b.x1 : b.x2 + 1] = True
             if b.label == 2:
-                assert (diff & inside).any()
-                ys, xs = np.nonzero((diff | text) & inside)
+                ys, xs = np.nonzero(diff & inside)
                 assert (xs.min(), ys.min(), xs.max(), ys.max()) == (b.x1, b.y1, b.x2, b.y2)
                 saw_tampered = True
             else:
                 saw_real = True
-                # a real box holds text that is in the forged image
-                assert ((s.tampered != s.background).any(-1) & inside).any()
-        # outside every box, the forged image is the background
-        boxed = ~(target == TAMPER_CLASS_RGB[0]).all(-1)
-        np.testing.assert_array_equal(s.tampered[~boxed], s.background[~boxed])
-        replaced = [w for w in s.words if w["replacement"]]
-        assert bool(replaced) == any(b.label == 2 for b in s.tamper_boxes) or not diff.any()
+                assert (text & inside).any()  # a real box holds text of the image
+        forged = [w for w in s.words if w["replacement"]]
+        assert len(forged) == sum(b.label == 2 for b in s.tamper_boxes)
+        assert all(w["method"] in STYLE_FORGERY_METHODS["all"] for w in forged)
     assert saw_tampered and saw_real
+
+
+def test_forgeries_leave_traces_beyond_the_new_letters(samples: list) -> None:
+    """A forgery is more than new glyphs on the true background: inside tampered boxes, pixels that are background
+    in both the original and the forged text still changed (inpainting, resampling, recompression, pasted
+    surroundings)."""
+    traced = 0
+    for s in samples:
+        h, w = s.image.shape[:2]
+        text = (s.image != s.background).any(-1)
+        for b in s.tamper_boxes:
+            if b.label != 2:
+                continue
+            region = (slice(b.y1, b.y2 + 1), slice(b.x1, b.x2 + 1))
+            plain = ~text[region] & (np.abs(s.tampered[region].astype(int) - s.background[region]).max(-1) > 0)
+            traced += bool(plain.mean() > 0.2)
+    assert traced >= 3
 
 
 def test_folders_identical_for_any_worker_count(tmp_path: Path, cfg: SyntheticConfig) -> None:

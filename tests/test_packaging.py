@@ -7,7 +7,14 @@ import json
 import pytest
 
 from upocr_hf import UpocrModel
-from upocr_hf.packaging import BaselineNotBeatenError, compare_to_baselines, main, package_model
+from upocr_hf.packaging import (
+    BaselineNotBeatenError,
+    IncumbentNotBeatenError,
+    compare_to_baselines,
+    compare_to_incumbent,
+    main,
+    package_model,
+)
 
 
 def record(task: str, **metrics: float) -> dict:
@@ -108,3 +115,37 @@ def test_a_folder_shipped_inside_the_package_leaves_the_code_out_and_still_loads
     assert isinstance(AutoModel.from_pretrained(output), UpocrModel)
     pipe = pipeline("upocr", model=str(output))
     assert pipe.image_processor.size == {"height": 64, "width": 64}
+
+
+def test_a_model_replaces_the_shipped_one_only_when_it_scores_higher(trained_dir, tmp_path):
+    incumbent = {
+        "text-removal": record("text-removal", psnr=30.0, mssim=0.96),
+        "text-segmentation": record("text-segmentation", fg_iou=0.40),
+        "tampered-text-detection": record("tampered-text-detection", mf=0.30),
+        "not-shared": record("text-segmentation", fg_iou=0.0),
+    }
+    # the mean of MSSIM, fgIoU and mF over the shared records: (0.95 + 0.61 + 0.42) / 3 vs (0.96 + 0.40 + 0.30) / 3
+    new, old = compare_to_incumbent(EVALUATIONS, incumbent)
+    assert (round(new, 4), round(old, 4)) == (0.66, 0.5533)
+    stronger = {**incumbent, "tampered-text-detection": record("tampered-text-detection", mf=0.9)}
+    with pytest.raises(IncumbentNotBeatenError, match=r"0\.6600 does not beat the incumbent's 0\.7533"):
+        compare_to_incumbent(EVALUATIONS, stronger)
+    with pytest.raises(IncumbentNotBeatenError, match="share no evaluation record"):
+        compare_to_incumbent(EVALUATIONS, {"other": record("other", x=1.0)})
+
+    output = package_model(trained_dir, tmp_path / "default_model", EVALUATIONS, BASELINES)
+    before = {p.name: p.read_bytes() for p in output.iterdir()}
+    paths = {}
+    for kind, records in (("eval", EVALUATIONS), ("base", BASELINES), ("incumbent", stronger)):
+        paths[kind] = []
+        for key, rec in records.items():
+            path = tmp_path / kind / f"{key}.json"
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(json.dumps(rec))
+            paths[kind].append(str(path))
+    paths["incumbent"] = paths["incumbent"][:3]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model", str(trained_dir), "--output", str(output), "--evaluations", *paths["eval"],
+              "--baselines", *paths["base"], "--incumbent", *paths["incumbent"]])  # fmt: skip
+    assert exit_info.value.code == 1
+    assert {p.name: p.read_bytes() for p in output.iterdir()} == before

@@ -31,8 +31,45 @@ HEADLINE_METRICS: dict[str, tuple[str, float]] = {
 }
 
 
+#: One figure per task in [0, 1], higher is better, that ranks two models of the same task: training keeps the
+#: best model by it, and packaging replaces a shipped model only with one that scores higher on it.
+SELECTION_METRICS: dict[str, str] = {TEXT_REMOVAL: "mssim", TEXT_SEGMENTATION: "fg_iou", TAMPERED_TEXT_DETECTION: "mf"}
+
+
 class BaselineNotBeatenError(ValueError):
     pass
+
+
+class IncumbentNotBeatenError(ValueError):
+    pass
+
+
+def selection_score(evaluations: Mapping[str, Mapping[str, Any]], keys: Sequence[str] | None = None) -> float:
+    """The mean of each record's `SELECTION_METRICS` figure (over `keys`, default every record with one)."""
+    keys = [k for k, r in evaluations.items() if r.get("task", k) in SELECTION_METRICS] if keys is None else keys
+    if not keys:
+        raise ValueError("no evaluation record of a task with a selection metric")
+    figures = [float(evaluations[k]["metrics"][SELECTION_METRICS[evaluations[k].get("task", k)]]) for k in keys]
+    return sum(figures) / len(figures)
+
+
+def compare_to_incumbent(
+    evaluations: Mapping[str, Mapping[str, Any]], incumbent: Mapping[str, Mapping[str, Any]]
+) -> tuple[float, float]:
+    """`(new score, incumbent score)`: `selection_score` of both over the records they share.
+
+    Raises:
+        IncumbentNotBeatenError: they share no record, or the new model does not score higher.
+    """
+    shared = [k for k in evaluations if k in incumbent and evaluations[k].get("task", k) in SELECTION_METRICS]
+    if not shared:
+        raise IncumbentNotBeatenError("the new model and the incumbent share no evaluation record to compare")
+    new, old = selection_score(evaluations, shared), selection_score(incumbent, shared)
+    if not new > old:
+        raise IncumbentNotBeatenError(
+            f"selection score {new:.4f} does not beat the incumbent's {old:.4f} (mean over {', '.join(shared)})"
+        )
+    return new, old
 
 
 def compare_to_baselines(
@@ -82,6 +119,7 @@ def package_model(
     training_data: str | None = None,
     extra_files: Sequence[str | Path] = (),
     include_code: bool = True,
+    incumbent: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Path:
     """Write `output` (replacing it only once the new folder is complete) from a `save_pretrained` folder.
 
@@ -89,10 +127,14 @@ def package_model(
     task comparing the headline figure with the trivial baseline's. `include_code=False` leaves out the
     remote-code files and their `auto_map` / `custom_pipelines` entries: right for a folder that ships inside
     `upocr_hf` itself (the installed classes load it; `upocr_hf.hub.push_to_hub` adds the code back on upload).
+    `incumbent`: the evaluation records of the model `output` holds now, on the same data; the new one must score
+    higher (`compare_to_incumbent`) or nothing is written.
     """
     from . import UpocrImageProcessor, UpocrModel
 
     comparison = compare_to_baselines(evaluations, baselines)
+    if incumbent is not None:
+        compare_to_incumbent(evaluations, incumbent)
     model = UpocrModel.from_pretrained(model_dir).eval()
     try:
         processor = UpocrImageProcessor.from_pretrained(model_dir)
@@ -132,6 +174,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", required=True, help="the folder to write")
     parser.add_argument("--evaluations", nargs="+", required=True, help="the model's evaluation JSON records")
     parser.add_argument("--baselines", nargs="+", required=True, help="the trivial baseline's evaluation JSON records")
+    parser.add_argument(
+        "--incumbent",
+        nargs="+",
+        default=None,
+        help="evaluation JSON records of the model the output folder holds now, on the same data: refuse unless the "
+        "new model's selection score is higher",
+    )
     parser.add_argument("--training", nargs="*", default=[], metavar="KEY=VALUE", help="training details for the card")
     parser.add_argument("--training-data", default=None, help="the card's training-data paragraph")
     parser.add_argument("--extra-files", nargs="*", default=[], help="files copied into the folder as they are")
@@ -147,13 +196,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         training[key] = value
     evaluations = load_evaluation_results(args.evaluations)
     baselines = load_evaluation_results(args.baselines)
+    incumbent = load_evaluation_results(args.incumbent) if args.incumbent else None
     try:
         folder = package_model(
             args.model, args.output, evaluations, baselines, training, args.training_data, args.extra_files,
-            include_code=not args.without_code,
+            include_code=not args.without_code, incumbent=incumbent,
         )
-    except BaselineNotBeatenError as error:
+    except (BaselineNotBeatenError, IncumbentNotBeatenError) as error:
         parser.exit(1, f"not packaged: {error}\n")
+    if incumbent is not None:
+        new, old = compare_to_incumbent(evaluations, incumbent)
+        print(f"selection score {new:.4f} beats the incumbent's {old:.4f}")
     for key, row in compare_to_baselines(evaluations, baselines).items():
         verdict = "beats" if row["beats"] else "does NOT beat"
         print(f"{key}: {row['metric']} {row['model']:.4f} {verdict} the trivial baseline's {row['baseline']:.4f}")

@@ -45,8 +45,6 @@ so :mod:`upocr_hf.data.folders` loads them like the real sets. CLI::
 from __future__ import annotations
 
 import argparse
-import hashlib
-import importlib.util
 import json
 import math
 import multiprocessing as mp
@@ -63,7 +61,21 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from ..tasks import TAMPERED_TEXT_DETECTION, TEXT_REMOVAL, TEXT_SEGMENTATION
+from .camera import CameraConfig, jpeg, photograph, to_gray
 from .folders import TEXTSEG_IGNORE, TEXTSEG_TEXT, TEXTSEG_WORD_EFFECT, TamperBox
+from .forgery import FORGERY_METHODS, TRACE_REACH, dilate, feather, inpaint, leave_traces, paste
+from .resources import (
+    FONT_DIRS,
+    REQUIRED_CHARS,
+    STYLES,
+    available_fonts,
+    available_photos,
+    font_charset,
+    font_group,
+    load_photo,
+    photo_group,
+    style_split,
+)
 
 __all__ = [
     "ALL_TASKS",
@@ -86,19 +98,12 @@ LAYOUT_DIRS: dict[str, str] = {
     TEXT_SEGMENTATION: "TextSeg",
     TAMPERED_TEXT_DETECTION: "Tampered-IC13",
 }
-
-DEJAVU_DIR = "/usr/share/fonts/truetype/dejavu"
-#: Packages searched for shipped fonts (only installed ones are looked at).
-FONT_PACKAGES: tuple[str, ...] = ("gradio", "matplotlib", "reportlab", "cv2", "pygame", "kivy", "docutils")
-#: scikit-image sample photos bundled in its wheel that contain no text (read from disk, never via pooch).
-SKIMAGE_PHOTOS: tuple[str, ...] = (
-    "astronaut.png", "brick.png", "camera.png", "chelsea.png", "coffee.png", "coins.png", "color.png",
-    "grass.png", "gravel.png", "hubble_deep_field.jpg", "ihc.png", "moon.png", "motorcycle_left.png",
-    "motorcycle_right.png", "retina.jpg", "rocket.jpg", "cell.png", "chessboard_RGB.png",
-)
-
-_REQUIRED_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-_CANDIDATE_CHARS = _REQUIRED_CHARS + "abcdefghijklmnopqrstuvwxyz0123456789$%&-.,:!?'/()#@+"
+#: The forgery methods of each style: the held-out style's method is one that training never sees.
+STYLE_FORGERY_METHODS: dict[str, tuple[str, ...]] = {
+    "train": ("edit", "copy-move"),
+    "held-out": ("splice",),
+    "all": FORGERY_METHODS,
+}
 
 _VOCABULARY = (
     "the open sale exit road hotel coffee market station city park bank street store police taxi bus stop "
@@ -124,9 +129,13 @@ _VOCABULARY = (
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    """How samples look. ``size`` is ``(width, height)``; ``font_paths``/``photo_paths`` ``None`` = discover."""
+    """How samples look. ``size`` is ``(width, height)``. ``font_paths``/``photo_paths`` ``None``: discover this
+    machine's fonts and photographs and keep those of ``style`` ("train", "held-out" or "all", see
+    :mod:`upocr_hf.data.resources`); lists given explicitly are used as they are. ``forgery_methods`` ``None``: the
+    style's methods (training: edit and copy-move; held-out: splicing)."""
 
     size: tuple[int, int] = (512, 512)
+    style: str = "all"
     min_blocks: int = 1
     max_blocks: int = 4
     max_lines: int = 3
@@ -139,20 +148,42 @@ class SyntheticConfig:
     outline_prob: float = 0.25
     shadow_prob: float = 0.25
     photo_prob: float = 0.5
+    document_prob: float = 0.25  # a page or a screenshot: small, straight, mostly dark-on-light text
+    camera: CameraConfig = field(default_factory=CameraConfig)
     tamper_word_fraction: tuple[float, float] = (0.2, 0.6)
+    max_tampered_words: int = 4
     no_tamper_prob: float = 0.1
-    imitation_mismatch_prob: float = 0.3
+    forgery_methods: tuple[str, ...] | None = None
+    forgery_strength: tuple[float, float] = (0.1, 1.0)
+    resave_prob: float = (
+        0.6  # the forged image saved again as JPEG: the edits get another compression history
+    )
     ignore_soft_edges: bool = True
     font_paths: tuple[str, ...] | None = None
     photo_paths: tuple[str, ...] | None = None
 
     def resolved(self) -> SyntheticConfig:
-        """The same config with the font and photo lists filled in (do this once, in the parent process)."""
-        fonts = self.font_paths if self.font_paths is not None else tuple(available_fonts())
-        photos = self.photo_paths if self.photo_paths is not None else tuple(available_photos())
+        """The same config with the font and photo lists and the forgery methods filled in (do this once, in the
+        parent process)."""
+        fonts = self.font_paths
+        if fonts is None:
+            fonts = style_split(available_fonts(), self.style, font_group)
+        photos = self.photo_paths
+        if photos is None:
+            photos = style_split(available_photos(), self.style, photo_group)
         if not fonts:
-            raise RuntimeError(f"no usable font found (looked in {DEJAVU_DIR} and packages {FONT_PACKAGES})")
-        return replace(self, font_paths=tuple(fonts), photo_paths=tuple(photos))
+            raise RuntimeError(
+                f"no usable font found (looked in {FONT_DIRS} and Python packages' font folders)"
+            )
+        methods = (
+            self.forgery_methods if self.forgery_methods is not None else STYLE_FORGERY_METHODS[self.style]
+        )
+        unknown = set(methods) - set(FORGERY_METHODS)
+        if unknown:
+            raise ValueError(f"unknown forgery method(s) {sorted(unknown)}; choose from {FORGERY_METHODS}")
+        return replace(
+            self, font_paths=tuple(fonts), photo_paths=tuple(photos), forgery_methods=tuple(methods)
+        )
 
 
 @dataclass
@@ -167,80 +198,6 @@ class SyntheticSample:
     tampered: np.ndarray  # forged copy (tamper input)
     tamper_boxes: list[TamperBox] = field(default_factory=list)
     words: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _font_dirs_from_packages() -> list[Path]:
-    dirs = []
-    for pkg in FONT_PACKAGES:
-        try:
-            spec = importlib.util.find_spec(pkg)
-        except (ImportError, ValueError):
-            continue
-        if spec is not None and spec.submodule_search_locations:
-            dirs.extend(Path(p) for p in spec.submodule_search_locations)
-    return dirs
-
-
-def _glyph_key(font: ImageFont.FreeTypeFont, ch: str) -> tuple[Any, ...]:
-    mask = font.getmask(ch)
-    return (mask.size, bytes(mask))
-
-
-@lru_cache(maxsize=512)
-def font_charset(path: str) -> frozenset[str]:
-    """Characters of ``_CANDIDATE_CHARS`` that ``path`` draws as real, distinct glyphs."""
-    try:
-        font = ImageFont.truetype(path, 24)
-    except OSError:
-        return frozenset()
-    notdef = _glyph_key(font, "\ue000")
-    keys = {ch: _glyph_key(font, ch) for ch in _CANDIDATE_CHARS}
-    good = {ch for ch, k in keys.items() if k != notdef and k[0][0] > 0 and k[0][1] > 0}
-    letters = [keys[ch] for ch in _REQUIRED_CHARS if ch in good]
-    if len(set(letters)) < 20:  # glyphs missing or all alike: not a text font
-        return frozenset()
-    return frozenset(good)
-
-
-@lru_cache(maxsize=1)
-def available_fonts() -> list[str]:
-    """Usable Latin fonts on this machine: DejaVu plus fonts shipped by installed packages, de-duplicated by
-    content, sorted by path. A font must draw all capital letters."""
-    candidates: list[Path] = []
-    if os.path.isdir(DEJAVU_DIR):
-        candidates.extend(sorted(Path(DEJAVU_DIR).glob("*.ttf")))
-    for base in _font_dirs_from_packages():
-        for root, _dirs, files in os.walk(base):
-            candidates.extend(Path(root) / f for f in files if f.lower().endswith((".ttf", ".otf")))
-    seen: set[str] = set()
-    fonts: list[str] = []
-    for path in sorted(set(candidates)):
-        try:
-            digest = hashlib.sha1(path.read_bytes()).hexdigest()
-        except OSError:
-            continue
-        if digest in seen:
-            continue
-        seen.add(digest)
-        if len(font_charset(str(path))) >= len(_REQUIRED_CHARS):
-            fonts.append(str(path))
-    return fonts
-
-
-@lru_cache(maxsize=1)
-def available_photos() -> list[str]:
-    """Text-free photographs bundled inside the installed scikit-image wheel (no download)."""
-    spec = importlib.util.find_spec("skimage")
-    if spec is None or not spec.submodule_search_locations:
-        return []
-    data_dir = Path(next(iter(spec.submodule_search_locations))) / "data"
-    return [str(data_dir / n) for n in SKIMAGE_PHOTOS if (data_dir / n).is_file()]
-
-
-@lru_cache(maxsize=64)
-def _load_photo(path: str) -> np.ndarray:
-    with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"))
 
 
 @lru_cache(maxsize=4096)
@@ -279,7 +236,9 @@ def _procedural_background(rng: np.random.Generator, w: int, h: int) -> np.ndarr
     c1, c2 = _random_colour(rng), _random_colour(rng)
     if kind == "linear":
         angle = rng.uniform(0, 2 * math.pi)
-        t = (xx * math.cos(angle) + yy * math.sin(angle)) / (abs(w * math.cos(angle)) + abs(h * math.sin(angle)) + 1)
+        t = (xx * math.cos(angle) + yy * math.sin(angle)) / (
+            abs(w * math.cos(angle)) + abs(h * math.sin(angle)) + 1
+        )
         t = t - t.min()
     elif kind == "radial":
         cx, cy = rng.uniform(0, w), rng.uniform(0, h)
@@ -302,7 +261,7 @@ def _procedural_background(rng: np.random.Generator, w: int, h: int) -> np.ndarr
 
 
 def _photo_background(rng: np.random.Generator, w: int, h: int, photos: Sequence[str]) -> np.ndarray:
-    photo = _load_photo(photos[int(rng.integers(len(photos)))])
+    photo = load_photo(photos[int(rng.integers(len(photos)))])
     ph, pw = photo.shape[:2]
     scale = rng.uniform(0.35, 1.0)
     cw, ch = max(16, int(pw * scale)), max(16, int(ph * scale))
@@ -323,11 +282,67 @@ def _photo_background(rng: np.random.Generator, w: int, h: int, photos: Sequence
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
-def _background(rng: np.random.Generator, cfg: SyntheticConfig) -> np.ndarray:
+def _document_background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
+    """A page (paper white to grey, faint texture) or a screenshot (flat theme colour, panels and rules)."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    if rng.random() < 0.55:
+        paper = np.full(3, rng.uniform(205, 255)) + rng.uniform(-12, 6, 3)
+        img = paper + (_fractal_noise(rng, w, h)[..., None] - 0.5) * rng.uniform(0, 18)
+        return np.clip(np.rint(img + rng.normal(0, rng.uniform(0, 3), (h, w, 1))), 0, 255).astype(np.uint8)
+    dark = rng.random() < 0.35
+    base = np.full(3, rng.uniform(20, 60) if dark else rng.uniform(225, 255)) + rng.uniform(-8, 8, 3)
+    img = np.broadcast_to(base, (h, w, 3)).copy()
+    for _ in range(int(rng.integers(1, 6))):  # panels, bars and sidebars
+        x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
+        x1, y1 = min(w, x0 + int(rng.integers(w // 8, w))), min(h, y0 + int(rng.integers(h // 16, h)))
+        img[y0:y1, x0:x1] = np.clip(base + rng.uniform(-25, 25) + rng.uniform(-10, 10, 3), 0, 255)
+        if rng.random() < 0.4:  # an accent colour: a header or a button
+            img[y0 : min(y1, y0 + int(rng.integers(4, max(5, h // 10)))), x0:x1] = rng.uniform(0, 255, 3)
+    for _ in range(int(rng.integers(0, 4))):  # rules
+        y = int(rng.integers(0, h))
+        img[y, (xx[0] >= int(rng.integers(0, w // 2)))] = np.clip(base + (40 if dark else -40), 0, 255)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def _background(rng: np.random.Generator, cfg: SyntheticConfig, document: bool) -> np.ndarray:
     w, h = cfg.size
+    if document:
+        return _document_background(rng, w, h)
     if cfg.photo_paths and rng.random() < cfg.photo_prob:
         return _photo_background(rng, w, h, cfg.photo_paths)
     return _procedural_background(rng, w, h)
+
+
+def _document_layout(cfg: SyntheticConfig) -> SyntheticConfig:
+    """The layout of a page or a screenshot: more, smaller, straight lines of plain dark-on-light or UI text."""
+    return replace(
+        cfg,
+        min_blocks=2,
+        max_blocks=8,
+        max_lines=6,
+        max_words_per_line=6,
+        font_size_range=(0.025, 0.07),
+        rotate_prob=0.0,
+        perspective_prob=0.1,
+        perspective_strength=0.05,
+        outline_prob=0.0,
+        shadow_prob=0.03,
+    )
+
+
+@lru_cache(maxsize=8)
+def _font_families(fonts: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
+    families: dict[str, list[str]] = {}
+    for path in fonts:
+        families.setdefault(font_group(path), []).append(path)
+    return tuple(tuple(paths) for _name, paths in sorted(families.items()))
+
+
+def _pick_font(rng: np.random.Generator, fonts: tuple[str, ...]) -> str:
+    """A family uniformly, then one of its files: a package with 60 weights is not 60 times as likely."""
+    families = _font_families(fonts)
+    family = families[int(rng.integers(len(families)))]
+    return family[int(rng.integers(len(family)))]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -419,8 +434,9 @@ def _render_word(word: _Word, block_h: np.ndarray, w: int, h: int) -> None:
     effect_img: Image.Image | None = None
     if st.effect == "outline":
         effect_img = Image.new("L", (cw, ch), 0)
-        ImageDraw.Draw(effect_img).text(at, word.text, font=font, fill=255, anchor="la", stroke_width=st.stroke,
-                                        stroke_fill=255)
+        ImageDraw.Draw(effect_img).text(
+            at, word.text, font=font, fill=255, anchor="la", stroke_width=st.stroke, stroke_fill=255
+        )
     elif st.effect == "shadow":
         effect_img = Image.new("L", (cw, ch), 0)
         dx, dy = st.shadow_offset
@@ -442,12 +458,18 @@ def _render_word(word: _Word, block_h: np.ndarray, w: int, h: int) -> None:
     inv = inv / inv[2, 2]
     coeffs = tuple(inv.flatten()[:8])
     size = (px1 - px0, py1 - py0)
-    warp = lambda im: np.asarray(  # noqa: E731
-        im.transform(size, Image.Transform.PERSPECTIVE, coeffs, Image.Resampling.BILINEAR), np.float32
-    ) / 255.0
+
+    def warp(im: Image.Image) -> np.ndarray:
+        warped = im.transform(size, Image.Transform.PERSPECTIVE, coeffs, Image.Resampling.BILINEAR)
+        return np.asarray(warped, np.float32) / 255.0
+
     word.fill_alpha = warp(fill_img)
     word.effect_alpha = warp(effect_img) if effect_img is not None else None
-    ink = fill_img if effect_img is None else Image.fromarray(np.maximum(np.asarray(fill_img), np.asarray(effect_img)))
+    ink = (
+        fill_img
+        if effect_img is None
+        else Image.fromarray(np.maximum(np.asarray(fill_img), np.asarray(effect_img)))
+    )
     bbox = ink.getbbox()
     if bbox is None:
         word.quad = None
@@ -461,17 +483,20 @@ def _contrasting_colour(rng: np.random.Generator, bg_mean: np.ndarray) -> np.nda
     for _ in range(20):
         c = rng.uniform(0, 255, 3)
         if rng.random() < 0.5:  # often near-black or near-white text
-            c = np.full(3, rng.uniform(0, 50) if lum > 128 else rng.uniform(205, 255)) + rng.uniform(-10, 10, 3)
+            c = np.full(3, rng.uniform(0, 50) if lum > 128 else rng.uniform(205, 255)) + rng.uniform(
+                -10, 10, 3
+            )
             c = np.clip(c, 0, 255)
         if abs(float(c @ np.array([0.299, 0.587, 0.114])) - lum) > 90:
             return c
     return np.full(3, 0.0 if lum > 128 else 255.0)
 
 
-def _layout_block(rng: np.random.Generator, cfg: SyntheticConfig, charsets: dict[str, frozenset[str]]
-                  ) -> tuple[list[_Word], float, float, _Style] | None:
+def _layout_block(
+    rng: np.random.Generator, cfg: SyntheticConfig, charsets: dict[str, frozenset[str]]
+) -> tuple[list[_Word], float, float, _Style] | None:
     w, h = cfg.size
-    font_path = cfg.font_paths[int(rng.integers(len(cfg.font_paths)))]
+    font_path = _pick_font(rng, cfg.font_paths)
     charset = charsets[font_path]
     lo, hi = cfg.font_size_range
     size = max(8, int(round(h * float(np.exp(rng.uniform(np.log(lo), np.log(hi)))))))
@@ -484,15 +509,23 @@ def _layout_block(rng: np.random.Generator, cfg: SyntheticConfig, charsets: dict
     stroke = max(1, round(size * rng.uniform(0.04, 0.09))) if effect == "outline" else 0
     off = max(1, round(size * rng.uniform(0.04, 0.1)))
     style = _Style(
-        font_path=font_path, font_size=size, fill=np.zeros(3), effect=effect, effect_colour=np.zeros(3),
-        stroke=stroke, shadow_offset=(int(off * rng.choice([-1, 1])), off), shadow_blur=float(rng.uniform(0, 2.5)),
+        font_path=font_path,
+        font_size=size,
+        fill=np.zeros(3),
+        effect=effect,
+        effect_colour=np.zeros(3),
+        stroke=stroke,
+        shadow_offset=(int(off * rng.choice([-1, 1])), off),
+        shadow_blur=float(rng.uniform(0, 2.5)),
     )
     font = _font(font_path, size)
     ascent, descent = font.getmetrics()
     line_h = (ascent + descent + 2 * stroke) * rng.uniform(1.0, 1.35)
     space = font.getlength(" ") * rng.uniform(1.0, 1.8) + 2 * stroke + 2
-    n_lines = int(rng.choice([1, 2, 3], p=[0.6, 0.25, 0.15]))
-    n_lines = min(n_lines, cfg.max_lines)
+    if cfg.max_lines > 3:
+        n_lines = int(rng.integers(1, cfg.max_lines + 1))
+    else:
+        n_lines = min(int(rng.choice([1, 2, 3], p=[0.6, 0.25, 0.15])), cfg.max_lines)
     centred = rng.random() < 0.4
     lines: list[list[tuple[str, float]]] = []
     for _ in range(n_lines):
@@ -590,17 +623,11 @@ def _bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
 # --------------------------------------------------------------------------------------------------------
 
 
-def render_sample(index: int, seed: int = 0, config: SyntheticConfig | None = None) -> SyntheticSample:
-    """Render sample ``index`` of ``seed``: a pure function of ``(seed, index, config)``."""
-    cfg = (config or SyntheticConfig())
-    if cfg.font_paths is None or cfg.photo_paths is None:
-        cfg = cfg.resolved()
-    w, h = cfg.size
-    rng = np.random.default_rng([seed, index])
-    charsets = {p: font_charset(p) for p in cfg.font_paths}
-    background = _background(rng, cfg)
-
-    # --- lay out and place text blocks without overlap
+def _place_text(
+    rng: np.random.Generator, cfg: SyntheticConfig, charsets: dict[str, frozenset[str]], scene: np.ndarray
+) -> list[_Word]:
+    """Lay out text blocks and place them on ``scene`` without overlap; returns the rendered words."""
+    h, w = scene.shape[:2]
     words: list[_Word] = []
     taken: list[tuple[float, float, float, float]] = []
     n_blocks = int(rng.integers(cfg.min_blocks, cfg.max_blocks + 1))
@@ -612,8 +639,14 @@ def render_sample(index: int, seed: int = 0, config: SyntheticConfig | None = No
             continue
         block_words, bw, bh, style = laid
         local = _block_transform(rng, cfg, bw, bh)
-        pad = style.stroke + 4 + (abs(style.shadow_offset[0]) + style.shadow_offset[1] + 8 if style.effect == "shadow" else 0)
-        corners = _apply(local, np.array([[-pad, -pad], [bw + pad, -pad], [bw + pad, bh + pad], [-pad, bh + pad]]))
+        pad = (
+            style.stroke
+            + 4
+            + (abs(style.shadow_offset[0]) + style.shadow_offset[1] + 8 if style.effect == "shadow" else 0)
+        )
+        corners = _apply(
+            local, np.array([[-pad, -pad], [bw + pad, -pad], [bw + pad, bh + pad], [-pad, bh + pad]])
+        )
         lo_xy, hi_xy = corners.min(0), corners.max(0)
         span = hi_xy - lo_xy
         if span[0] >= w - 2 or span[1] >= h - 2:
@@ -631,7 +664,7 @@ def render_sample(index: int, seed: int = 0, config: SyntheticConfig | None = No
         tx, ty, box = placed
         taken.append(box)
         x0, y0, x1, y1 = (int(v) for v in box)
-        bg_mean = background[max(0, y0) : y1 + 1, max(0, x0) : x1 + 1].reshape(-1, 3).mean(0)
+        bg_mean = scene[max(0, y0) : y1 + 1, max(0, x0) : x1 + 1].reshape(-1, 3).mean(0)
         style.fill = _contrasting_colour(rng, bg_mean)
         if style.effect == "outline":
             style.effect_colour = _contrasting_colour(rng, style.fill)
@@ -642,9 +675,25 @@ def render_sample(index: int, seed: int = 0, config: SyntheticConfig | None = No
             _render_word(wd, block_h, w, h)
             wd.block = block_h
         words.extend(wd for wd in block_words if wd.fill_alpha is not None and wd.fill_alpha.size)
+    return words
 
-    # --- the text image, and glyph pixels that must differ from the background
-    image = _composite(background, words)
+
+def render_sample(index: int, seed: int = 0, config: SyntheticConfig | None = None) -> SyntheticSample:
+    """Render sample ``index`` of ``seed``: a pure function of ``(seed, index, config)``."""
+    cfg = config or SyntheticConfig()
+    if cfg.font_paths is None or cfg.photo_paths is None or cfg.forgery_methods is None:
+        cfg = cfg.resolved()
+    w, h = cfg.size
+    rng = np.random.default_rng([seed, index])
+    charsets = {p: font_charset(p) for p in cfg.font_paths}
+    document = bool(rng.random() < cfg.document_prob)
+    scene = _background(rng, cfg, document)
+    words = _place_text(rng, _document_layout(cfg) if document else cfg, charsets, scene)
+    # one camera for the text image and its text-free background: the same light, blur and noise
+    gray = bool(rng.random() < 0.5) if document else None
+    (image, background), _gray = photograph(rng, [_composite(scene, words), scene], cfg.camera, gray=gray)
+
+    # --- glyph pixels must differ from the background
     fill = np.zeros((h, w), np.float32)
     effect = np.zeros((h, w), np.float32)
     _paint_max(fill, words, "fill_alpha")
@@ -656,7 +705,7 @@ def render_sample(index: int, seed: int = 0, config: SyntheticConfig | None = No
         image[same] = np.where(bgv > 127, bgv - 24, bgv + 24).astype(np.uint8)
     changed = (image != background).any(-1)
 
-    # --- removal mask: ink quads of every word, plus every changed pixel
+    # --- removal mask: ink quads of every word, plus every changed pixel (JPEG blocks around the text included)
     quad_img = Image.new("L", (w, h), 0)
     draw = ImageDraw.Draw(quad_img)
     for wd in words:
@@ -671,80 +720,251 @@ def render_sample(index: int, seed: int = 0, config: SyntheticConfig | None = No
         stroke_label[(fill > 0) & (fill < 0.5) & changed] = TEXTSEG_IGNORE
     stroke_label[glyph] = TEXTSEG_TEXT
 
-    # --- tampering: replace some words by other words in (nearly) the same style
-    tampered, boxes, meta = _tamper(rng, cfg, background, image, words, charsets, w, h)
+    tampered, boxes, meta = _tamper(rng, cfg, image, background, words, charsets, changed)
     return SyntheticSample(
-        name=f"syn{seed}_{index:07d}", image=image, background=background, text_mask=text_mask,
-        stroke_label=stroke_label, tampered=tampered, tamper_boxes=boxes, words=meta,
+        name=f"syn{seed}_{index:07d}",
+        image=image,
+        background=background,
+        text_mask=text_mask,
+        stroke_label=stroke_label,
+        tampered=tampered,
+        tamper_boxes=boxes,
+        words=meta,
     )
 
 
-def _tamper(rng: np.random.Generator, cfg: SyntheticConfig, background: np.ndarray, image: np.ndarray,
-            words: list[_Word], charsets: dict[str, frozenset[str]], w: int, h: int
-            ) -> tuple[np.ndarray, list[TamperBox], list[dict[str, Any]]]:
-    n = len(words)
-    chosen: set[int] = set()
-    if n and rng.random() >= cfg.no_tamper_prob:
-        k = max(1, int(round(n * rng.uniform(*cfg.tamper_word_fraction))))
-        chosen = {int(i) for i in rng.choice(n, size=min(k, n), replace=False)}
-    replacements: dict[int, _Word] = {}
-    for i in sorted(chosen):
-        old = words[i]
-        font = _font(old.style.font_path, old.style.font_size)
-        old_len = max(font.getlength(old.text), 1.0)
-        candidates: list[tuple[float, str]] = []
-        for _attempt in range(16):  # a forger picks a word of about the same length
-            text = _fit_word(_random_word(rng), charsets[old.style.font_path])
-            if text and text != old.text:
-                candidates.append((abs(math.log(max(font.getlength(text), 1.0) / old_len)), text))
-        close = [text for score, text in candidates if score < math.log(1.25)]  # else the word stays real
-        for text in close[:3]:
-            style = replace(old.style)
-            if rng.random() < cfg.imitation_mismatch_prob:  # an imperfect imitation
-                style.fill = np.clip(old.style.fill + rng.uniform(-12, 12, 3), 0, 255)
-                style.font_size = max(8, int(round(old.style.font_size * rng.uniform(0.94, 1.06))))
-            new = _Word(text=text, origin=old.origin, style=style)
-            _render_word(new, old.block, w, h)
-            if new.fill_alpha is not None and new.fill_alpha.size:
-                replacements[i] = new
-                break
-    forged_words = [replacements.get(i, wd) for i, wd in enumerate(words)]
-    tampered = _composite(background, forged_words)
-    glyph = np.zeros((h, w), np.float32)
-    _paint_max(glyph, forged_words, "fill_alpha")
-    same = (glyph >= 0.5) & (tampered == background).all(-1)
-    if same.any():
-        bgv = background[same].astype(np.int16)
-        tampered[same] = np.where(bgv > 127, bgv - 24, bgv + 24).astype(np.uint8)
-    # keep the nudges of untouched words identical to the text image
-    diff = (tampered != image).any(-1)
-    vs_bg = (tampered != background).any(-1)
+#: A forged pixel counts as changed when a channel moved by more than this (finer edits are invisible).
+FORGERY_CHANGE_THRESHOLD = 4
 
+
+def _tamper(
+    rng: np.random.Generator,
+    cfg: SyntheticConfig,
+    image: np.ndarray,
+    background: np.ndarray,
+    words: list[_Word],
+    charsets: dict[str, frozenset[str]],
+    text_changed: np.ndarray,
+) -> tuple[np.ndarray, list[TamperBox], list[dict[str, Any]]]:
+    """Forge some words of ``image`` with the config's methods; label each forged word by the box of the pixels it
+    changed (a forgery that changed nothing visible leaves the word real). Returns the forged image (saved again as
+    JPEG with ``resave_prob``), the Tampered-IC13 boxes (real first) and per-word metadata."""
+    h, w = image.shape[:2]
+    supports = [_support([wd], h, w) for wd in words]
+    chosen: list[int] = []
+    if words and rng.random() >= cfg.no_tamper_prob:
+        k = max(1, int(round(len(words) * rng.uniform(*cfg.tamper_word_fraction))))
+        k = min(k, cfg.max_tampered_words)
+        chosen = sorted(int(i) for i in rng.choice(len(words), size=min(k, len(words)), replace=False))
+    forged = image.copy()
+    edits: dict[
+        int, tuple[str, str, np.ndarray]
+    ] = {}  # word -> (method, new text, region the forger touched)
+    for i in chosen:
+        method = cfg.forgery_methods[int(rng.integers(len(cfg.forgery_methods)))]
+        strength = float(rng.uniform(*cfg.forgery_strength))
+        old = words[i]
+        hole = dilate(supports[i], max(1, round(old.style.font_size * 0.06)))
+        erased = _erase(rng, forged, background, hole, strength)
+        if method == "edit":
+            edit = _retype(rng, cfg, erased, old, image, charsets)
+        elif method == "copy-move":
+            edit = _copy_move(rng, erased, image, [words[j] for j in range(len(words)) if j != i], old)
+        else:
+            edit = _splice(rng, cfg, erased, old, charsets, strength)
+        if edit is None:
+            continue
+        new_text, edited, touched = edit
+        region = hole | touched
+        forged = leave_traces(rng, forged, edited, region, strength)
+        edits[i] = (method, new_text, region)
+
+    diff = np.abs(forged.astype(np.int16) - image.astype(np.int16)).max(-1) > FORGERY_CHANGE_THRESHOLD
     real_boxes: list[TamperBox] = []
     fake_boxes: list[TamperBox] = []
     meta: list[dict[str, Any]] = []
     for i, wd in enumerate(words):
-        if i in replacements:
-            new_ink = _support([replacements[i]], h, w) & vs_bg
-            changed = _support([wd, replacements[i]], h, w) & diff
-            if changed.any():  # the forged word: everything it changed plus all of its ink
-                bb, label = _bbox(changed | new_ink), 2
-            else:  # the new word happens to draw the same pixels: it stays real
-                bb, label = _bbox(new_ink), 1
+        method, new_text, region = edits.get(i, (None, None, None))
+        forged_box = _bbox(diff & dilate(region, TRACE_REACH)) if region is not None else None
+        if forged_box is not None:
+            fake_boxes.append(TamperBox(*forged_box, 2))
         else:
-            bb = _bbox(_support([wd], h, w) & vs_bg)
-            label = 1
-        meta.append({"text": wd.text, "replacement": replacements[i].text if i in replacements else None,
-                     "font": os.path.basename(wd.style.font_path), "size": wd.style.font_size,
-                     "effect": wd.style.effect})
-        if bb is not None:
-            (fake_boxes if label == 2 else real_boxes).append(TamperBox(*bb, label))
-    # changed pixels outside every replaced word's support cannot happen; guard anyway
-    return tampered, real_boxes + fake_boxes, meta
+            method = new_text = None
+            real_box = _bbox(supports[i] & text_changed)
+            if real_box is not None:
+                real_boxes.append(TamperBox(*real_box, 1))
+        meta.append(
+            {
+                "text": wd.text,
+                "replacement": new_text,
+                "method": method,
+                "font": os.path.basename(wd.style.font_path),
+                "size": wd.style.font_size,
+                "effect": wd.style.effect,
+            }
+        )
+    if (image[..., :1] == image).all():  # a forger editing a grayscale picture saves a grayscale picture
+        forged = to_gray(forged)
+    if rng.random() < cfg.resave_prob:
+        forged = jpeg(forged, int(rng.integers(*cfg.camera.jpeg_quality)))
+    return forged, real_boxes + fake_boxes, meta
 
 
-def iter_samples(num: int, seed: int = 0, config: SyntheticConfig | None = None, start: int = 0
-                 ) -> Iterator[SyntheticSample]:
+def _erase(
+    rng: np.random.Generator, image: np.ndarray, background: np.ndarray, hole: np.ndarray, strength: float
+) -> np.ndarray:
+    """Remove a word: mostly by inpainting (smooth, texture-less), sometimes from a clean plate of the scene with
+    some of the old ink left as residue."""
+    if rng.random() < 0.65:
+        return inpaint(image, hole, rng)
+    residue = rng.uniform(0, 0.35) * strength
+    plate = background.astype(np.float32) * (1 - residue) + image.astype(np.float32) * residue
+    return paste(image, np.clip(np.rint(plate), 0, 255).astype(np.uint8), feather(hole, 1.0) * hole)
+
+
+def _apparent_colour(image: np.ndarray, word: _Word) -> np.ndarray:
+    """The colour a word's fill has in the photographed image (what a forger would pick)."""
+    x0, y0, x1, y1 = word.patch
+    weights = word.fill_alpha**4  # mostly the stroke cores, where the background does not bleed in
+    if weights.sum() < 1e-3:
+        return word.style.fill
+    return (image[y0:y1, x0:x1].astype(np.float32) * weights[..., None]).sum((0, 1)) / weights.sum()
+
+
+def _similar_word(
+    rng: np.random.Generator,
+    font_path: str,
+    size: int,
+    target_length: float,
+    charset: frozenset[str],
+    avoid: str,
+) -> str | None:
+    """A different word that is about ``target_length`` px long in this font (a forger keeps the layout)."""
+    font = _font(font_path, size)
+    for _attempt in range(24):
+        text = _fit_word(_random_word(rng), charset)
+        if (
+            text
+            and text != avoid
+            and abs(math.log(max(font.getlength(text), 1.0) / target_length)) < math.log(1.3)
+        ):
+            return text
+    return None
+
+
+def _retype(
+    rng: np.random.Generator,
+    cfg: SyntheticConfig,
+    erased: np.ndarray,
+    old: _Word,
+    image: np.ndarray,
+    charsets: dict[str, frozenset[str]],
+) -> tuple[str, np.ndarray, np.ndarray] | None:
+    """Edit-network style: a new word in a near-matching style (the same or another font, the apparent colour
+    with an error, a size off by a few percent) at the old word's place and geometry, drawn on the erased image."""
+    h, w = image.shape[:2]
+    font_path = old.style.font_path if rng.random() < 0.6 else _pick_font(rng, cfg.font_paths)
+    size = max(8, int(round(old.style.font_size * rng.uniform(0.93, 1.07))))
+    old_length = max(_font(old.style.font_path, old.style.font_size).getlength(old.text), 1.0)
+    text = _similar_word(rng, font_path, size, old_length, charsets[font_path], old.text)
+    if text is None:
+        return None
+    colour = np.clip(_apparent_colour(image, old) + rng.normal(0, 8, 3), 0, 255)
+    new = _Word(
+        text=text,
+        origin=old.origin,
+        style=replace(old.style, font_path=font_path, font_size=size, fill=colour),
+    )
+    _render_word(new, old.block, w, h)
+    if new.fill_alpha is None or not new.fill_alpha.size:
+        return None
+    return text, _composite(erased, [new]), dilate(_support([new], h, w), 1)
+
+
+def _rect(h: int, w: int, box: tuple[int, int, int, int]) -> np.ndarray:
+    mask = np.zeros((h, w), bool)
+    mask[box[1] : box[3] + 1, box[0] : box[2] + 1] = True
+    return mask
+
+
+def _copy_move(
+    rng: np.random.Generator, erased: np.ndarray, image: np.ndarray, donors: Sequence[_Word], target: _Word
+) -> tuple[str, np.ndarray, np.ndarray] | None:
+    """Copy-move: another word of the same image, with its surroundings, pasted over the erased target word."""
+    h, w = image.shape[:2]
+    donors = [d for d in donors if _bbox(_support([d], h, w)) is not None]
+    target_box = _bbox(_support([target], h, w))
+    if not donors or target_box is None:
+        return None
+    donor = donors[int(rng.integers(len(donors)))]
+    margin = max(2, donor.style.font_size // 6)
+    sx0, sy0, sx1, sy1 = _bbox(_support([donor], h, w))
+    sx0, sy0, sx1, sy1 = (
+        max(0, sx0 - margin),
+        max(0, sy0 - margin),
+        min(w - 1, sx1 + margin),
+        min(h - 1, sy1 + margin),
+    )
+    pw, ph = sx1 - sx0 + 1, sy1 - sy0 + 1
+    cx, cy = (target_box[0] + target_box[2]) // 2, (target_box[1] + target_box[3]) // 2
+    dx0 = int(np.clip(cx - pw // 2 + rng.integers(-2, 3), 0, w - pw))
+    dy0 = int(np.clip(cy - ph // 2 + rng.integers(-2, 3), 0, h - ph))
+    moved = erased.copy()
+    moved[dy0 : dy0 + ph, dx0 : dx0 + pw] = image[sy0 : sy1 + 1, sx0 : sx1 + 1]
+    region = _rect(h, w, (dx0, dy0, dx0 + pw - 1, dy0 + ph - 1))
+    return donor.text, paste(erased, moved, feather(region, rng.uniform(0, 1.5)) * region), region
+
+
+def _splice(
+    rng: np.random.Generator,
+    cfg: SyntheticConfig,
+    erased: np.ndarray,
+    target: _Word,
+    charsets: dict[str, frozenset[str]],
+    strength: float,
+) -> tuple[str, np.ndarray, np.ndarray] | None:
+    """Splicing: a word cut out of another photograph (its own light, noise and compression; its background blended
+    toward this one's by less the stronger the forgery) pasted over the erased target word."""
+    h, w = erased.shape[:2]
+    donor_scene = _background(rng, cfg, document=False).astype(np.float32)
+    mix = 0.75 * strength  # how much of the other photograph's background comes along
+    donor_scene = erased * (1 - mix) + donor_scene * mix
+    donor_scene = np.clip(np.rint(donor_scene), 0, 255).astype(np.uint8)
+    font_path = _pick_font(rng, cfg.font_paths)
+    size = max(8, int(round(target.style.font_size * rng.uniform(0.85, 1.15))))
+    old_length = max(_font(target.style.font_path, target.style.font_size).getlength(target.text), 1.0)
+    text = _similar_word(rng, font_path, size, old_length, charsets[font_path], target.text)
+    if text is None:
+        return None
+    x0, y0, x1, y1 = target.patch
+    fill = _contrasting_colour(rng, donor_scene[y0:y1, x0:x1].reshape(-1, 3).mean(0))
+    word = _Word(
+        text=text,
+        origin=target.origin,
+        style=replace(target.style, font_path=font_path, font_size=size, fill=fill, effect="none"),
+    )
+    _render_word(word, target.block, w, h)
+    box = _bbox(_support([word, target], h, w))
+    if box is None:
+        return None
+    (donor,), _gray = photograph(rng, [_composite(donor_scene, [word])], cfg.camera)
+    margin = max(2, size // 5)
+    region = _rect(
+        h,
+        w,
+        (
+            max(0, box[0] - margin),
+            max(0, box[1] - margin),
+            min(w - 1, box[2] + margin),
+            min(h - 1, box[3] + margin),
+        ),
+    )
+    return text, paste(erased, donor, feather(region, rng.uniform(0, 1.5)) * region), region
+
+
+def iter_samples(
+    num: int, seed: int = 0, config: SyntheticConfig | None = None, start: int = 0
+) -> Iterator[SyntheticSample]:
     """Render samples ``start .. start + num - 1`` one after the other in this process."""
     cfg = (config or SyntheticConfig()).resolved()
     for i in range(start, start + num):
@@ -772,14 +992,18 @@ def _prepare_dirs(out: Path, tasks: Sequence[str], split: str) -> None:
             (out / LAYOUT_DIRS[TAMPERED_TEXT_DETECTION] / sub).mkdir(parents=True, exist_ok=True)
 
 
-def _write_sample(sample: SyntheticSample, out: Path, tasks: Sequence[str], split: str, compress: int) -> None:
+def _write_sample(
+    sample: SyntheticSample, out: Path, tasks: Sequence[str], split: str, compress: int
+) -> None:
     name = sample.name
     if TEXT_REMOVAL in tasks:
         base = out / LAYOUT_DIRS[TEXT_REMOVAL] / split
         _save_png(sample.image, base / "image" / f"{name}.png", compress)
         _save_png(sample.background, base / "label" / f"{name}.png", compress)
         # the preprocessed SCUT-EnsText convention: text regions black on white
-        _save_png(np.where(sample.text_mask, 0, 255).astype(np.uint8), base / "mask" / f"{name}.png", compress)
+        _save_png(
+            np.where(sample.text_mask, 0, 255).astype(np.uint8), base / "mask" / f"{name}.png", compress
+        )
     if TEXT_SEGMENTATION in tasks:
         base = out / LAYOUT_DIRS[TEXT_SEGMENTATION]
         _save_png(sample.image, base / "image" / f"{name}.png", compress)
@@ -794,7 +1018,9 @@ def _write_sample(sample: SyntheticSample, out: Path, tasks: Sequence[str], spli
 _WORKER_STATE: dict[str, Any] = {}
 
 
-def _worker_init(cfg: SyntheticConfig, seed: int, out: str, tasks: tuple[str, ...], split: str, compress: int) -> None:
+def _worker_init(
+    cfg: SyntheticConfig, seed: int, out: str, tasks: tuple[str, ...], split: str, compress: int
+) -> None:
     _WORKER_STATE.update(cfg=cfg, seed=seed, out=Path(out), tasks=tasks, split=split, compress=compress)
 
 
@@ -805,10 +1031,20 @@ def _worker_render(index: int) -> str:
     return sample.name
 
 
-def generate_folders(out: str | os.PathLike[str], num: int, *, size: int | tuple[int, int] = 512, seed: int = 0,
-                     tasks: Sequence[str] = ALL_TASKS, num_workers: int = 1, config: SyntheticConfig | None = None,
-                     split: str = "train", start: int = 0, png_compress_level: int = 1,
-                     progress: bool = False) -> dict[str, Path]:
+def generate_folders(
+    out: str | os.PathLike[str],
+    num: int,
+    *,
+    size: int | tuple[int, int] = 512,
+    seed: int = 0,
+    tasks: Sequence[str] = ALL_TASKS,
+    num_workers: int = 1,
+    config: SyntheticConfig | None = None,
+    split: str = "train",
+    start: int = 0,
+    png_compress_level: int = 1,
+    progress: bool = False,
+) -> dict[str, Path]:
     """Render ``num`` samples (indices ``start ..``) and write them into the real layouts under ``out``.
 
     Sample names are ``syn{seed}_{index:07d}``, so runs with other seeds or index ranges can share ``out``
@@ -838,7 +1074,10 @@ def generate_folders(out: str | os.PathLike[str], num: int, *, size: int | tuple
             for k, name in enumerate(pool.imap(_worker_render, indices, chunksize=4)):
                 names.append(name)
                 if progress and (k + 1) % 50 == 0:
-                    print(f"{k + 1}/{num} samples, {(k + 1) / (time.perf_counter() - t0):.2f}/s", file=sys.stderr)
+                    print(
+                        f"{k + 1}/{num} samples, {(k + 1) / (time.perf_counter() - t0):.2f}/s",
+                        file=sys.stderr,
+                    )
     roots = {t: out_path / LAYOUT_DIRS[t] for t in tasks}
     if TEXT_SEGMENTATION in tasks:
         split_file = roots[TEXT_SEGMENTATION] / "split.json"
@@ -849,13 +1088,17 @@ def generate_folders(out: str | os.PathLike[str], num: int, *, size: int | tuple
     return roots
 
 
-def load_synthetic_folders(out: str | os.PathLike[str], tasks: Sequence[str] = ALL_TASKS, split: str = "train",
-                           **loader_kwargs: Any) -> dict[str, Any]:
+def load_synthetic_folders(
+    out: str | os.PathLike[str], tasks: Sequence[str] = ALL_TASKS, split: str = "train", **loader_kwargs: Any
+) -> dict[str, Any]:
     """Load what :func:`generate_folders` wrote with the real-dataset loaders: ``{task: Dataset}``."""
     from .folders import load_scut_enstext, load_tampered_ic13, load_textseg
 
-    loaders = {TEXT_REMOVAL: load_scut_enstext, TEXT_SEGMENTATION: load_textseg,
-               TAMPERED_TEXT_DETECTION: load_tampered_ic13}
+    loaders = {
+        TEXT_REMOVAL: load_scut_enstext,
+        TEXT_SEGMENTATION: load_textseg,
+        TAMPERED_TEXT_DETECTION: load_tampered_ic13,
+    }
     out_path = Path(out)
     return {t: loaders[t](out_path / LAYOUT_DIRS[t], [split], **loader_kwargs)[split] for t in tasks}
 
@@ -866,8 +1109,12 @@ def load_synthetic_folders(out: str | os.PathLike[str], tasks: Sequence[str] = A
 
 
 def _parse_tasks(values: Sequence[str]) -> list[str]:
-    aliases = {"removal": TEXT_REMOVAL, "segmentation": TEXT_SEGMENTATION, "tampered": TAMPERED_TEXT_DETECTION,
-               "tamper": TAMPERED_TEXT_DETECTION}
+    aliases = {
+        "removal": TEXT_REMOVAL,
+        "segmentation": TEXT_SEGMENTATION,
+        "tampered": TAMPERED_TEXT_DETECTION,
+        "tamper": TAMPERED_TEXT_DETECTION,
+    }
     tasks = []
     for v in values:
         for item in v.split(","):
@@ -879,28 +1126,47 @@ def _parse_tasks(values: Sequence[str]) -> list[str]:
                 continue
             task = aliases.get(item, item)
             if task not in ALL_TASKS:
-                raise argparse.ArgumentTypeError(f"unknown task {item!r}; choose from {list(ALL_TASKS)} or {list(aliases)}")
+                raise argparse.ArgumentTypeError(
+                    f"unknown task {item!r}; choose from {list(ALL_TASKS)} or {list(aliases)}"
+                )
             tasks.append(task)
     return list(dict.fromkeys(tasks))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m upocr_hf.data.synthetic``: render synthetic data into the real datasets' layouts."""
-    parser = argparse.ArgumentParser(prog="python -m upocr_hf.data.synthetic", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m upocr_hf.data.synthetic", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--num", type=int, required=True, help="number of samples")
-    parser.add_argument("--size", type=int, nargs="+", default=[512], help="side, or width height (default 512)")
+    parser.add_argument(
+        "--size", type=int, nargs="+", default=[512], help="side, or width height (default 512)"
+    )
     parser.add_argument("--out", required=True, help="output folder (layouts go in sub-folders)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--start", type=int, default=0, help="first sample index (to extend a run)")
-    parser.add_argument("--tasks", nargs="+", default=["all"],
-                        help="tasks: all, removal, segmentation, tampered (or the task ids), comma/space separated")
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        default=["all"],
+        help="tasks: all, removal, segmentation, tampered (or the task ids), comma/space separated",
+    )
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
     parser.add_argument("--split", default="train")
     parser.add_argument("--fonts", nargs="*", default=None, help="font files or folders (default: discover)")
     parser.add_argument("--no-photos", action="store_true", help="procedural backgrounds only")
+    parser.add_argument(
+        "--style",
+        choices=STYLES,
+        default="all",
+        help="fonts, photographs and forgery methods: the training style, the held-out one, or all",
+    )
     parser.add_argument("--png-compress", type=int, default=1, help="PNG compress level 0-9")
-    parser.add_argument("--save-to-disk", default=None,
-                        help="also load the folders and save one datasets DatasetDict per task under this folder")
+    parser.add_argument(
+        "--save-to-disk",
+        default=None,
+        help="also load the folders and save one datasets DatasetDict per task under this folder",
+    )
     args = parser.parse_args(argv)
     try:
         tasks = _parse_tasks(args.tasks)
@@ -909,19 +1175,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(args.size) not in (1, 2):
         parser.error("--size takes one value (square) or two (width height)")
     size = args.size[0] if len(args.size) == 1 else (args.size[0], args.size[1])
-    cfg = SyntheticConfig()
+    cfg = SyntheticConfig(style=args.style)
     if args.fonts is not None:
         paths: list[str] = []
         for f in args.fonts:
             p = Path(f)
-            paths.extend(sorted(str(x) for x in p.rglob("*") if x.suffix.lower() in (".ttf", ".otf")) if p.is_dir() else [f])
-        cfg = replace(cfg, font_paths=tuple(p for p in paths if len(font_charset(p)) >= len(_REQUIRED_CHARS)))
+            paths.extend(
+                sorted(str(x) for x in p.rglob("*") if x.suffix.lower() in (".ttf", ".otf"))
+                if p.is_dir()
+                else [f]
+            )
+        cfg = replace(cfg, font_paths=tuple(p for p in paths if len(font_charset(p)) >= len(REQUIRED_CHARS)))
     if args.no_photos:
         cfg = replace(cfg, photo_paths=())
     t0 = time.perf_counter()
-    roots = generate_folders(args.out, args.num, size=size, seed=args.seed, tasks=tasks, num_workers=args.workers,
-                             config=cfg, split=args.split, start=args.start, png_compress_level=args.png_compress,
-                             progress=True)
+    roots = generate_folders(
+        args.out,
+        args.num,
+        size=size,
+        seed=args.seed,
+        tasks=tasks,
+        num_workers=args.workers,
+        config=cfg,
+        split=args.split,
+        start=args.start,
+        png_compress_level=args.png_compress,
+        progress=True,
+    )
     dt = time.perf_counter() - t0
     print(f"wrote {args.num} samples ({', '.join(tasks)}) in {dt:.1f} s ({args.num / dt:.2f}/s)")
     for task, root in roots.items():
