@@ -120,6 +120,7 @@ def package_model(
     extra_files: Sequence[str | Path] = (),
     include_code: bool = True,
     incumbent: Mapping[str, Mapping[str, Any]] | None = None,
+    card_appendix: str | None = None,
 ) -> Path:
     """Write `output` (replacing it only once the new folder is complete) from a `save_pretrained` folder.
 
@@ -128,7 +129,8 @@ def package_model(
     remote-code files and their `auto_map` / `custom_pipelines` entries: right for a folder that ships inside
     `upocr_hf` itself (the installed classes load it; `upocr_hf.hub.push_to_hub` adds the code back on upload).
     `incumbent`: the evaluation records of the model `output` holds now, on the same data; the new one must score
-    higher (`compare_to_incumbent`) or nothing is written.
+    higher (`compare_to_incumbent`) or nothing is written. `card_appendix`: Markdown added at the end of the card
+    (e.g. the training lineage, with images shipped as `extra_files`).
     """
     from . import UpocrImageProcessor, UpocrModel
 
@@ -153,6 +155,9 @@ def package_model(
             _strip_remote_code(staging)
         for extra in extra_files:
             shutil.copy2(extra, staging / Path(extra).name)
+        if card_appendix:
+            card = staging / "README.md"
+            card.write_text(card.read_text(encoding="utf-8").rstrip("\n") + "\n\n" + card_appendix, encoding="utf-8")
     return Path(output)
 
 
@@ -184,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--training", nargs="*", default=[], metavar="KEY=VALUE", help="training details for the card")
     parser.add_argument("--training-data", default=None, help="the card's training-data paragraph")
     parser.add_argument("--extra-files", nargs="*", default=[], help="files copied into the folder as they are")
+    parser.add_argument("--card-appendix", default=None, help="a Markdown file added at the end of the model card")
     parser.add_argument(
         "--without-code", action="store_true", help="leave out the remote-code files (a folder shipped inside upocr_hf)"
     )
@@ -201,6 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         folder = package_model(
             args.model, args.output, evaluations, baselines, training, args.training_data, args.extra_files,
             include_code=not args.without_code, incumbent=incumbent,
+            card_appendix=Path(args.card_appendix).read_text(encoding="utf-8") if args.card_appendix else None,
         )
     except (BaselineNotBeatenError, IncumbentNotBeatenError) as error:
         parser.exit(1, f"not packaged: {error}\n")

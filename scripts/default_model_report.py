@@ -1,0 +1,190 @@
+"""The default model's lineage, learning curve and contact sheet (used by scripts/train_default_model.sh).
+
+    python scripts/default_model_report.py lineage --previous upocr_hf/default_model/lineage.json --segment s2 \
+        --run runs/default-model/s2 --command "..." --wall-time 6000 --evaluations EVAL.json ... --out lineage.json
+    python scripts/default_model_report.py plot --lineage lineage.json --out learning_curve.png
+    python scripts/default_model_report.py contact-sheet --model DIR --data DATA_DIR --out contact_sheet.png
+    python scripts/default_model_report.py card --lineage lineage.json --out lineage.md
+
+A lineage is a JSON list of training segments, oldest first; each records the exact command, steps, seed, wall time,
+the learning curve (training loss every logging step, validation score every evaluation) and the held-out figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+STEP_LINE = re.compile(r"step (\d+): (\{.*\})")
+VALIDATION_LINE = re.compile(r"validation at step (\d+): score ([0-9.]+)")
+
+
+def read_curve(log: Path) -> dict[str, list]:
+    """Training loss and validation score per step from a train.py log (a resumed run's repeats: last one wins)."""
+    loss: dict[int, float] = {}
+    score: dict[int, float] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        if match := STEP_LINE.search(line):
+            loss[int(match[1])] = json.loads(match[2]).get("loss", float("nan"))
+        elif match := VALIDATION_LINE.search(line):
+            score[int(match[1])] = float(match[2])
+    return {"loss": sorted(loss.items()), "validation_score": sorted(score.items())}
+
+
+def lineage(args: argparse.Namespace) -> None:
+    previous = json.loads(Path(args.previous).read_text()) if args.previous and Path(args.previous).is_file() else []
+    train_args = json.loads((Path(args.run) / "train_args.json").read_text())
+    evaluations = {}
+    for path in args.evaluations:
+        record = json.loads(Path(path).read_text())
+        key = f"{record['task']} (keep background)" if record.get("keep_background") else record["task"]
+        evaluations[key] = {k: v for k, v in record["metrics"].items() if isinstance(v, int | float)}
+    segment = {
+        "segment": args.segment,
+        "command": args.command,
+        "init_from": train_args["init_from"],
+        "steps": train_args["max_steps"],
+        "seed": train_args["seed"],
+        "images_per_step": train_args["batch_size_per_task"] * len(train_args["data"]),
+        "wall_time_s": args.wall_time,
+        "curve": read_curve(Path(args.run) / "train.log"),
+        "held_out": evaluations,
+    }
+    Path(args.out).write_text(json.dumps([*previous, segment], indent=1) + "\n")
+
+
+def plot(args: argparse.Namespace) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    segments = json.loads(Path(args.lineage).read_text())
+    fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=100)
+    offset = 0
+    for segment in segments:
+        curve = segment.get("curve") or {}
+        if curve.get("loss"):
+            steps, values = zip(*curve["loss"], strict=True)
+            ax_loss.plot(np.array(steps) + offset, values, lw=1, label=segment["segment"])
+        if curve.get("validation_score"):
+            steps, values = zip(*curve["validation_score"], strict=True)
+            ax_score.plot(np.array(steps) + offset, values, "o-", ms=3, label=segment["segment"])
+        ax_loss.axvline(offset, color="0.8", lw=0.8)
+        offset += segment["steps"]
+    ax_loss.set(title="training loss", xlabel="step (all segments)", yscale="log")
+    ax_score.set(title="held-out score (mean of MSSIM, fgIoU, mF)", xlabel="step (all segments)")
+    for ax in (ax_loss, ax_score):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(args.out)
+
+
+def contact_sheet(args: argparse.Namespace) -> None:
+    """Held-out inputs, outputs and targets of each task: one row per image, 256-px tiles."""
+    from transformers import pipeline
+
+    import upocr_hf  # noqa: F401  (registers the "upocr" pipeline)
+    from upocr_hf.data.folders import load_scut_enstext, load_tampered_ic13, load_textseg
+
+    pipe = pipeline("upocr", model=args.model, device="cpu")
+    data = Path(args.data)
+    loaders = {
+        "text-removal": lambda: load_scut_enstext(data / "SCUT-EnsText", ["test"])["test"],
+        "text-segmentation": lambda: load_textseg(data / "TextSeg", ["test"])["test"],
+        "tampered-text-detection": lambda: load_tampered_ic13(data / "Tampered-IC13", ["test"])["test"],
+    }
+    tile = 256
+    rows = []
+    for task, load in loaders.items():
+        dataset = load()
+        for index in range(args.per_task):
+            sample = dataset[index]
+            image = sample["image"].convert("RGB")
+            result = pipe(image, task=task)
+            if task == "text-removal":
+                output = result["image"]
+            elif task == "text-segmentation":
+                output = Image.fromarray((np.asarray(result["mask"]) * 255).astype(np.uint8))
+            else:
+                output = Image.fromarray(_class_colours(np.asarray(result["class_map"])))
+            cells = [image, output, sample["target"].convert("RGB")]
+            rows.append([cell.convert("RGB").resize((tile, tile)) for cell in cells])
+    sheet = Image.new("RGB", (3 * tile + 8, len(rows) * (tile + 4) + 20), "white")
+    draw = ImageDraw.Draw(sheet)
+    for col, title in enumerate(("input", "output", "target")):
+        draw.text((col * (tile + 4) + 4, 4), title, fill="black")
+    for r, cells in enumerate(rows):
+        for c, cell in enumerate(cells):
+            sheet.paste(cell, (c * (tile + 4), 20 + r * (tile + 4)))
+    sheet.save(args.out)
+
+
+def _class_colours(class_map: np.ndarray) -> np.ndarray:
+    """The tampering task's own encoding: red background, green real text, blue tampered text."""
+    palette = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255]], np.uint8)
+    return palette[class_map]
+
+
+def card(args: argparse.Namespace) -> None:
+    segments = json.loads(Path(args.lineage).read_text())
+    lines = [
+        "## Lineage",
+        "",
+        "Trained in segments, each continuing from the weights the previous one shipped; a segment lands only when",
+        "it beats the shipped model on the style-held-out split. Hours are CPU wall time on 2 cores.",
+        "",
+        "| segment | from | steps | images/step | seed | hours | held-out score | command |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    total = 0.0
+    for s in segments:
+        scores = [v for _, v in (s.get("curve") or {}).get("validation_score", [])]
+        best = f"{max(scores):.4f}" if scores else "–"
+        total += s["wall_time_s"] / 3600
+        lines.append(
+            f"| {s['segment']} | {s['init_from']} | {s['steps']:,} | {s['images_per_step']} | {s['seed']} | "
+            f"{s['wall_time_s'] / 3600:.2f} | {best} | `{s['command']}` |"
+        )
+    lines += ["", f"Total: {total:.2f} CPU-hours.", "", "![learning curve](learning_curve.png)", "",
+              "Held-out inputs, outputs and targets (removal, segmentation, tampering):", "",
+              "![contact sheet](contact_sheet.png)", ""]  # fmt: skip
+    Path(args.out).write_text("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command_name", required=True)
+    p = sub.add_parser("lineage")
+    p.add_argument("--previous")
+    p.add_argument("--segment", required=True)
+    p.add_argument("--run", required=True)
+    p.add_argument("--command", required=True)
+    p.add_argument("--wall-time", type=float, required=True)
+    p.add_argument("--evaluations", nargs="*", default=[])
+    p.add_argument("--out", required=True)
+    p = sub.add_parser("plot")
+    p.add_argument("--lineage", required=True)
+    p.add_argument("--out", required=True)
+    p = sub.add_parser("contact-sheet")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--per-task", type=int, default=3)
+    p.add_argument("--out", required=True)
+    p = sub.add_parser("card")
+    p.add_argument("--lineage", required=True)
+    p.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    {"lineage": lineage, "plot": plot, "contact-sheet": contact_sheet, "card": card}[args.command_name](args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
