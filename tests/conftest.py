@@ -12,6 +12,32 @@ import pytest  # noqa: E402
 #: The read-only fixtures shared beside the repository (spec, reference outputs).
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
+#: Tolerance between two float64 computations of the same model that may round differently (batch size, attention
+#: implementation, recomputation, another process). Measured on the tiny model: at most 8.6e-13 (SDPA vs eager),
+#: with avx2 and default kernels and 1 or 2 threads, so 1e-9 does not depend on the CPU, and it still sees a float32
+#: rounding slipped into the computation (rounding the input alone moves the output by 3e-6), let alone a wrong
+#: mask, buffer or prompt. In float32 the same comparisons differ by 1e-4..1e-3 depending on the CPU's kernels.
+FLOAT64_ATOL = 1e-9
+
+#: Fonts that exist on every machine (the DejaVu core family).
+FIXED_FONTS = tuple(
+    f"/usr/share/fonts/truetype/dejavu/DejaVu{name}.ttf"
+    for name in ("Sans", "Sans-Bold", "Serif", "Serif-Bold", "SansMono", "SansMono-Bold")
+)
+
+
+def fixed_synthetic_config(**fields):
+    """A `SyntheticConfig` on `FIXED_FONTS` and the photographs in scikit-image's wheel: left to itself the
+    generator uses whatever fonts and wallpapers the machine has, and tests must not see different data elsewhere."""
+    import importlib.util
+
+    from upocr_hf.data.resources import SKIMAGE_PHOTOS
+    from upocr_hf.data.synthetic import SyntheticConfig
+
+    skimage_data = Path(importlib.util.find_spec("skimage").submodule_search_locations[0]) / "data"
+    photos = tuple(str(skimage_data / name) for name in SKIMAGE_PHOTOS)
+    return SyntheticConfig(font_paths=FIXED_FONTS, photo_paths=photos, **fields)
+
 
 def tiny_config_kwargs() -> dict:
     """A UPOCR small enough for fast tests that still has shifted blocks in both encoder and decoder at 64 px."""
@@ -27,9 +53,10 @@ def tiny_config():
     return UpocrConfig(**tiny_config_kwargs())
 
 
-def randomised_tiny_model(**overrides):
+def randomised_tiny_model(dtype=None, **overrides):
     """A seeded tiny UPOCR (config overrides allowed) whose post-norms are randomised: zero-initialised ones would
-    make every block an identity, and tests should see the real paths."""
+    make every block an identity, and tests should see the real paths. The weights are drawn in float32 whatever
+    `dtype` is, so a float64 copy holds exactly the float32 model's weights."""
     import torch
 
     from upocr_hf import UpocrConfig, UpocrModel
@@ -40,7 +67,7 @@ def randomised_tiny_model(**overrides):
         for name, param in model.named_parameters():
             if name.endswith(("attention_norm.weight", "mlp_norm.weight")):
                 param.uniform_(0.5, 1.5)
-    return model
+    return model if dtype is None else model.to(dtype)
 
 
 @pytest.fixture

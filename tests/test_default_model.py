@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import fixed_synthetic_config
 from transformers import AutoModel, pipeline
 
 import upocr_hf
@@ -40,7 +41,10 @@ def test_the_default_model_loads_offline_through_the_auto_classes():
 @pytest.fixture(scope="module")
 def held_out(tmp_path_factory):
     # seed 1 is the held-out seed of scripts/train_default_model.sh (training used seed 0)
-    return generate_folders(tmp_path_factory.mktemp("held-out"), 6, size=256, seed=1, split="test")
+    config = fixed_synthetic_config()
+    return generate_folders(
+        tmp_path_factory.mktemp("held-out"), 6, size=256, seed=1, split="test", config=config
+    )
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import fixed_synthetic_config
 from PIL import Image
 from transformers import pipeline
 
@@ -18,7 +19,7 @@ from upocr_hf.training import load_task_datasets
 @pytest.fixture(scope="module")
 def test_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval-data")
-    generate_folders(root, 3, size=96, seed=3, split="test")
+    generate_folders(root, 3, size=96, seed=3, split="test", config=fixed_synthetic_config())
     return root
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import fixed_synthetic_config
 from safetensors.torch import load_file
 
 from upocr_hf import UpocrModel
@@ -31,8 +32,9 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def synthetic_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic")
-    generate_folders(root, 12, size=64, seed=0)
-    generate_folders(root, 3, size=64, seed=1, split="test")
+    # pinned fonts and photographs: by default the generator uses whatever the machine has
+    generate_folders(root, 12, size=64, seed=0, config=fixed_synthetic_config())
+    generate_folders(root, 3, size=64, seed=1, split="test", config=fixed_synthetic_config())
     return root
 
 

@@ -85,7 +85,9 @@ class UpocrSelfAttention(nn.Module):
     (`config._attn_implementation == "sdpa"`) or plain matmul + softmax (`"eager"`).
     """
 
-    def __init__(self, config: UpocrConfig, dim: int, num_heads: int, window_size: int, pretrained_window_size: int):
+    def __init__(
+        self, config: UpocrConfig, dim: int, num_heads: int, window_size: int, pretrained_window_size: int
+    ):
         super().__init__()
         self.config = config
         self.num_heads = num_heads
@@ -109,8 +111,15 @@ class UpocrSelfAttention(nn.Module):
     def create_coords_table_and_index(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The log-spaced table of relative offsets `(1, 2w-1, 2w-1, 2)` and the `(w², w²)` index into it."""
         window = self.window_size
+        # float32 whatever the model's dtype, as in the authors' implementation: a float64 model then matches theirs
+        # run in float64 (a table computed in float64 would move the outputs by 1e-7)
         offsets = torch.arange(-(window - 1), window, dtype=torch.int64).float()
-        table = torch.stack(torch.meshgrid(offsets, offsets, indexing="ij")).permute(1, 2, 0).contiguous().unsqueeze(0)
+        table = (
+            torch.stack(torch.meshgrid(offsets, offsets, indexing="ij"))
+            .permute(1, 2, 0)
+            .contiguous()
+            .unsqueeze(0)
+        )
         normaliser = (self.pretrained_window_size if self.pretrained_window_size > 0 else window) - 1
         table = table / normaliser * 8
         table = torch.sign(table) * torch.log2(table.abs() + 1.0) / math.log2(8)
@@ -133,7 +142,9 @@ class UpocrSelfAttention(nn.Module):
         bias = bias.view(tokens, tokens, self.num_heads).permute(2, 0, 1).contiguous()
         return 16 * torch.sigmoid(bias)
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """
         Args:
             hidden_states: windows of tokens, `(batch_size * num_windows, w², dim)`.
@@ -146,7 +157,10 @@ class UpocrSelfAttention(nn.Module):
         query = F.normalize(self.query(hidden_states).view(shape).transpose(1, 2), dim=-1)
         key = F.normalize(self.key(hidden_states).view(shape).transpose(1, 2), dim=-1)
         value = self.value(hidden_states).view(shape).transpose(1, 2)
+        # The per-head logit scale goes on the unit queries: one pass over (N, head_dim) rather than over the
+        # (N, N) logits, and SDPA then needs no scale of its own (it only takes a scalar one).
         logit_scale = torch.clamp(self.logit_scale, max=math.log(100.0)).exp()
+        query = query * logit_scale.to(query.dtype)
 
         bias = self.relative_position_bias().unsqueeze(0)  # (1, heads, N, N)
         if attention_mask is not None:
@@ -157,11 +171,10 @@ class UpocrSelfAttention(nn.Module):
         bias = bias.to(query.dtype)
         dropout = self.dropout_prob if self.training else 0.0
 
-        # The per-head logit scale multiplies the keys rather than the logits: the same product, and in fp32 the
-        # rounding that stays closest to the authors' outputs on the reference fixture (tests/test_modeling.py).
-        key = key * logit_scale.to(key.dtype)
         if self.config._attn_implementation == "sdpa":
-            context = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=dropout, scale=1.0)
+            context = F.scaled_dot_product_attention(
+                query, key, value, attn_mask=bias, dropout_p=dropout, scale=1.0
+            )
         else:
             scores = query @ key.transpose(-2, -1) + bias
             probs = F.dropout(scores.softmax(dim=-1), p=dropout, training=self.training)
@@ -246,7 +259,9 @@ class UpocrStage(nn.Module):
         super().__init__()
         self.window_size = window_size
         self.blocks = nn.ModuleList(
-            UpocrLayer(config, dim, num_heads, window_size, pretrained_window_size, i % 2 == 1, drop_path_rates[i])
+            UpocrLayer(
+                config, dim, num_heads, window_size, pretrained_window_size, i % 2 == 1, drop_path_rates[i]
+            )
             for i in range(depth)
         )
 
@@ -256,7 +271,11 @@ class UpocrStage(nn.Module):
         if len(self.blocks) > 1:
             window = self.window_size
             shift_mask = shifted_window_attention_mask(
-                height + (-height) % window, width + (-width) % window, window, window // 2, hidden_states.device
+                height + (-height) % window,
+                width + (-width) % window,
+                window,
+                window // 2,
+                hidden_states.device,
             )
         for block in self.blocks:
             hidden_states = block(hidden_states, shift_mask)
@@ -377,12 +396,15 @@ class UpocrDecoder(nn.Module):
             for j in range(len(dims))
         )
         self.upsamplers = nn.ModuleList(UpocrPatchSplit(config, dim) for dim in dims)
-        self.lateral_connections = nn.ModuleList(UpocrLateralConnection(dims[j] // 2) for j in SKIP_DECODER_STAGES)
+        self.lateral_connections = nn.ModuleList(
+            UpocrLateralConnection(dims[j] // 2) for j in SKIP_DECODER_STAGES
+        )
         self.output_norms = nn.ModuleList(
             nn.LayerNorm(dims[j] // 2, eps=config.layer_norm_eps) for j in OUTPUT_DECODER_STAGES
         )
         self.output_convs = nn.ModuleList(
-            nn.Conv2d(dims[j] // 2, config.num_channels, kernel_size=3, padding=1) for j in OUTPUT_DECODER_STAGES
+            nn.Conv2d(dims[j] // 2, config.num_channels, kernel_size=3, padding=1)
+            for j in OUTPUT_DECODER_STAGES
         )
 
     def forward(
@@ -502,7 +524,9 @@ class UpocrModel(UpocrPreTrainedModel):
                 return self.config.task2id[item]
             index = int(item)
             if not 0 <= index < len(known):
-                raise ValueError(f"Task id {index} is out of range; this model knows {len(known)} tasks: {known}")
+                raise ValueError(
+                    f"Task id {index} is out of range; this model knows {len(known)} tasks: {known}"
+                )
             return index
 
         if isinstance(task, torch.Tensor):
@@ -514,7 +538,9 @@ class UpocrModel(UpocrPreTrainedModel):
         if len(ids) == 1:
             ids = ids * batch_size
         if len(ids) != batch_size:
-            raise ValueError(f"Got {len(ids)} tasks for a batch of {batch_size} images; give one task or one per image")
+            raise ValueError(
+                f"Got {len(ids)} tasks for a batch of {batch_size} images; give one task or one per image"
+            )
         return torch.tensor(ids, dtype=torch.long, device=self.task_embeddings.weight.device)
 
     def forward(
@@ -549,7 +575,9 @@ class UpocrModel(UpocrPreTrainedModel):
             )
         batch_size, _, height, width = pixel_values.shape
         if height < SIZE_DIVISOR or width < SIZE_DIVISOR:
-            raise ValueError(f"pixel_values must be at least {SIZE_DIVISOR}×{SIZE_DIVISOR} pixels, got {height}×{width}")
+            raise ValueError(
+                f"pixel_values must be at least {SIZE_DIVISOR}×{SIZE_DIVISOR} pixels, got {height}×{width}"
+            )
         task_ids = self.task_ids(task, batch_size)
 
         pad_bottom, pad_right = (-height) % SIZE_DIVISOR, (-width) % SIZE_DIVISOR

@@ -78,37 +78,47 @@ def tiled_predict(
             prediction is cropped back.
 
     Returns:
-        `(B, 3, H, W)` float32 blended raw predictions on `pixel_values`' device (not clamped).
+        `(B, 3, H, W)` blended raw predictions on `pixel_values`' device (not clamped): float32, or float64 for
+        float64 inputs.
     """
     if pixel_values.ndim != 4:
-        raise ValueError(f"pixel_values must be (batch, channels, height, width), got {tuple(pixel_values.shape)}")
+        raise ValueError(
+            f"pixel_values must be (batch, channels, height, width), got {tuple(pixel_values.shape)}"
+        )
     if batch_size < 1:
         raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
     overlap = tile_size // 4 if overlap is None else overlap
     batch, _, height, width = pixel_values.shape
     if height < min_size or width < min_size:  # below the model's minimum: pad (edge values), predict, crop
-        padded = F.pad(pixel_values, (0, max(0, min_size - width), 0, max(0, min_size - height)), mode="replicate")
-        return tiled_predict(model, padded, task, tile_size, overlap, batch_size, min_size)[..., :height, :width]
+        padded = F.pad(
+            pixel_values, (0, max(0, min_size - width), 0, max(0, min_size - height)), mode="replicate"
+        )
+        return tiled_predict(model, padded, task, tile_size, overlap, batch_size, min_size)[
+            ..., :height, :width
+        ]
     rows, cols = tile_starts(height, tile_size, overlap), tile_starts(width, tile_size, overlap)
     tile_height, tile_width = min(tile_size, height), min(tile_size, width)
     windows = [(top, left) for top in rows for left in cols]
+    # float64 stays float64 (a float64 model's tiles are not rounded to float32 before blending); anything
+    # narrower is blended in float32
+    dtype = torch.float64 if pixel_values.dtype == torch.float64 else torch.float32
     if len(windows) == 1:
-        return model(pixel_values, task=task).prediction.float()
+        return model(pixel_values, task=task).prediction.to(dtype)
 
     device = pixel_values.device
-    weight_rows = {top: _axis_weights(top, tile_height, height, overlap, torch.float32) for top in rows}
-    weight_cols = {left: _axis_weights(left, tile_width, width, overlap, torch.float32) for left in cols}
+    weight_rows = {top: _axis_weights(top, tile_height, height, overlap, dtype) for top in rows}
+    weight_cols = {left: _axis_weights(left, tile_width, width, overlap, dtype) for left in cols}
     results = []
     for index in range(batch):
         image = pixel_values[index]
-        accumulated = torch.zeros((3, height, width), dtype=torch.float32, device=device)
-        total_weight = torch.zeros((1, height, width), dtype=torch.float32, device=device)
+        accumulated = torch.zeros((3, height, width), dtype=dtype, device=device)
+        total_weight = torch.zeros((1, height, width), dtype=dtype, device=device)
         for start in range(0, len(windows), batch_size):
             chunk = windows[start : start + batch_size]
             tiles = torch.stack(
                 [image[:, top : top + tile_height, left : left + tile_width] for top, left in chunk]
             )
-            predictions = model(tiles, task=task).prediction.float()
+            predictions = model(tiles, task=task).prediction.to(dtype)
             for (top, left), prediction in zip(chunk, predictions):
                 weight = (weight_rows[top][:, None] * weight_cols[left][None, :]).to(device)
                 accumulated[:, top : top + tile_height, left : left + tile_width] += prediction * weight
