@@ -45,15 +45,18 @@ def lineage(args: argparse.Namespace) -> None:
         record = json.loads(Path(path).read_text())
         key = f"{record['task']} (keep background)" if record.get("keep_background") else record["task"]
         evaluations[key] = {k: v for k, v in record["metrics"].items() if isinstance(v, int | float)}
+    curve = read_curve(Path(args.run) / "train.log")
+    trained = curve["loss"][-1][0] if curve["loss"] else 0
     segment = {
         "segment": args.segment,
         "command": args.command,
         "init_from": train_args["init_from"],
-        "steps": train_args["max_steps"],
+        "steps": trained,  # a segment stopped early says so: planned_steps is the schedule's length
+        "planned_steps": train_args["max_steps"],
         "seed": train_args["seed"],
         "images_per_step": train_args["batch_size_per_task"] * len(train_args["data"]),
         "wall_time_s": args.wall_time,
-        "curve": read_curve(Path(args.run) / "train.log"),
+        "curve": curve,
         "held_out": evaluations,
     }
     Path(args.out).write_text(json.dumps([*previous, segment], indent=1) + "\n")

@@ -18,6 +18,8 @@ shipped=upocr_hf/default_model
 output="${UPOCR_DEFAULT_MODEL_OUT:-$shipped}"
 data="$work/data" run="$work/$segment" eval="$work/eval/$segment"
 export HF_HUB_OFFLINE=1
+# idle OpenMP threads yield instead of spinning: on a shared 2-core machine spinning made steps 6x slower
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 PY=.venv/bin/python
 
 # 1. fonts and photographs (Debian packages, versions recorded) for the synthetic data

@@ -25,6 +25,7 @@ The API endpoints are `/remove`, `/segment` and `/detect`; see the "Use via API"
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import os
 import sys
@@ -93,6 +94,28 @@ def default_model() -> str:
         "No UPOCR model to serve. Set UPOCR_MODEL to a save_pretrained folder or a Hub model id, copy a model "
         f"folder to {LOCAL_MODEL_DIR}, or install the upocr_hf package with its default model "
         f"(upocr_hf importable: {upocr_hf is not None}; upocr_hf.DEFAULT_MODEL = {shipped!r})."
+    )
+
+
+#: Below this tampered-text F on its held-out figures, the tampering tab says plainly that detection is weak.
+WEAK_TAMPER_F = 0.3
+
+
+def tamper_warning(model: str) -> str:
+    """A plain warning for the tampering tab when the model's own held-out figures (`eval_results.json`, written
+    by `upocr_hf.packaging`) show weak detection of tampered text; empty when they do not or are unknown."""
+    path = Path(model, "eval_results.json")
+    try:
+        figures = json.loads(path.read_text())["tampered-text-detection"]["metrics"]
+        tampered_f = float(figures["tampered_f_score"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    if tampered_f >= WEAK_TAMPER_F:
+        return ""
+    return (
+        f"**Detection of tampered text is weak with this model**: on its held-out forgeries its tampered-text F is "
+        f"{tampered_f:.2f} (1 is perfect). Treat blue regions as hints and an all-green map as no evidence of "
+        "authenticity."
     )
 
 
@@ -418,6 +441,8 @@ def build_demo(model: str | Any | None = None, *, max_pixels: int | None = MAX_P
                 )
 
             with gr.Tab("Tampered text", id="tampering"):
+                if warning := tamper_warning(model_name):
+                    gr.Markdown(warning, elem_id="detect-warning")
                 with gr.Row():
                     with gr.Column():
                         detect_input = gr.Image(

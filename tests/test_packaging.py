@@ -78,6 +78,7 @@ def test_package_writes_a_loadable_folder_with_the_figures_in_its_card(trained_d
     card = (output / "README.md").read_text()
     assert "29.50" in card and "synthetic only" in card
     assert card.endswith("\n\n## Lineage\n\n![learning curve](learning_curve.png)\n")
+    assert json.loads((output / "eval_results.json").read_text()) == EVALUATIONS
     assert "psnr 29.5000 vs 25.4000" in card
     assert (output / "train_default_model.sh").read_text() == command.read_text()
     assert (output / "preprocessor_config.json").exists()

@@ -252,3 +252,18 @@ def test_app_runs_without_the_package(tmp_path):
     assert all(tuple(size) == (72, 40) for size in report["sizes"])
     assert report["legend"] == {"0": "background", "1": "real text", "2": "tampered text"}
     assert report["threshold"] == 0.4
+
+
+@pytest.mark.parametrize("tampered_f, warned", [(0.07, True), (0.3, False), (None, False)])
+def test_the_tampering_tab_says_plainly_when_detection_is_weak(tmp_path, tampered_f, warned):
+    import json
+
+    app = load_app()
+    if tampered_f is not None:
+        record = {"task": "tampered-text-detection", "metrics": {"mf": 0.4, "tampered_f_score": tampered_f}}
+        (tmp_path / "eval_results.json").write_text(json.dumps({"tampered-text-detection": record}))
+    warning = app.tamper_warning(str(tmp_path))
+    assert bool(warning) == warned
+    if warned:
+        assert "weak" in warning and "0.07" in warning
+    assert app.tamper_warning("some-user/some-hub-model") == ""

@@ -36,6 +36,10 @@ HEADLINE_METRICS: dict[str, tuple[str, float]] = {
 SELECTION_METRICS: dict[str, str] = {TEXT_REMOVAL: "mssim", TEXT_SEGMENTATION: "fg_iou", TAMPERED_TEXT_DETECTION: "mf"}
 
 
+#: The evaluation records a packaged folder carries, as `{key: record}` (see `load_evaluation_results`).
+EVAL_RESULTS_FILE = "eval_results.json"
+
+
 class BaselineNotBeatenError(ValueError):
     pass
 
@@ -155,6 +159,8 @@ def package_model(
             _strip_remote_code(staging)
         for extra in extra_files:
             shutil.copy2(extra, staging / Path(extra).name)
+        # machine-readable figures beside the card: the Space reads them to say how well the model does
+        (staging / EVAL_RESULTS_FILE).write_text(json.dumps(dict(evaluations), indent=1, sort_keys=True) + "\n")
         if card_appendix:
             card = staging / "README.md"
             card.write_text(card.read_text(encoding="utf-8").rstrip("\n") + "\n\n" + card_appendix, encoding="utf-8")
