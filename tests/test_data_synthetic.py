@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import fixed_synthetic_config
 from PIL import Image
 
 from upocr_hf.data.folders import DatasetFolderError, tampered_boxes_to_target
@@ -34,18 +35,12 @@ from upocr_hf.tasks import (
 )
 
 SIZE = (128, 96)
-#: Fonts and photos every machine has (DejaVu; scikit-image's wheel), so no verdict depends on what is installed.
-DEJAVU = tuple(str(p) for p in sorted(Path("/usr/share/fonts/truetype/dejavu").glob("*.ttf")))
 
 
 @pytest.fixture(scope="module")
 def cfg() -> SyntheticConfig:
-    from upocr_hf.data.resources import _skimage_photos
-
-    return SyntheticConfig(
-        size=SIZE, font_size_range=(0.08, 0.2), font_paths=DEJAVU, photo_paths=tuple(_skimage_photos()),
-        resave_prob=0.0,  # the forged image as forged: every changed pixel must be labelled
-    ).resolved()  # fmt: skip
+    # resave_prob 0: the forged image as forged, so every changed pixel must be labelled
+    return fixed_synthetic_config(size=SIZE, font_size_range=(0.08, 0.2), resave_prob=0.0).resolved()
 
 
 @pytest.fixture(scope="module")
