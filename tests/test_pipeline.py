@@ -299,3 +299,16 @@ def test_saved_pipeline_runs_without_the_package(pipe, pipe64, tmp_path):
     local = pipeline("upocr", model=str(folder), device="cpu", dtype=torch.float64)
     assert type(local) is type(pipe)
     assert np.array_equal(local(image, task="tampered-text-detection")["class_map"], expected["class_map"])
+
+
+@pytest.mark.parametrize("keep_background", [False, True])
+def test_a_grayscale_input_gets_a_grayscale_removal(pipe, keep_background):
+    colour = photo(48, 64, seed=8)
+    gray = np.repeat(np.asarray(Image.fromarray(colour).convert("L"))[..., None], 3, axis=-1)
+    for image in (gray, Image.fromarray(gray[..., 0], mode="L")):
+        output = np.asarray(pipe(image, task="text-removal", keep_background=keep_background)["image"])
+        assert output.shape == (48, 64, 3)
+        assert (output[..., 0] == output[..., 1]).all() and (output[..., 1] == output[..., 2]).all()
+    # a colour photo keeps its colours (the random model's output is not gray)
+    output = np.asarray(pipe(colour, task="text-removal")["image"])
+    assert not (output[..., 0] == output[..., 1]).all()

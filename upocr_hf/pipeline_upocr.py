@@ -195,6 +195,8 @@ class UpocrPipeline(Pipeline):
             "tile": bool(tile),
             "original_size": tuple(full.shape[-2:]),
             "original": to_uint8_rgb(full) if keep_background else None,
+            # a grayscale page gets a grayscale result: the model's colour casts are not the user's
+            "gray": task == TEXT_REMOVAL and bool((full[0] == full[1]).all() and (full[1] == full[2]).all()),
         }
         return {"pixel_values": pixel_values, "meta": [meta]}
 
@@ -283,6 +285,8 @@ class UpocrPipeline(Pipeline):
             text_prediction = model_outputs.get("text_prediction")
             for i, (image, item) in enumerate(zip(images, meta)):
                 text_mask = None
+                if item.get("gray"):
+                    image = image.convert("L").convert("RGB")
                 if item["original"] is not None:
                     array = np.asarray(image)
                     if text_prediction is not None:
