@@ -51,8 +51,6 @@ from upocr_hf.training import (
 
 logger = logging.getLogger("upocr_hf.train")
 
-#: The figure of each task's validation metrics (in [0, 1], higher is better) that selects the best model.
-
 
 @dataclass
 class TrainArguments:

@@ -40,11 +40,12 @@ def read_curve(log: Path) -> dict[str, list]:
 def lineage(args: argparse.Namespace) -> None:
     previous = json.loads(Path(args.previous).read_text()) if args.previous and Path(args.previous).is_file() else []
     train_args = json.loads((Path(args.run) / "train_args.json").read_text())
-    evaluations = {}
-    for path in args.evaluations:
-        record = json.loads(Path(path).read_text())
-        key = f"{record['task']} (keep background)" if record.get("keep_background") else record["task"]
-        evaluations[key] = {k: v for k, v in record["metrics"].items() if isinstance(v, int | float)}
+    from upocr_hf.hub import load_evaluation_results
+
+    evaluations = {
+        key: {k: v for k, v in record["metrics"].items() if isinstance(v, int | float)}
+        for key, record in load_evaluation_results(args.evaluations).items()
+    }
     curve = read_curve(Path(args.run) / "train.log")
     trained = curve["loss"][-1][0] if curve["loss"] else 0
     segment = {
@@ -95,30 +96,17 @@ def contact_sheet(args: argparse.Namespace) -> None:
     from transformers import pipeline
 
     import upocr_hf  # noqa: F401  (registers the "upocr" pipeline)
-    from upocr_hf.data.folders import load_scut_enstext, load_tampered_ic13, load_textseg
+    from upocr_hf.data.synthetic import load_synthetic_folders
 
     pipe = pipeline("upocr", model=args.model, device="cpu")
-    data = Path(args.data)
-    loaders = {
-        "text-removal": lambda: load_scut_enstext(data / "SCUT-EnsText", ["test"])["test"],
-        "text-segmentation": lambda: load_textseg(data / "TextSeg", ["test"])["test"],
-        "tampered-text-detection": lambda: load_tampered_ic13(data / "Tampered-IC13", ["test"])["test"],
-    }
     tile = 256
     rows = []
-    for task, load in loaders.items():
-        dataset = load()
+    for task, dataset in load_synthetic_folders(args.data, split="test").items():
         for index in range(args.per_task):
             sample = dataset[index]
             image = sample["image"].convert("RGB")
-            result = pipe(image, task=task)
-            if task == "text-removal":
-                output = result["image"]
-            elif task == "text-segmentation":
-                output = Image.fromarray((np.asarray(result["mask"]) * 255).astype(np.uint8))
-            else:
-                output = Image.fromarray(_class_colours(np.asarray(result["class_map"])))
-            cells = [image, output, sample["target"].convert("RGB")]
+            # each task's result carries its picture: the removal, the mask, the class map in the task's colours
+            cells = [image, pipe(image, task=task)["image"], sample["target"]]
             rows.append([cell.convert("RGB").resize((tile, tile)) for cell in cells])
     sheet = Image.new("RGB", (3 * tile + 8, len(rows) * (tile + 4) + 20), "white")
     draw = ImageDraw.Draw(sheet)
@@ -128,12 +116,6 @@ def contact_sheet(args: argparse.Namespace) -> None:
         for c, cell in enumerate(cells):
             sheet.paste(cell, (c * (tile + 4), 20 + r * (tile + 4)))
     sheet.save(args.out)
-
-
-def _class_colours(class_map: np.ndarray) -> np.ndarray:
-    """The tampering task's own encoding: red background, green real text, blue tampered text."""
-    palette = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255]], np.uint8)
-    return palette[class_map]
 
 
 def card(args: argparse.Namespace) -> None:

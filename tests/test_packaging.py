@@ -22,6 +22,14 @@ def record(task: str, **metrics: float) -> dict:
             "metrics": {**metrics, "num_samples": 6}}  # fmt: skip
 
 
+def write_records(folder, records: dict) -> list[str]:
+    """Each record as `folder/KEY.json`, as `python -m upocr_hf.evaluate --output-json` writes them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for key, rec in records.items():
+        (folder / f"{key}.json").write_text(json.dumps(rec))
+    return [str(folder / f"{key}.json") for key in records]
+
+
 EVALUATIONS = {
     "text-removal": record("text-removal", psnr=29.5, mssim=0.95, mse=0.001),
     "text-segmentation": record("text-segmentation", fg_iou=0.61, f_score=0.75),
@@ -91,15 +99,8 @@ def test_package_writes_a_loadable_folder_with_the_figures_in_its_card(trained_d
 def test_a_refused_model_leaves_the_shipped_folder_untouched(trained_dir, tmp_path):
     output = package_model(trained_dir, tmp_path / "default_model", EVALUATIONS, BASELINES)
     before = {p.name: p.read_bytes() for p in output.iterdir()}
-    paths = {}
-    for kind, records in (("eval", {**EVALUATIONS, "text-segmentation": record("text-segmentation", fg_iou=0.05)}),
-                          ("base", BASELINES)):  # fmt: skip
-        paths[kind] = []
-        for task, rec in records.items():
-            path = tmp_path / kind / f"{task}.json"
-            path.parent.mkdir(exist_ok=True)
-            path.write_text(json.dumps(rec))
-            paths[kind].append(str(path))
+    weak = {**EVALUATIONS, "text-segmentation": record("text-segmentation", fg_iou=0.05)}
+    paths = {"eval": write_records(tmp_path / "eval", weak), "base": write_records(tmp_path / "base", BASELINES)}
     with pytest.raises(SystemExit) as exit_info:
         main(["--model", str(trained_dir), "--output", str(output), "--evaluations", *paths["eval"],
               "--baselines", *paths["base"]])  # fmt: skip
@@ -137,15 +138,9 @@ def test_a_model_replaces_the_shipped_one_only_when_it_scores_higher(trained_dir
 
     output = package_model(trained_dir, tmp_path / "default_model", EVALUATIONS, BASELINES)
     before = {p.name: p.read_bytes() for p in output.iterdir()}
-    paths = {}
-    for kind, records in (("eval", EVALUATIONS), ("base", BASELINES), ("incumbent", stronger)):
-        paths[kind] = []
-        for key, rec in records.items():
-            path = tmp_path / kind / f"{key}.json"
-            path.parent.mkdir(exist_ok=True)
-            path.write_text(json.dumps(rec))
-            paths[kind].append(str(path))
-    paths["incumbent"] = paths["incumbent"][:3]
+    shipped = {key: rec for key, rec in stronger.items() if key != "not-shared"}  # one record per task on disk
+    paths = {kind: write_records(tmp_path / kind, records)
+             for kind, records in (("eval", EVALUATIONS), ("base", BASELINES), ("incumbent", shipped))}  # fmt: skip
     with pytest.raises(SystemExit) as exit_info:
         main(["--model", str(trained_dir), "--output", str(output), "--evaluations", *paths["eval"],
               "--baselines", *paths["base"], "--incumbent", *paths["incumbent"]])  # fmt: skip

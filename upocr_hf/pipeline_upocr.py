@@ -285,7 +285,7 @@ class UpocrPipeline(Pipeline):
             text_prediction = model_outputs.get("text_prediction")
             for i, (image, item) in enumerate(zip(images, meta)):
                 text_mask = None
-                if item.get("gray"):
+                if item["gray"]:
                     image = image.convert("L").convert("RGB")
                 if item["original"] is not None:
                     array = np.asarray(image)

@@ -751,15 +751,15 @@ def _tamper(
     JPEG with ``resave_prob``), the Tampered-IC13 boxes (real first) and per-word metadata."""
     h, w = image.shape[:2]
     supports = [_support([wd], h, w) for wd in words]
+    ink_boxes = [_bbox(support) for support in supports]
     chosen: list[int] = []
     if words and rng.random() >= cfg.no_tamper_prob:
         k = max(1, int(round(len(words) * rng.uniform(*cfg.tamper_word_fraction))))
         k = min(k, cfg.max_tampered_words)
         chosen = sorted(int(i) for i in rng.choice(len(words), size=min(k, len(words)), replace=False))
     forged = image.copy()
-    edits: dict[
-        int, tuple[str, str, np.ndarray]
-    ] = {}  # word -> (method, new text, region the forger touched)
+    # word -> (method, new text, region the forger touched)
+    edits: dict[int, tuple[str, str, np.ndarray]] = {}
     for i in chosen:
         method = cfg.forgery_methods[int(rng.integers(len(cfg.forgery_methods)))]
         strength = float(rng.uniform(*cfg.forgery_strength))
@@ -769,7 +769,10 @@ def _tamper(
         if method == "edit":
             edit = _retype(rng, cfg, erased, old, image, charsets)
         elif method == "copy-move":
-            edit = _copy_move(rng, erased, image, [words[j] for j in range(len(words)) if j != i], old)
+            donors = [
+                (wd, box) for j, (wd, box) in enumerate(zip(words, ink_boxes)) if j != i and box is not None
+            ]
+            edit = _copy_move(rng, erased, image, donors, ink_boxes[i])
         else:
             edit = _splice(rng, cfg, erased, old, charsets, strength)
         if edit is None:
@@ -887,24 +890,30 @@ def _rect(h: int, w: int, box: tuple[int, int, int, int]) -> np.ndarray:
     return mask
 
 
+def _grown_box(box: tuple[int, int, int, int], margin: int, h: int, w: int) -> tuple[int, int, int, int]:
+    """``box`` (inclusive x0, y0, x1, y1) grown by ``margin`` on every side, clipped to the image."""
+    return (
+        max(0, box[0] - margin),
+        max(0, box[1] - margin),
+        min(w - 1, box[2] + margin),
+        min(h - 1, box[3] + margin),
+    )
+
+
 def _copy_move(
-    rng: np.random.Generator, erased: np.ndarray, image: np.ndarray, donors: Sequence[_Word], target: _Word
+    rng: np.random.Generator,
+    erased: np.ndarray,
+    image: np.ndarray,
+    donors: Sequence[tuple[_Word, tuple[int, int, int, int]]],
+    target_box: tuple[int, int, int, int] | None,
 ) -> tuple[str, np.ndarray, np.ndarray] | None:
-    """Copy-move: another word of the same image, with its surroundings, pasted over the erased target word."""
+    """Copy-move: another word of the same image (given with its ink box), with its surroundings, pasted over the
+    erased target word (whose ink box is ``target_box``)."""
     h, w = image.shape[:2]
-    donors = [d for d in donors if _bbox(_support([d], h, w)) is not None]
-    target_box = _bbox(_support([target], h, w))
     if not donors or target_box is None:
         return None
-    donor = donors[int(rng.integers(len(donors)))]
-    margin = max(2, donor.style.font_size // 6)
-    sx0, sy0, sx1, sy1 = _bbox(_support([donor], h, w))
-    sx0, sy0, sx1, sy1 = (
-        max(0, sx0 - margin),
-        max(0, sy0 - margin),
-        min(w - 1, sx1 + margin),
-        min(h - 1, sy1 + margin),
-    )
+    donor, donor_box = donors[int(rng.integers(len(donors)))]
+    sx0, sy0, sx1, sy1 = _grown_box(donor_box, max(2, donor.style.font_size // 6), h, w)
     pw, ph = sx1 - sx0 + 1, sy1 - sy0 + 1
     cx, cy = (target_box[0] + target_box[2]) // 2, (target_box[1] + target_box[3]) // 2
     dx0 = int(np.clip(cx - pw // 2 + rng.integers(-2, 3), 0, w - pw))
@@ -948,17 +957,7 @@ def _splice(
     if box is None:
         return None
     (donor,), _gray = photograph(rng, [_composite(donor_scene, [word])], cfg.camera)
-    margin = max(2, size // 5)
-    region = _rect(
-        h,
-        w,
-        (
-            max(0, box[0] - margin),
-            max(0, box[1] - margin),
-            min(w - 1, box[2] + margin),
-            min(h - 1, box[3] + margin),
-        ),
-    )
+    region = _rect(h, w, _grown_box(box, max(2, size // 5), h, w))
     return text, paste(erased, donor, feather(region, rng.uniform(0, 1.5)) * region), region
 
 
