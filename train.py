@@ -47,6 +47,7 @@ from upocr_hf.training import (
     optimizer_param_groups,
     parse_split_overrides,
     parse_task_folders,
+    parse_task_weights,
 )
 
 logger = logging.getLogger("upocr_hf.train")
@@ -95,6 +96,10 @@ class TrainArguments:
             "help": "Compile the model with torch.compile (inductor), as `accelerate launch --dynamo_backend "
             "inductor` does; the first steps take minutes to compile. Left off, Accelerate's own configuration decides."
         },
+    )
+    task_loss_weights: list[str] = field(
+        default_factory=list,
+        metadata={"help": "TASK=WEIGHT factors of each task's loss in the total (paper: every task 1)."},
     )
     perceptual_loss: str = field(
         default="imagenet", metadata={"help": f"VGG-16 for the perceptual/style losses: {' | '.join(PERCEPTUAL_CHOICES)}."}
@@ -167,7 +172,12 @@ def train(args: TrainArguments) -> Path:
     loader = MultiTaskDataLoader.from_accelerator(
         accelerator, datasets, args.batch_size_per_task, seed=args.seed, num_workers=args.num_workers
     )
-    loss_fn = UpocrLoss(model.config.tasks, perceptual=args.perceptual_loss, vgg_weights_path=args.vgg_weights_path)
+    loss_fn = UpocrLoss(
+        model.config.tasks,
+        perceptual=args.perceptual_loss,
+        vgg_weights_path=args.vgg_weights_path,
+        task_weights=parse_task_weights(args.task_loss_weights),
+    )
     loss_fn.to(accelerator.device)
     logger.info("tasks %s; %s", tasks, loss_fn.perceptual_description)
 

@@ -311,6 +311,31 @@ def test_only_present_tasks_are_reported() -> None:
         loss_fn(preds, seg["pixel_values"], seg["labels"], None, seg["ignore_mask"], torch.tensor([2, 3]))
 
 
+def test_task_weights_scale_each_task_in_the_total() -> None:
+    rem, seg = _removal_batch(1, seed=22), _seg_batch(1, seed=23)
+    preds = _predictions(2, seed=24, scale=2.0)
+    args = (
+        preds,
+        torch.cat([rem["pixel_values"], seg["pixel_values"]]),
+        torch.cat([rem["labels"], seg["labels"]]),
+        torch.cat([rem["text_mask"], torch.zeros(1, 1, SIZE, SIZE)]),
+        torch.cat([torch.zeros(1, 1, SIZE, SIZE, dtype=torch.bool), seg["ignore_mask"]]),
+        torch.tensor([0, 2]),
+    )
+    plain = UpocrLoss(TASKS, perceptual="off")(*args)
+    weighted = UpocrLoss(TASKS, perceptual="off", task_weights={TEXT_SEGMENTATION: 3.0})(*args)
+    # the per-task figures stay unweighted (comparable across runs); only the total changes
+    assert weighted.task_losses[TEXT_SEGMENTATION].item() == pytest.approx(
+        plain.task_losses[TEXT_SEGMENTATION].item()
+    )
+    expected = plain.task_losses[TEXT_REMOVAL].item() + 3.0 * plain.task_losses[TEXT_SEGMENTATION].item()
+    assert weighted.loss.item() == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match="unknown task 'tampering'"):
+        UpocrLoss(TASKS, perceptual="off", task_weights={"tampering": 2.0})
+    with pytest.raises(ValueError, match="finite number >= 0"):
+        UpocrLoss(TASKS, perceptual="off", task_weights={TEXT_REMOVAL: -1.0})
+
+
 def test_new_task_uses_regression_loss() -> None:
     loss_fn = UpocrLoss([TEXT_REMOVAL, "my-new-task"], perceptual="random")
     batch = _seg_batch(2, seed=20)

@@ -24,6 +24,7 @@ from upocr_hf.training import (
     optimizer_param_groups,
     parse_split_overrides,
     parse_task_folders,
+    parse_task_weights,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -238,6 +239,19 @@ def test_yaml_configuration_and_initialisations(tmp_path, synthetic_root, tiny_m
     assert from_original.num_parameters() == 1_489_731
     grown = build_model(str(tmp_path / "folder"), "paper", ["deblur"])  # a new task gets a new prompt row
     assert grown.config.tasks == [*DEFAULT_TASKS, "deblur"]
+
+
+def test_task_loss_weights_reach_the_loss(synthetic_root, tmp_path):
+    assert parse_task_weights(["tampered-text-detection=4", "text-removal=0.5"]) == {
+        "tampered-text-detection": 4.0,
+        "text-removal": 0.5,
+    }
+    for bad in ("tampered-text-detection", "=2", "text-removal=heavy"):
+        with pytest.raises(ValueError, match="TASK=WEIGHT"):
+            parse_task_weights([bad])
+    extra = ["--task_loss_weights", "tampering=2"]  # not a task of the run: the loss refuses it by name
+    result = run_train(tiny_run_args(synthetic_root, tmp_path / "run", 1, extra))
+    assert result.returncode != 0 and "unknown task 'tampering'" in result.stderr
 
 
 def test_nonfinite_losses_are_skipped_then_stop_the_run(synthetic_root, tmp_path, monkeypatch):

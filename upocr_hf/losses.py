@@ -45,6 +45,7 @@ mode even when the loss module is put in training mode.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -348,7 +349,7 @@ class UpocrLossOutput:
     """What `UpocrLoss` returns.
 
     Attributes:
-        loss: the scalar to back-propagate, the sum of `task_losses`.
+        loss: the scalar to back-propagate: the sum of `task_losses`, each times its task weight (1 unless given).
         task_losses: task name → that task's loss on its own samples (only the tasks present in the batch).
         components: ``"<task>/<term>"`` → scalar, for logging. Removal: ``l1`` (the weighted multi-scale L1),
             ``perceptual`` and ``style`` (the raw sums, before the weights 0.01 and 120; absent when the perceptual
@@ -374,6 +375,8 @@ class UpocrLoss(nn.Module):
         tasks: the task list that `task_ids` index into (e.g. ``config.tasks``).
         perceptual: ``"imagenet"`` | ``"local"`` | ``"random"`` | ``"off"`` (see the module docstring).
         vgg_weights_path: the state dict file for ``perceptual="local"``.
+        task_weights: task name → factor of that task's loss in the total (the paper weighs every task 1; a task
+            whose signal covers few pixels, like tampered text, can be given more). Tasks not named keep 1.
 
     The chosen VGG is described by `perceptual_description` (logged at INFO on construction); it holds no
     parameters and nothing of it is in `state_dict()`. Move the module to the model's device with `.to()` (it is
@@ -381,12 +384,23 @@ class UpocrLoss(nn.Module):
     """
 
     def __init__(
-        self, tasks: Sequence[str], perceptual: str = "imagenet", vgg_weights_path: str | None = None
+        self,
+        tasks: Sequence[str],
+        perceptual: str = "imagenet",
+        vgg_weights_path: str | None = None,
+        task_weights: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__()
         self.tasks: tuple[str, ...] = tuple(tasks)
         if len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"Duplicate task names in {self.tasks}.")
+        self.task_weights: dict[str, float] = dict.fromkeys(self.tasks, 1.0)
+        for task, weight in (task_weights or {}).items():
+            if task not in self.task_weights:
+                raise ValueError(f"task_weights: unknown task {task!r}; the tasks are {self.tasks}.")
+            if not math.isfinite(weight) or weight < 0:
+                raise ValueError(f"task_weights[{task!r}] must be a finite number >= 0, got {weight!r}.")
+            self.task_weights[task] = float(weight)
         self.perceptual = perceptual
         # Only removal uses the VGG: skip building it when no removal task is configured.
         if TEXT_REMOVAL in self.tasks or perceptual == "off":
@@ -473,7 +487,7 @@ class UpocrLoss(nn.Module):
             task_losses[task] = loss
             components.update({f"{task}/{name}": value for name, value in terms.items()})
         if task_losses:
-            total = torch.stack(list(task_losses.values())).sum()
+            total = torch.stack([self.task_weights[task] * loss for task, loss in task_losses.items()]).sum()
         else:
             total = sum(
                 (p.sum() * 0.0 for p in predictions), predictions[0].new_zeros((), dtype=torch.float32)
@@ -481,4 +495,4 @@ class UpocrLoss(nn.Module):
         return UpocrLossOutput(loss=total, task_losses=task_losses, components=components)
 
     def extra_repr(self) -> str:
-        return f"tasks={self.tasks}, perceptual={self.perceptual!r}"
+        return f"tasks={self.tasks}, perceptual={self.perceptual!r}, task_weights={self.task_weights}"

@@ -214,6 +214,20 @@ def parse_split_overrides(specs: Iterable[str]) -> dict[str, list[str]]:
     return overrides
 
 
+def parse_task_weights(specs: Iterable[str]) -> dict[str, float]:
+    """Parse `TASK=WEIGHT` arguments into `{task: weight}` (the loss checks tasks and ranges)."""
+    weights = {}
+    for spec in specs:
+        task, sep, value = spec.partition("=")
+        try:
+            weights[task] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not task:
+            raise ValueError(f"expected TASK=WEIGHT (a number), got {spec!r}")
+    return weights
+
+
 def load_task_datasets(
     folders: Mapping[str, Path], splits: Mapping[str, Sequence[str]], **loader_kwargs: Any
 ) -> dict[str, Any]:
@@ -315,4 +329,5 @@ __all__ = [
     "optimizer_param_groups",
     "parse_split_overrides",
     "parse_task_folders",
+    "parse_task_weights",
 ]
