@@ -28,22 +28,20 @@ from accelerate.utils import broadcast_object_list, set_seed
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
-from upocr_hf.data import MultiTaskDataLoader, UpocrAugment
+from upocr_hf.configuration_upocr import CONFIG_PRESETS
+from upocr_hf.data import MultiTaskDataLoader, UpocrAugment, load_task_datasets
 from upocr_hf.evaluate import evaluate_model
 from upocr_hf.file_utils import staged_folder
 from upocr_hf.hub import prepare_hub_folder
 from upocr_hf.image_processing_upocr import UpocrImageProcessor
 from upocr_hf.losses import PERCEPTUAL_CHOICES, UpocrLoss
-from upocr_hf.packaging import SELECTION_METRICS
 from upocr_hf.pipeline_upocr import UpocrPipeline
+from upocr_hf.tasks import get_task
 from upocr_hf.training import (
-    CONFIG_PRESETS,
-    TRAIN_SPLITS,
     CheckpointFolders,
     PaperSchedule,
     TrainingProgress,
     build_model,
-    load_task_datasets,
     optimizer_param_groups,
     parse_split_overrides,
     parse_task_folders,
@@ -165,7 +163,7 @@ def train(args: TrainArguments) -> Path:
     model.train()
 
     overrides = parse_split_overrides(args.train_splits)
-    splits = {task: overrides.get(task, TRAIN_SPLITS[task]) for task in folders}
+    splits = {task: overrides.get(task, list(get_task(task).train_splits)) for task in folders}
     datasets = load_task_datasets(folders, splits)
     for dataset in datasets.values():
         dataset.set_transform(UpocrAugment(args.image_size, tasks=model.config.tasks))
@@ -216,9 +214,9 @@ def train(args: TrainArguments) -> Path:
         unknown = [t for t in validation_folders if t not in tasks]
         if unknown:
             raise ValueError(f"--validation_data for task(s) {unknown} that --data does not train")
-        unscored = [t for t in validation_folders if t not in SELECTION_METRICS]
+        unscored = [t for t in validation_folders if not get_task(t).selection_metric]
         if unscored:
-            raise ValueError(f"--validation_data: no metric for task(s) {unscored}; metrics exist for {list(SELECTION_METRICS)}")
+            raise ValueError(f"--validation_data: task(s) {unscored} have no selection metric to validate with")
         validation = load_task_datasets(validation_folders, dict.fromkeys(validation_folders, [args.validation_split]))
 
     bar = tqdm(total=args.max_steps, initial=progress.step, disable=not accelerator.is_local_main_process)
@@ -304,16 +302,15 @@ def validate(
 ) -> None:
     """Score the model on each validation set (main process) and keep the best model in `OUTPUT_DIR/best`.
 
-    The selection score is the mean over tasks of one figure in [0, 1] each, higher is better: MSSIM for text
-    removal, fgIoU for text segmentation, mF for tampered text detection (`SELECTION_METRICS`).
+    The selection score is the mean over tasks of one figure in [0, 1] each, higher is better: each task's
+    `Task.selection_metric` (MSSIM for text removal, fgIoU for text segmentation, mF for tampered text detection).
     """
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
-        size = unwrapped.config.image_size
         pipe = UpocrPipeline(
             model=unwrapped,
-            image_processor=UpocrImageProcessor(size={"height": size, "width": size}),
+            image_processor=UpocrImageProcessor.for_model(unwrapped.config),
             device=accelerator.device,
         )
         logs, scores = {}, []
@@ -322,7 +319,7 @@ def validate(
             for key, value in figures.items():
                 if isinstance(value, int | float) and not isinstance(value, bool):
                     logs[f"eval/{task}/{key}"] = value
-            scores.append(figures.get(SELECTION_METRICS[task]) or 0.0)
+            scores.append(figures.get(get_task(task).selection_metric) or 0.0)
         score = sum(scores) / len(scores)
         logs["eval/score"] = score
         accelerator.log(logs, step=progress.step)
@@ -339,7 +336,7 @@ def validate(
 
 def save_checkpoint(accelerator: Accelerator, checkpoints: CheckpointFolders, progress: TrainingProgress) -> None:
     """`save_state` into a staging folder on every rank, then rename it into place on the main process."""
-    staging = checkpoints.root / f".tmp-step_{progress.step}"
+    staging = checkpoints.staging_path(progress.step)
     if accelerator.is_main_process:
         checkpoints.staging(progress.step)
     accelerator.wait_for_everyone()
@@ -364,9 +361,7 @@ def save_final_model(model: torch.nn.Module, final_dir: Path, args: TrainArgumen
             "resolution": f"{size}×{size}",
             "perceptual/style loss": args.perceptual_loss,
         }
-        prepare_hub_folder(
-            model, UpocrImageProcessor(size={"height": size, "width": size}), staging, training=training
-        )
+        prepare_hub_folder(model, UpocrImageProcessor.for_model(model.config), staging, training=training)
         (staging / "training_args.json").write_text(json.dumps(asdict(args), indent=2))
     logger.info("saved the trained model to %s", final_dir)
 

@@ -26,8 +26,8 @@ import torch
 from transformers import pipeline
 
 from upocr_hf import UpocrConfig, UpocrModel
+from upocr_hf.configuration_upocr import CONFIG_PRESETS
 from upocr_hf.tiling import tile_starts
-from upocr_hf.training import CONFIG_PRESETS
 
 CONFIGS: dict[str, dict] = {
     "tiny": {**CONFIG_PRESETS["tiny"], "image_size": 64},

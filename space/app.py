@@ -84,16 +84,16 @@ def default_model() -> str:
     if (LOCAL_MODEL_DIR / "config.json").is_file():
         return str(LOCAL_MODEL_DIR)
     try:
-        import upocr_hf
+        from upocr_hf import default_model_path
     except ImportError:
-        upocr_hf = None
-    shipped = getattr(upocr_hf, "DEFAULT_MODEL", None)
-    if shipped and Path(shipped, "config.json").is_file():
-        return str(shipped)
+        default_model_path = None
+    shipped = default_model_path() if default_model_path else None
+    if shipped:
+        return shipped
     raise RuntimeError(
         "No UPOCR model to serve. Set UPOCR_MODEL to a save_pretrained folder or a Hub model id, copy a model "
         f"folder to {LOCAL_MODEL_DIR}, or install the upocr_hf package with its default model "
-        f"(upocr_hf importable: {upocr_hf is not None}; upocr_hf.DEFAULT_MODEL = {shipped!r})."
+        f"(upocr_hf importable: {default_model_path is not None}; its default model found: no)."
     )
 
 

@@ -41,7 +41,7 @@ def fixed_synthetic_config(**fields):
 
 def tiny_config_kwargs() -> dict:
     """A UPOCR small enough for fast tests that still has shifted blocks in both encoder and decoder at 64 px."""
-    from upocr_hf.training import CONFIG_PRESETS
+    from upocr_hf.configuration_upocr import CONFIG_PRESETS
 
     return {**CONFIG_PRESETS["tiny"], "image_size": 64}
 

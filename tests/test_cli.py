@@ -9,7 +9,7 @@ from conftest import tiny_config_kwargs
 from PIL import Image
 
 from upocr_hf import UpocrConfig, UpocrModel
-from upocr_hf.cli import atomic_write, collect_jobs, main
+from upocr_hf.cli import collect_jobs, main
 
 
 @pytest.fixture(scope="module")
@@ -144,17 +144,3 @@ def test_same_stem_inputs_do_not_collide(tmp_path):
     jobs, missing = collect_jobs([tmp_path / "in"], tmp_path / "out")
     assert not missing
     assert len({job.output for job in jobs}) == 2
-
-
-def test_atomic_write_leaves_nothing_on_failure(tmp_path):
-    target = tmp_path / "result.png"
-
-    def failing(file):
-        file.write(b"partial")
-        raise RuntimeError("disk full")
-
-    with pytest.raises(RuntimeError):
-        atomic_write(target, failing)
-    assert list(tmp_path.iterdir()) == []
-    atomic_write(target, lambda file: file.write(b"done"))
-    assert target.read_bytes() == b"done" and list(tmp_path.iterdir()) == [target]

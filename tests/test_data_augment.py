@@ -9,13 +9,7 @@ from datasets import Dataset
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from upocr_hf.data.augment import (
-    TASK_AUGMENTATIONS,
-    AugmentationConfig,
-    UpocrAugment,
-    build_task_transform,
-    upocr_collate,
-)
+from upocr_hf.data.augment import UpocrAugment, build_task_transform, upocr_collate
 from upocr_hf.data.folders import SAMPLE_FEATURES
 from upocr_hf.tasks import (
     DEFAULT_TASKS,
@@ -23,13 +17,15 @@ from upocr_hf.tasks import (
     TAMPERED_TEXT_DETECTION,
     TEXT_REMOVAL,
     TEXT_SEGMENTATION,
+    Augmentation,
+    get_task,
 )
 
 SIZE = 64
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-ALWAYS = AugmentationConfig(crop_prob=1.0, crop_min_ratio=0.5, crop_max_ratio=0.9, hflip_prob=1.0, rotate_prob=1.0,
+ALWAYS = Augmentation(crop_prob=1.0, crop_min_ratio=0.5, crop_max_ratio=0.9, hflip_prob=1.0, rotate_prob=1.0,
                             rotate_degrees=30.0)
 
 
@@ -123,7 +119,7 @@ def test_horizontal_flip_is_joint() -> None:
     image[:, :8] = 255  # bright left edge
     target = np.zeros((32, 32, 3), np.uint8)
     target[:, :8] = 255
-    flip = AugmentationConfig(hflip_prob=1.0)
+    flip = Augmentation(hflip_prob=1.0)
     out = UpocrAugment(32, overrides={TEXT_SEGMENTATION: flip}).transform_sample(
         Image.fromarray(image), Image.fromarray(target), None, TEXT_SEGMENTATION)
     assert out["pixel_values"][:, :, -1].min() > 0.9 and out["labels"][:, :, -1].min() == 1.0
@@ -135,7 +131,7 @@ def test_colour_jitter_touches_the_image_only() -> None:
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
     target = np.where(rng.random((40, 40, 1)) > 0.5, 255, 0).astype(np.uint8).repeat(3, -1)
-    jitter = AugmentationConfig(color_jitter_prob=1.0)
+    jitter = Augmentation(color_jitter_prob=1.0)
     aug = UpocrAugment(40, overrides={TEXT_SEGMENTATION: jitter})
     out = aug.transform_sample(Image.fromarray(image), Image.fromarray(target), None, TEXT_SEGMENTATION)
     np.testing.assert_array_equal((out["labels"] * 255).round().byte().permute(1, 2, 0).numpy(), target)
@@ -143,7 +139,7 @@ def test_colour_jitter_touches_the_image_only() -> None:
 
 
 def test_recipes_match_the_paper() -> None:
-    rem, seg, tam = (TASK_AUGMENTATIONS[t] for t in (TEXT_REMOVAL, TEXT_SEGMENTATION, TAMPERED_TEXT_DETECTION))
+    rem, seg, tam = (get_task(t).augmentation for t in (TEXT_REMOVAL, TEXT_SEGMENTATION, TAMPERED_TEXT_DETECTION))
     assert (rem.crop_prob, rem.hflip_prob, rem.rotate_prob, rem.rotate_degrees, rem.color_jitter_prob) == (0, 0.3, 0.5, 30, 0)
     assert (seg.crop_min_ratio, seg.crop_max_ratio, seg.crop_prob, seg.hflip_prob) == (0.7, 1.0, 1.0, 0.3)
     assert (seg.color_jitter_prob, seg.brightness, seg.contrast, seg.saturation, seg.hue) == (0.5, 0.5, 0.5, 0.5, 0.5)
@@ -203,5 +199,5 @@ def test_bad_inputs() -> None:
         aug.transform_sample(img, img, None, TEXT_REMOVAL)
     with pytest.raises(ValueError, match="differs from image size"):
         aug.transform_sample(img, Image.new("RGB", (21, 20)), None, TEXT_SEGMENTATION)
-    with pytest.raises(ValueError, match="no augmentation for task"):
+    with pytest.raises(ValueError, match="'ocr' is not in the task order"):
         aug.transform_sample(img, img, None, "ocr")

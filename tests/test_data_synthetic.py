@@ -15,9 +15,7 @@ from PIL import Image
 from upocr_hf.data.folders import DatasetFolderError, tampered_boxes_to_target
 from upocr_hf.data.resources import RESERVED_NAME_PARTS, font_group, photo_group, style_split
 from upocr_hf.data.synthetic import (
-    ALL_TASKS,
     FORGERY_CHANGE_THRESHOLD,
-    LAYOUT_DIRS,
     STYLE_FORGERY_METHODS,
     SyntheticConfig,
     available_fonts,
@@ -28,10 +26,12 @@ from upocr_hf.data.synthetic import (
     render_sample,
 )
 from upocr_hf.tasks import (
+    DEFAULT_TASKS,
     TAMPER_CLASS_RGB,
     TAMPERED_TEXT_DETECTION,
     TEXT_REMOVAL,
     TEXT_SEGMENTATION,
+    get_task,
 )
 
 SIZE = (128, 96)
@@ -177,11 +177,11 @@ def test_folders_identical_for_any_worker_count(tmp_path: Path, cfg: SyntheticCo
 
 def test_real_loaders_read_the_synthetic_layouts(tmp_path: Path, cfg: SyntheticConfig) -> None:
     roots = generate_folders(tmp_path / "syn", 4, size=SIZE, seed=3, config=cfg)
-    assert {t: r.name for t, r in roots.items()} == LAYOUT_DIRS
+    assert {t: r.name for t, r in roots.items()} == {t: get_task(t).dataset for t in DEFAULT_TASKS}
     split = json.loads((roots[TEXT_SEGMENTATION] / "split.json").read_text())
     assert split == {"train": [f"syn3_{i:07d}" for i in range(4)]}
     data = load_synthetic_folders(tmp_path / "syn", cache_dir=str(tmp_path / "cache"))
-    assert set(data) == set(ALL_TASKS) and all(len(ds) == 4 for ds in data.values())
+    assert set(data) == set(DEFAULT_TASKS) and all(len(ds) == 4 for ds in data.values())
     ref = render_sample(2, 3, cfg)
     rem, seg, tam = data[TEXT_REMOVAL][2], data[TEXT_SEGMENTATION][2], data[TAMPERED_TEXT_DETECTION][2]
     np.testing.assert_array_equal(np.asarray(rem["image"]), ref.image)
@@ -203,7 +203,7 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
                  "--save-to-disk", str(tmp_path / "hf"), "--no-photos"])
     assert code == 0
     assert "wrote 2 samples" in capsys.readouterr().out
-    assert not (out / LAYOUT_DIRS[TEXT_SEGMENTATION]).exists()
+    assert not (out / get_task(TEXT_SEGMENTATION).dataset).exists()
     img = Image.open(out / "SCUT-EnsText" / "train" / "image" / "syn9_0000001.png")
     assert img.size == (64, 64)
     from datasets import load_from_disk

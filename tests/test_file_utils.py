@@ -1,10 +1,12 @@
-"""A staged folder replaces its target only when complete."""
+"""A staged folder or an atomically written file replaces its target only when complete."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from upocr_hf.file_utils import staged_folder
+from upocr_hf.file_utils import atomic_write, staged_folder
 
 
 def test_a_failed_write_leaves_the_old_folder_and_no_staging(tmp_path):
@@ -31,3 +33,23 @@ def test_a_complete_write_replaces_the_folder_with_public_modes(tmp_path):
     modes = {p.name: p.stat().st_mode & 0o777 for p in [target, *target.rglob("*")]}
     assert modes == {"model": 0o755, "sub": 0o755, "config.json": 0o644, "run.sh": 0o755}
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "result.png"
+
+    def failing(file):
+        file.write(b"partial")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(target, failing)
+    assert list(tmp_path.iterdir()) == []
+    atomic_write(target, lambda file: file.write(b"done"))
+    assert target.read_bytes() == b"done" and list(tmp_path.iterdir()) == [target]
+    old_umask = os.umask(0o022)
+    try:
+        atomic_write(target, lambda file: file.write(b"again"))
+    finally:
+        os.umask(old_umask)
+    assert target.stat().st_mode & 0o777 == 0o644  # the usual mode, not mkstemp's private 0600

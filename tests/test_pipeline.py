@@ -16,7 +16,7 @@ from transformers import pipeline
 
 from upocr_hf import UpocrPipeline
 from upocr_hf.image_processing_upocr import ImageLoadError, UpocrImageProcessor
-from upocr_hf.pipeline_upocr import resolve_task
+from upocr_hf.tasks import resolve_task
 from upocr_hf.tiling import tile_starts, tiled_predict
 
 

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from upocr_hf import UpocrModel
 from upocr_hf.data.synthetic import generate_folders
 from upocr_hf.losses import UpocrLoss
-from upocr_hf.tasks import DEFAULT_TASKS
+from upocr_hf.tasks import DEFAULT_TASKS, get_task
 from upocr_hf.training import (
     CheckpointFolders,
     PaperSchedule,
@@ -110,11 +110,10 @@ def test_lateral_lr_ratio_scales_only_the_lateral_branches(tiny_model):
 
 @pytest.mark.parametrize("task", DEFAULT_TASKS)
 def test_overfitting_a_fixed_batch_halves_the_loss(task, synthetic_root):
-    from upocr_hf.data import UpocrAugment, upocr_collate
-    from upocr_hf.training import TRAIN_SPLITS, load_task_datasets
+    from upocr_hf.data import UpocrAugment, load_task_datasets, upocr_collate
 
     folders = parse_task_folders(data_args(synthetic_root)[1:4])
-    splits = {**TRAIN_SPLITS, **parse_split_overrides(["text-segmentation=train"])}
+    splits = {t: list(get_task(t).train_splits) for t in DEFAULT_TASKS} | parse_split_overrides(["text-segmentation=train"])
     dataset = load_task_datasets({task: folders[task]}, splits)[task]
     dataset.set_transform(UpocrAugment(64, train=False))
     batch = upocr_collate([dataset[i] for i in range(2)])
@@ -249,9 +248,9 @@ def test_task_loss_weights_reach_the_loss(synthetic_root, tmp_path):
     for bad in ("tampered-text-detection", "=2", "text-removal=heavy"):
         with pytest.raises(ValueError, match="TASK=WEIGHT"):
             parse_task_weights([bad])
-    extra = ["--task_loss_weights", "tampering=2"]  # not a task of the run: the loss refuses it by name
+    extra = ["--task_loss_weights", "deblur=2"]  # not a task of the run: the loss refuses it by name
     result = run_train(tiny_run_args(synthetic_root, tmp_path / "run", 1, extra))
-    assert result.returncode != 0 and "unknown task 'tampering'" in result.stderr
+    assert result.returncode != 0 and "Unknown task 'deblur'" in result.stderr
 
 
 def test_nonfinite_losses_are_skipped_then_stop_the_run(synthetic_root, tmp_path, monkeypatch):

@@ -24,21 +24,16 @@ import argparse
 import json
 import os
 import sys
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
+from .file_utils import atomic_write
 from .image_processing_upocr import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
-
-COMMANDS: dict[str, str] = {
-    "remove": "text-removal",
-    "segment": "text-segmentation",
-    "detect-tampering": "tampered-text-detection",
-}
+from .tasks import TAMPER_ID2LABEL, get_task, registered_tasks
 
 
 def _image_extensions() -> set[str]:
@@ -89,36 +84,18 @@ def collect_jobs(inputs: Sequence[str | os.PathLike], output_dir: Path) -> tuple
     return jobs, missing
 
 
-def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    """Write `path` through `write(file_object)` into a temporary file in the same folder, then rename it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, mode) as file:
-            write(file)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-
-
 def write_result(job: Job, result: dict[str, Any]) -> list[Path]:
     """Write one pipeline result next to `job.output`; returns the files written."""
     image_path = job.output.with_name(job.output.name + ".png")
     atomic_write(image_path, lambda file: result["image"].save(file, format="PNG"))
     written = [image_path]
-    if result["task"] == "tampered-text-detection":
+    if get_task(result["task"]).readout == "class-map":
         class_map = result["class_map"]
         report = {
             "source": str(job.source),
             "height": int(class_map.shape[0]),
             "width": int(class_map.shape[1]),
-            "pixels_per_class": {
-                "background": int((class_map == 0).sum()),
-                "real text": int((class_map == 1).sum()),
-                "tampered text": int((class_map == 2).sum()),
-            },
+            "pixels_per_class": {name: int((class_map == i).sum()) for i, name in TAMPER_ID2LABEL.items()},
             "tampered_regions": result["regions"],
         }
         json_path = job.output.with_name(job.output.name + ".json")
@@ -131,9 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="upocr", description="UPOCR: text removal, text segmentation and tampered text detection."
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{remove,segment,detect-tampering}")
-    for name, task in COMMANDS.items():
-        sub = commands.add_parser(name, help=f"{task} of images and folders")
+    tasks = [task for task in registered_tasks() if task.command]
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="{" + ",".join(task.command for task in tasks) + "}"
+    )
+    for task in tasks:
+        sub = commands.add_parser(task.command, help=f"{task.title.lower()}: {task.description}")
         sub.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (walked recursively)")
         sub.add_argument("-o", "--output-dir", required=True, type=Path, help="folder for the results")
         sub.add_argument("--model", default=None, help="model folder (save_pretrained layout)")
@@ -146,24 +126,16 @@ def build_parser() -> argparse.ArgumentParser:
             "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images (decompression bombs)"
         )
         sub.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-        if name == "remove":
+        if task.text_mask:
             sub.add_argument(
                 "--keep-background",
                 action="store_true",
                 help="only replace pixels in the detected text region; all others stay byte-identical",
             )
-        if name in ("remove", "segment"):
+        if task.readout == "mask" or task.text_mask:
             sub.add_argument("--threshold", type=float, default=None, help="text mask threshold (default 0.4)")
-        sub.set_defaults(task=task)
+        sub.set_defaults(task=task.id)
     return parser
-
-
-def _default_model() -> str | None:
-    """The shipped default model's folder, or `None` when this installation lacks it."""
-    import upocr_hf
-
-    shipped = getattr(upocr_hf, "DEFAULT_MODEL", None)
-    return shipped if shipped and os.path.isfile(os.path.join(shipped, "config.json")) else None
 
 
 def _load_pipeline(args: argparse.Namespace) -> Any:
@@ -201,7 +173,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.model is None:
-        args.model = _default_model()
+        from . import default_model_path
+
+        args.model = default_model_path()
         if args.model is None:
             parser.error("--model is required (this installation has no shipped default model)")
     if args.batch_size < 1:

@@ -202,4 +202,44 @@ class UpocrConfig(PretrainedConfig):
             raise ValueError(f"tasks must be unique, got {self.tasks}")
 
 
-__all__ = ["UpocrConfig"]
+#: Named architectures for `--config`: the paper's model, the reference fixture's small model, the shipped default
+#: model's compact one, and a tiny one for tests.
+CONFIG_PRESETS: dict[str, dict[str, object]] = {
+    "paper": {},
+    "small": dict(
+        embed_dim=16,
+        encoder_depths=[2, 2, 2, 2],
+        encoder_num_heads=[1, 2, 4, 8],
+        decoder_depths=[2, 2, 2, 2, 2],
+        decoder_num_heads=[8, 4, 2, 1, 1],
+    ),
+    # The architecture of the model shipped in upocr_hf/default_model: 5.7M parameters.
+    "compact": dict(
+        embed_dim=32,
+        encoder_depths=[2, 2, 2, 2],
+        encoder_num_heads=[1, 2, 4, 8],
+        encoder_window_size=8,
+        encoder_pretrained_window_size=8,
+        decoder_depths=[2, 2, 2, 2, 2],
+        decoder_num_heads=[8, 4, 2, 1, 1],
+        drop_path_rate=0.0,
+        decoder_drop_path_rate=0.0,
+    ),
+    "tiny": dict(
+        embed_dim=16,
+        encoder_depths=[2, 1, 1, 2],
+        encoder_num_heads=[1, 1, 2, 2],
+        encoder_window_size=4,
+        encoder_pretrained_window_size=4,
+        decoder_depths=[2, 1, 1, 1, 2],
+        decoder_num_heads=[2, 2, 2, 1, 1],
+        decoder_window_size=4,
+        decoder_pretrained_window_size=4,
+        continuous_position_bias_hidden_size=16,
+        drop_path_rate=0.0,
+        decoder_drop_path_rate=0.0,
+    ),
+}
+
+
+__all__ = ["CONFIG_PRESETS", "UpocrConfig"]

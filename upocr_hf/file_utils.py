@@ -1,13 +1,40 @@
-"""Writing a folder so that a failure never leaves it half-written and never replaces a good one."""
+"""Writing files and folders so that a failure never leaves them half-written and never replaces a good one."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Any
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[Any]], object], mode: str = "wb") -> Path:
+    """Write `path` through `write(file_object)`: into a temporary file in the same folder, flushed to disk, then
+    renamed over `path`. If `write` raises, the temporary file is removed and `path` is left as it was. The file
+    gets the usual mode (0666 less the umask), not `mkstemp`'s private 0600. Returns `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, mode) as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
 
 
 @contextmanager

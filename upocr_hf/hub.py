@@ -29,7 +29,7 @@ from typing import Any
 
 from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
 
-from .tasks import DEFAULT_TASKS
+from .tasks import order_tasks
 
 #: The model card template: `model_card.md` at the top of the repository.
 MODEL_CARD_TEMPLATE: Path = Path(__file__).resolve().parents[1] / "model_card.md"
@@ -79,16 +79,14 @@ def format_metrics(metrics: Mapping[str, Mapping[str, Any]]) -> str:
             (`{"metrics": {...}, "data": ..., "split": ..., "protocol": ...}`, optionally `"dataset"`: a human
             description of the evaluation data) or directly a metric's `compute()` result.
     """
-    from .metrics.paper_results import TABLE_COLUMNS
+    from .metrics.paper_results import table_columns
 
-    known = [task for task in DEFAULT_TASKS if task in metrics] + [
-        t for t in metrics if t not in DEFAULT_TASKS
-    ]
+    known = order_tasks(metrics)
     sections: list[str] = []
     for task in known:
         record = dict(metrics[task])
         figures = record.get("metrics", record)
-        columns = TABLE_COLUMNS.get(record.get("task", task), ())
+        columns = table_columns(record.get("task", task))
         if columns:
             headers = [f"{c.header}{' ' + c.unit if c.unit in ('dB', '×100', '%') else ''}" for c in columns]
             cells = [_format_value(figures.get(c.key), c.scale, c.decimals) for c in columns]
@@ -223,8 +221,7 @@ def prepare_hub_folder(
 
     register_pipeline()  # `custom_pipelines` is written only for a registered pipeline class
     if processor is None:
-        size = getattr(model.config, "image_size", 512)
-        processor = UpocrImageProcessor(size={"height": size, "width": size})
+        processor = UpocrImageProcessor.for_model(model.config)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     was_training = model.training

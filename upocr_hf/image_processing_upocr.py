@@ -272,6 +272,15 @@ class UpocrImageProcessor(TorchvisionBackend):
     def __init__(self, **kwargs: Unpack[UpocrImageProcessorKwargs]):
         super().__init__(**kwargs)
 
+    @classmethod
+    def for_model(cls, config: Any, folder: str | os.PathLike | None = None) -> UpocrImageProcessor:
+        """The processor of a model: the one saved in its `folder` when there is one, else the default processor
+        at the model's input size (`config.image_size`, 512 when the config does not say)."""
+        if folder is not None and os.path.isfile(os.path.join(folder, "preprocessor_config.json")):
+            return cls.from_pretrained(folder)
+        size = getattr(config, "image_size", 512)
+        return cls(size={"height": size, "width": size})
+
     # ----------------------------------------------------------------------------------------------- input side
 
     def convert_image(

@@ -21,20 +21,7 @@ from typing import Any
 
 from .file_utils import staged_folder
 from .hub import load_evaluation_results, prepare_hub_folder
-from .tasks import TAMPERED_TEXT_DETECTION, TEXT_REMOVAL, TEXT_SEGMENTATION
-
-#: The figure compared per task and the margin it must beat the trivial baseline by (in the metric's own units).
-HEADLINE_METRICS: dict[str, tuple[str, float]] = {
-    TEXT_REMOVAL: ("psnr", 1.0),
-    TEXT_SEGMENTATION: ("fg_iou", 0.1),
-    TAMPERED_TEXT_DETECTION: ("mf", 0.1),
-}
-
-
-#: One figure per task in [0, 1], higher is better, that ranks two models of the same task: training keeps the
-#: best model by it, and packaging replaces a shipped model only with one that scores higher on it.
-SELECTION_METRICS: dict[str, str] = {TEXT_REMOVAL: "mssim", TEXT_SEGMENTATION: "fg_iou", TAMPERED_TEXT_DETECTION: "mf"}
-
+from .tasks import get_task
 
 #: The evaluation records a packaged folder carries, as `{key: record}` (see `load_evaluation_results`).
 EVAL_RESULTS_FILE = "eval_results.json"
@@ -48,12 +35,17 @@ class IncumbentNotBeatenError(ValueError):
     pass
 
 
+def _selection_metric(record: Mapping[str, Any], key: str) -> str | None:
+    return get_task(record.get("task", key)).selection_metric
+
+
 def selection_score(evaluations: Mapping[str, Mapping[str, Any]], keys: Sequence[str] | None = None) -> float:
-    """The mean of each record's `SELECTION_METRICS` figure (over `keys`, default every record with one)."""
-    keys = [k for k, r in evaluations.items() if r.get("task", k) in SELECTION_METRICS] if keys is None else keys
+    """The mean of each record's selection figure (its task's `Task.selection_metric`: one figure in [0, 1], higher
+    is better) over `keys`, default every record of a task that has one."""
+    keys = [k for k, r in evaluations.items() if _selection_metric(r, k)] if keys is None else keys
     if not keys:
         raise ValueError("no evaluation record of a task with a selection metric")
-    figures = [float(evaluations[k]["metrics"][SELECTION_METRICS[evaluations[k].get("task", k)]]) for k in keys]
+    figures = [float(evaluations[k]["metrics"][_selection_metric(evaluations[k], k)]) for k in keys]
     return sum(figures) / len(figures)
 
 
@@ -65,7 +57,7 @@ def compare_to_incumbent(
     Raises:
         IncumbentNotBeatenError: they share no record, or the new model does not score higher.
     """
-    shared = [k for k in evaluations if k in incumbent and evaluations[k].get("task", k) in SELECTION_METRICS]
+    shared = [k for k in evaluations if k in incumbent and _selection_metric(evaluations[k], k)]
     if not shared:
         raise IncumbentNotBeatenError("the new model and the incumbent share no evaluation record to compare")
     new, old = selection_score(evaluations, shared), selection_score(incumbent, shared)
@@ -79,10 +71,10 @@ def compare_to_incumbent(
 def compare_to_baselines(
     evaluations: Mapping[str, Mapping[str, Any]],
     baselines: Mapping[str, Mapping[str, Any]],
-    margins: Mapping[str, tuple[str, float]] = HEADLINE_METRICS,
 ) -> dict[str, dict[str, Any]]:
     """`{key: {"task", "metric", "model", "baseline", "margin", "beats"}}` for every evaluation record of a task
-    with a headline metric (keys as in `load_evaluation_results`; baselines are looked up by the record's task).
+    with a `Task.baseline_margin` (keys as in `load_evaluation_results`; baselines are looked up by the record's
+    task).
 
     Raises:
         BaselineNotBeatenError: a task has no baseline record, or none of its records exceeds the baseline's figure
@@ -91,11 +83,11 @@ def compare_to_baselines(
     table: dict[str, dict[str, Any]] = {}
     for key, record in evaluations.items():
         task = record.get("task", key)
-        if task not in margins:
+        if get_task(task).baseline_margin is None:
             continue
         if task not in baselines:
             raise BaselineNotBeatenError(f"{task}: no baseline record to compare with")
-        metric, margin = margins[task]
+        metric, margin = get_task(task).baseline_margin
         model_value = float(record["metrics"][metric])
         baseline_value = float(baselines[task]["metrics"][metric])
         table[key] = {"task": task, "metric": metric, "model": model_value, "baseline": baseline_value,
@@ -142,10 +134,7 @@ def package_model(
     if incumbent is not None:
         compare_to_incumbent(evaluations, incumbent)
     model = UpocrModel.from_pretrained(model_dir).eval()
-    try:
-        processor = UpocrImageProcessor.from_pretrained(model_dir)
-    except OSError:
-        processor = None
+    processor = UpocrImageProcessor.for_model(model.config, model_dir)
     details = dict(training or {})
     for key, row in comparison.items():
         verdict = "beats it" if row["beats"] else "does NOT beat it"

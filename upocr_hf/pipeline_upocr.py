@@ -11,7 +11,8 @@ registered with `PIPELINE_REGISTRY` when `upocr_hf` is imported:
 `pipe.save_pretrained(folder)` writes this code next to the model, so `pipeline(model=folder,
 trust_remote_code=True)` works where `upocr_hf` is not installed.
 
-Call options: `task` (a name from `model.config.tasks`, or an alias: "remove", "segment", "detect-tampering"),
+Call options: `task` (a name from `model.config.tasks`, or another of its names in the task registry, like the
+CLI's "remove", "segment", "detect-tampering"),
 `tile` (high-resolution mode, see `tiling.py`), `tile_size`, `tile_overlap`, `keep_background` (text removal
 only: pixels outside the text region stay byte-identical to the input), `threshold` (segmentation and the
 keep-background mask), `dilation`, `difference_threshold`, `min_region_area`, `max_pixels`; `batch_size` (images
@@ -37,7 +38,6 @@ as the processor reads it: 8-bit RGB, transparency composited on white).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -53,43 +53,13 @@ from .image_processing_upocr import (
     dilate_mask,
     to_uint8_rgb,
 )
-from .tasks import (
-    SEGMENTATION_THRESHOLD,
-    TAMPER_CLASS_RGB,
-    TAMPERED_TEXT_DETECTION,
-    TEXT_REMOVAL,
-    TEXT_SEGMENTATION,
-)
+from .tasks import SEGMENTATION_THRESHOLD, TAMPER_CLASS_RGB, TEXT_SEGMENTATION, get_task, resolve_task
 from .tiling import tiled_predict
 
 #: Name of the pipeline task registered with transformers' `PIPELINE_REGISTRY`.
 PIPELINE_TASK = "upocr"
 #: The task name saved in a model folder's `custom_pipelines` (see `UpocrPipeline.save_pretrained`).
 REMOTE_CODE_TASK = "upocr-remote-code"
-#: Short names accepted for the tasks (the CLI's sub-commands among them).
-TASK_ALIASES: dict[str, str] = {
-    "remove": TEXT_REMOVAL,
-    "removal": TEXT_REMOVAL,
-    "segment": TEXT_SEGMENTATION,
-    "segmentation": TEXT_SEGMENTATION,
-    "detect-tampering": TAMPERED_TEXT_DETECTION,
-    "tamper": TAMPERED_TEXT_DETECTION,
-    "tampering": TAMPERED_TEXT_DETECTION,
-}
-
-
-def resolve_task(task: str | None, known: Sequence[str]) -> str:
-    """A task name or alias → the model's task name; `ValueError` listing the known tasks otherwise."""
-    known = list(known)
-    if task is None:
-        raise ValueError(f"Pass task=...; this model knows {known}")
-    name = TASK_ALIASES.get(task, task) if isinstance(task, str) else task
-    if name not in known:
-        aliases = sorted(alias for alias, target in TASK_ALIASES.items() if target in known)
-        raise ValueError(f"Unknown task {task!r}; this model knows {known} (aliases: {aliases})")
-    return name
-
-
 def tamper_color_map(class_map: np.ndarray) -> Image.Image:
     """`(H, W)` class ids → RGB PIL image in the task's colours (red background, green real, blue tampered)."""
     palette = np.asarray(TAMPER_CLASS_RGB, dtype=np.uint8)
@@ -123,8 +93,7 @@ class UpocrPipeline(Pipeline):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.image_processor is None:
-            size = getattr(self.model.config, "image_size", 512)
-            self.image_processor = UpocrImageProcessor(size={"height": size, "width": size})
+            self.image_processor = UpocrImageProcessor.for_model(self.model.config)
         self.model.eval()
 
     # ------------------------------------------------------------------------------------------ parameters
@@ -189,14 +158,15 @@ class UpocrPipeline(Pipeline):
             pixel_values = full[None]
         else:
             pixel_values = self.image_processor(full, do_resize=True, max_pixels=None)["pixel_values"]
-        keep_background = keep_background and task == TEXT_REMOVAL
+        spec = get_task(task)
+        keep_background = keep_background and spec.text_mask
         meta = {
             "task": task,
             "tile": bool(tile),
             "original_size": tuple(full.shape[-2:]),
             "original": to_uint8_rgb(full) if keep_background else None,
             # a grayscale page gets a grayscale result: the model's colour casts are not the user's
-            "gray": task == TEXT_REMOVAL and bool((full[0] == full[1]).all() and (full[1] == full[2]).all()),
+            "gray": spec.text_mask and bool((full[0] == full[1]).all() and (full[1] == full[2]).all()),
         }
         return {"pixel_values": pixel_values, "meta": [meta]}
 
@@ -250,59 +220,82 @@ class UpocrPipeline(Pipeline):
         difference_threshold: float = 0.1,
         min_region_area: int = 1,
     ) -> list[dict[str, Any]]:
-        processor = self.image_processor
-        prediction = model_outputs["prediction"]
+        readout = get_task(model_outputs["meta"][0]["task"]).readout
+        if readout == "mask":
+            return self._read_masks(model_outputs, threshold)
+        if readout == "class-map":
+            return self._read_class_maps(model_outputs, min_region_area)
+        return self._read_images(model_outputs, threshold, dilation, difference_threshold)
+
+    def _read_masks(self, model_outputs: dict[str, Any], threshold: float) -> list[dict[str, Any]]:
         meta = model_outputs["meta"]
-        sizes = [item["original_size"] for item in meta]
-        task = meta[0]["task"]
-        results: list[dict[str, Any]] = []
-        if task == TEXT_SEGMENTATION:
-            for item in processor.post_process_text_segmentation(prediction, sizes, threshold=threshold):
-                mask = item["mask"].numpy()
-                results.append(
-                    {
-                        "task": task,
-                        "mask": mask,
-                        "scores": item["scores"].numpy(),
-                        "image": Image.fromarray(mask.astype(np.uint8) * 255, mode="L"),
-                    }
-                )
-        elif task == TAMPERED_TEXT_DETECTION:
-            processed = processor.post_process_tampered_text_detection(prediction, sizes, min_region_area)
-            for item in processed:
-                class_map = item["class_map"].numpy().astype(np.uint8)
-                results.append(
-                    {
-                        "task": task,
-                        "class_map": class_map,
-                        "scores": item["scores"].numpy(),
-                        "regions": item["regions"],
-                        "image": tamper_color_map(class_map),
-                    }
-                )
-        elif task == TEXT_REMOVAL:
-            images = processor.post_process_text_removal(prediction, sizes)
-            text_prediction = model_outputs.get("text_prediction")
-            for i, (image, item) in enumerate(zip(images, meta)):
-                text_mask = None
-                if item["gray"]:
-                    image = image.convert("L").convert("RGB")
-                if item["original"] is not None:
-                    array = np.asarray(image)
-                    if text_prediction is not None:
-                        region = processor.post_process_text_segmentation(
-                            text_prediction[i : i + 1], [item["original_size"]], threshold=threshold
-                        )[0]["mask"]
-                    else:
-                        region = torch.from_numpy(difference_mask(item["original"], array, difference_threshold))
-                    radius = default_dilation(*item["original_size"]) if dilation is None else dilation
-                    text_mask = dilate_mask(region, radius).numpy()
-                    image = Image.fromarray(compose_keep_background(item["original"], array, text_mask), mode="RGB")
-                results.append({"task": task, "image": image, "text_mask": text_mask})
-        else:  # a task this package has no reader for: return the clamped RGB prediction
-            for image in processor.post_process_text_removal(prediction, sizes):
-                results.append({"task": task, "image": image})
+        processed = self.image_processor.post_process_text_segmentation(
+            model_outputs["prediction"], [item["original_size"] for item in meta], threshold=threshold
+        )
+        results = []
+        for item, reading in zip(meta, processed):
+            mask = reading["mask"].numpy()
+            image = Image.fromarray(mask.astype(np.uint8) * 255, mode="L")
+            results.append({"task": item["task"], "mask": mask, "scores": reading["scores"].numpy(), "image": image})
         return results
+
+    def _read_class_maps(self, model_outputs: dict[str, Any], min_region_area: int) -> list[dict[str, Any]]:
+        meta = model_outputs["meta"]
+        processed = self.image_processor.post_process_tampered_text_detection(
+            model_outputs["prediction"], [item["original_size"] for item in meta], min_region_area
+        )
+        results = []
+        for item, reading in zip(meta, processed):
+            class_map = reading["class_map"].numpy().astype(np.uint8)
+            results.append(
+                {"task": item["task"], "class_map": class_map, "scores": reading["scores"].numpy(),
+                 "regions": reading["regions"], "image": tamper_color_map(class_map)}
+            )  # fmt: skip
+        return results
+
+    def _read_images(
+        self,
+        model_outputs: dict[str, Any],
+        threshold: float,
+        dilation: int | None,
+        difference_threshold: float,
+    ) -> list[dict[str, Any]]:
+        meta = model_outputs["meta"]
+        images = self.image_processor.post_process_text_removal(
+            model_outputs["prediction"], [item["original_size"] for item in meta]
+        )
+        results = []
+        for i, (image, item) in enumerate(zip(images, meta)):
+            text_mask = None
+            if item["gray"]:  # a grayscale page gets a grayscale result: the model's colour casts are not the user's
+                image = image.convert("L").convert("RGB")
+            if item["original"] is not None:
+                text_mask = self._keep_background_region(model_outputs, i, np.asarray(image), threshold,
+                                                         dilation, difference_threshold)  # fmt: skip
+                image = Image.fromarray(compose_keep_background(item["original"], np.asarray(image), text_mask))
+            results.append({"task": item["task"], "image": image, "text_mask": text_mask})
+        return results
+
+    def _keep_background_region(
+        self,
+        model_outputs: dict[str, Any],
+        index: int,
+        prediction: np.ndarray,
+        threshold: float,
+        dilation: int | None,
+        difference_threshold: float,
+    ) -> np.ndarray:
+        """The region keep-background mode lets change in image `index` (see the module docstring)."""
+        item = model_outputs["meta"][index]
+        text_prediction = model_outputs.get("text_prediction")
+        if text_prediction is not None:
+            region = self.image_processor.post_process_text_segmentation(
+                text_prediction[index : index + 1], [item["original_size"]], threshold=threshold
+            )[0]["mask"]
+        else:
+            region = torch.from_numpy(difference_mask(item["original"], prediction, difference_threshold))
+        radius = default_dilation(*item["original_size"]) if dilation is None else dilation
+        return dilate_mask(region, radius).numpy()
 
     # ------------------------------------------------------------------------------------------ batching
 
@@ -353,4 +346,4 @@ def register_pipeline() -> None:
         )
 
 
-__all__ = ["PIPELINE_TASK", "TASK_ALIASES", "UpocrPipeline", "register_pipeline", "resolve_task", "tamper_color_map"]
+__all__ = ["PIPELINE_TASK", "UpocrPipeline", "register_pipeline", "resolve_task", "tamper_color_map"]

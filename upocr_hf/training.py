@@ -11,17 +11,16 @@ import logging
 import os
 import re
 import shutil
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .configuration_upocr import UpocrConfig
+from .configuration_upocr import CONFIG_PRESETS, UpocrConfig
 from .modeling_upocr import UpocrModel
-from .tasks import DEFAULT_TASKS, TAMPERED_TEXT_DETECTION, TEXT_REMOVAL, TEXT_SEGMENTATION
+from .tasks import order_tasks
 
 logger = logging.getLogger(__name__)
 
@@ -94,46 +93,6 @@ def optimizer_param_groups(
     return groups
 
 
-#: Named architectures for `--config`: the paper's model, the reference fixture's small model, the shipped default
-#: model's compact one, and a tiny one for tests.
-CONFIG_PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {},
-    "small": dict(
-        embed_dim=16,
-        encoder_depths=[2, 2, 2, 2],
-        encoder_num_heads=[1, 2, 4, 8],
-        decoder_depths=[2, 2, 2, 2, 2],
-        decoder_num_heads=[8, 4, 2, 1, 1],
-    ),
-    # The shipped default model (upocr_hf/default_model, scripts/train_default_model.sh): 5.7M parameters.
-    "compact": dict(
-        embed_dim=32,
-        encoder_depths=[2, 2, 2, 2],
-        encoder_num_heads=[1, 2, 4, 8],
-        encoder_window_size=8,
-        encoder_pretrained_window_size=8,
-        decoder_depths=[2, 2, 2, 2, 2],
-        decoder_num_heads=[8, 4, 2, 1, 1],
-        drop_path_rate=0.0,
-        decoder_drop_path_rate=0.0,
-    ),
-    "tiny": dict(
-        embed_dim=16,
-        encoder_depths=[2, 1, 1, 2],
-        encoder_num_heads=[1, 1, 2, 2],
-        encoder_window_size=4,
-        encoder_pretrained_window_size=4,
-        decoder_depths=[2, 1, 1, 1, 2],
-        decoder_num_heads=[2, 2, 2, 1, 1],
-        decoder_window_size=4,
-        decoder_pretrained_window_size=4,
-        continuous_position_bias_hidden_size=16,
-        drop_path_rate=0.0,
-        decoder_drop_path_rate=0.0,
-    ),
-}
-
-
 def build_model(init_from: str, config: str, tasks: Sequence[str], image_size: int = 512) -> UpocrModel:
     """The model a run starts from.
 
@@ -170,26 +129,8 @@ def build_model(init_from: str, config: str, tasks: Sequence[str], image_size: i
     return model
 
 
-def _loader(task: str) -> Callable[..., Any]:
-    """The loader of a task's dataset folder: the real layouts of spec §5 for the paper's tasks (the synthetic
-    generator writes them too), `root/{split}/{image,target}/` image pairs for any other task."""
-    from .data.folders import load_image_pairs, load_scut_enstext, load_tampered_ic13, load_textseg
-
-    known = {TEXT_REMOVAL: load_scut_enstext, TEXT_SEGMENTATION: load_textseg, TAMPERED_TEXT_DETECTION: load_tampered_ic13}
-    if task in known:
-        return known[task]
-    return lambda root, splits, **kwargs: load_image_pairs(root, task, splits, **kwargs)
-
-
-#: Splits the paper trains on (TextSeg: train + val) and evaluates on; any other task: "train" and "test".
-TRAIN_SPLITS = defaultdict(
-    lambda: ["train"], {TEXT_REMOVAL: ["train"], TEXT_SEGMENTATION: ["train", "val"], TAMPERED_TEXT_DETECTION: ["train"]}
-)
-TEST_SPLITS = defaultdict(lambda: ["test"])
-
-
 def parse_task_folders(specs: Iterable[str]) -> dict[str, Path]:
-    """Parse `TASK=DIR` arguments into `{task: folder}` in the paper's task order."""
+    """Parse `TASK=DIR` arguments into `{task: folder}` in the registry's task order."""
     folders: dict[str, Path] = {}
     for spec in specs:
         task, sep, folder = spec.partition("=")
@@ -198,8 +139,7 @@ def parse_task_folders(specs: Iterable[str]) -> dict[str, Path]:
         if task in folders:
             raise ValueError(f"task {task!r} given twice")
         folders[task] = Path(folder)
-    order = {t: i for i, t in enumerate(DEFAULT_TASKS)}
-    return dict(sorted(folders.items(), key=lambda item: order.get(item[0], len(order))))
+    return {task: folders[task] for task in order_tasks(folders)}
 
 
 def parse_split_overrides(specs: Iterable[str]) -> dict[str, list[str]]:
@@ -228,20 +168,8 @@ def parse_task_weights(specs: Iterable[str]) -> dict[str, float]:
     return weights
 
 
-def load_task_datasets(
-    folders: Mapping[str, Path], splits: Mapping[str, Sequence[str]], **loader_kwargs: Any
-) -> dict[str, Any]:
-    """`{task: datasets.Dataset}`: the given splits of each task's folder, concatenated."""
-    from datasets import concatenate_datasets
-
-    result = {}
-    for task, folder in folders.items():
-        parts = _loader(task)(folder, list(splits[task]), **loader_kwargs)
-        result[task] = concatenate_datasets([parts[s] for s in splits[task]])
-    return result
-
-
 _CHECKPOINT_NAME = re.compile(r"^step_(\d+)$")
+_STAGING_PREFIX = ".tmp-step_"
 
 
 class CheckpointFolders:
@@ -266,21 +194,25 @@ class CheckpointFolders:
         done = self.completed()
         return done[-1] if done else None
 
+    def staging_path(self, step: int) -> Path:
+        """The temporary folder that `accelerator.save_state` writes step `step` into (never a checkpoint)."""
+        return self.root / f"{_STAGING_PREFIX}{step}"
+
     def staging(self, step: int) -> Path:
-        """The temporary folder to hand to `accelerator.save_state` (emptied first)."""
-        path = self.root / f".tmp-step_{step}"
+        """`staging_path(step)`, emptied first."""
+        path = self.staging_path(step)
         shutil.rmtree(path, ignore_errors=True)
         return path
 
     def commit(self, step: int, extra: Mapping[str, Any] | None = None) -> Path:
         """Rename the staged folder into place (with `extra` as `trainer_state.json`) and prune old ones."""
-        staged, final = self.root / f".tmp-step_{step}", self.root / f"step_{step}"
+        staged, final = self.staging_path(step), self.root / f"step_{step}"
         if extra is not None:
             (staged / "trainer_state.json").write_text(json.dumps(dict(extra), indent=2))
         if final.exists():
             shutil.rmtree(final)
         staged.rename(final)
-        for stale in self.root.glob(".tmp-step_*"):
+        for stale in self.root.glob(f"{_STAGING_PREFIX}*"):
             shutil.rmtree(stale, ignore_errors=True)
         if self.keep:
             for old in self.completed()[: -self.keep]:
@@ -318,14 +250,10 @@ class TrainingProgress:
 
 
 __all__ = [
-    "CONFIG_PRESETS",
     "CheckpointFolders",
     "PaperSchedule",
-    "TEST_SPLITS",
-    "TRAIN_SPLITS",
     "TrainingProgress",
     "build_model",
-    "load_task_datasets",
     "optimizer_param_groups",
     "parse_split_overrides",
     "parse_task_folders",

@@ -67,11 +67,13 @@ from ..tasks import (
     TAMPERED_TEXT_DETECTION,
     TEXT_REMOVAL,
     TEXT_SEGMENTATION,
+    get_task,
 )
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "DATASET_LOADERS",
     "IMAGE_EXTENSIONS",
     "SAMPLE_FEATURES",
     "TEXTSEG_IGNORE",
@@ -81,6 +83,8 @@ __all__ = [
     "LoadReport",
     "TamperBox",
     "load_image_pairs",
+    "load_task_dataset",
+    "load_task_datasets",
     "load_scut_enstext",
     "load_tampered_ic13",
     "load_textseg",
@@ -758,3 +762,39 @@ def load_image_pairs(
         out[split] = _build_dataset(_pairs_generator, kept, {"task": task}, cache_dir, keep_in_memory, num_proc)
         reports[split] = report
     return _finish(out, reports, return_report)
+
+
+#: The loader of each dataset folder layout (``Task.dataset`` in :mod:`upocr_hf.tasks` names one). Each is called
+#: as ``loader(root, splits, **options)``; ``image-pairs`` also gets the task id, which its samples carry.
+DATASET_LOADERS: dict[str, Callable[..., Any]] = {
+    "SCUT-EnsText": load_scut_enstext,
+    "TextSeg": load_textseg,
+    "Tampered-IC13": load_tampered_ic13,
+    "image-pairs": load_image_pairs,
+}
+
+
+def load_task_dataset(
+    task: str, root: str | os.PathLike[str], splits: Sequence[str] | None = None, **options: Any
+) -> DatasetDict:
+    """Load ``task``'s dataset folder with the loader of its registered layout (``Task.dataset``); ``options`` are
+    the loaders' keyword arguments (``on_error``, ``verify``, ...). Returns a ``DatasetDict`` keyed by split."""
+    spec = get_task(task)
+    if spec.dataset not in DATASET_LOADERS:
+        raise ValueError(f"task {task!r}: no loader for dataset layout {spec.dataset!r}; known: {list(DATASET_LOADERS)}")
+    if spec.dataset == "image-pairs":
+        return load_image_pairs(root, spec.id, splits, **options)
+    return DATASET_LOADERS[spec.dataset](root, splits, **options)
+
+
+def load_task_datasets(
+    folders: Mapping[str, str | os.PathLike[str]], splits: Mapping[str, Sequence[str]], **options: Any
+) -> dict[str, Dataset]:
+    """``{task: Dataset}``: for each task, the given ``splits[task]`` of its folder, concatenated."""
+    from datasets import concatenate_datasets
+
+    result = {}
+    for task, folder in folders.items():
+        parts = load_task_dataset(task, folder, list(splits[task]), **options)
+        result[task] = concatenate_datasets([parts[split] for split in splits[task]])
+    return result

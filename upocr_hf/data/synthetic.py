@@ -60,7 +60,14 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from ..tasks import TAMPERED_TEXT_DETECTION, TEXT_REMOVAL, TEXT_SEGMENTATION
+from ..tasks import (
+    DEFAULT_TASKS,
+    TAMPERED_TEXT_DETECTION,
+    TEXT_REMOVAL,
+    TEXT_SEGMENTATION,
+    get_task,
+    resolve_task,
+)
 from .camera import CameraConfig, jpeg, photograph, to_gray
 from .folders import TEXTSEG_IGNORE, TEXTSEG_TEXT, TEXTSEG_WORD_EFFECT, TamperBox
 from .forgery import FORGERY_METHODS, TRACE_REACH, dilate, feather, inpaint, leave_traces, paste
@@ -78,8 +85,6 @@ from .resources import (
 )
 
 __all__ = [
-    "ALL_TASKS",
-    "LAYOUT_DIRS",
     "SyntheticConfig",
     "SyntheticSample",
     "available_fonts",
@@ -91,13 +96,6 @@ __all__ = [
     "render_sample",
 ]
 
-ALL_TASKS: tuple[str, ...] = (TEXT_REMOVAL, TEXT_SEGMENTATION, TAMPERED_TEXT_DETECTION)
-#: Folder (under ``out``) of each task's layout.
-LAYOUT_DIRS: dict[str, str] = {
-    TEXT_REMOVAL: "SCUT-EnsText",
-    TEXT_SEGMENTATION: "TextSeg",
-    TAMPERED_TEXT_DETECTION: "Tampered-IC13",
-}
 #: The forgery methods of each style: the held-out style's method is one that training never sees.
 STYLE_FORGERY_METHODS: dict[str, tuple[str, ...]] = {
     "train": ("edit", "copy-move"),
@@ -982,13 +980,13 @@ def _save_png(array: np.ndarray, path: Path, compress_level: int) -> None:
 def _prepare_dirs(out: Path, tasks: Sequence[str], split: str) -> None:
     if TEXT_REMOVAL in tasks:
         for sub in ("image", "label", "mask"):
-            (out / LAYOUT_DIRS[TEXT_REMOVAL] / split / sub).mkdir(parents=True, exist_ok=True)
+            (out / get_task(TEXT_REMOVAL).dataset / split / sub).mkdir(parents=True, exist_ok=True)
     if TEXT_SEGMENTATION in tasks:
         for sub in ("image", "semantic_label"):
-            (out / LAYOUT_DIRS[TEXT_SEGMENTATION] / sub).mkdir(parents=True, exist_ok=True)
+            (out / get_task(TEXT_SEGMENTATION).dataset / sub).mkdir(parents=True, exist_ok=True)
     if TAMPERED_TEXT_DETECTION in tasks:
         for sub in (f"{split}_img", f"{split}_gt"):
-            (out / LAYOUT_DIRS[TAMPERED_TEXT_DETECTION] / sub).mkdir(parents=True, exist_ok=True)
+            (out / get_task(TAMPERED_TEXT_DETECTION).dataset / sub).mkdir(parents=True, exist_ok=True)
 
 
 def _write_sample(
@@ -996,7 +994,7 @@ def _write_sample(
 ) -> None:
     name = sample.name
     if TEXT_REMOVAL in tasks:
-        base = out / LAYOUT_DIRS[TEXT_REMOVAL] / split
+        base = out / get_task(TEXT_REMOVAL).dataset / split
         _save_png(sample.image, base / "image" / f"{name}.png", compress)
         _save_png(sample.background, base / "label" / f"{name}.png", compress)
         # the preprocessed SCUT-EnsText convention: text regions black on white
@@ -1004,11 +1002,11 @@ def _write_sample(
             np.where(sample.text_mask, 0, 255).astype(np.uint8), base / "mask" / f"{name}.png", compress
         )
     if TEXT_SEGMENTATION in tasks:
-        base = out / LAYOUT_DIRS[TEXT_SEGMENTATION]
+        base = out / get_task(TEXT_SEGMENTATION).dataset
         _save_png(sample.image, base / "image" / f"{name}.png", compress)
         _save_png(sample.stroke_label, base / "semantic_label" / f"{name}_maskfg.png", compress)
     if TAMPERED_TEXT_DETECTION in tasks:
-        base = out / LAYOUT_DIRS[TAMPERED_TEXT_DETECTION]
+        base = out / get_task(TAMPERED_TEXT_DETECTION).dataset
         _save_png(sample.tampered, base / f"{split}_img" / f"{name}.png", compress)
         lines = [f"{b.x1},{b.y1},{b.x2},{b.y2},{b.label}" for b in sample.tamper_boxes]
         (base / f"{split}_gt" / f"{name}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
@@ -1036,7 +1034,7 @@ def generate_folders(
     *,
     size: int | tuple[int, int] = 512,
     seed: int = 0,
-    tasks: Sequence[str] = ALL_TASKS,
+    tasks: Sequence[str] = DEFAULT_TASKS,
     num_workers: int = 1,
     config: SyntheticConfig | None = None,
     split: str = "train",
@@ -1050,9 +1048,9 @@ def generate_folders(
     (the TextSeg ``split.json`` is merged). ``num_workers > 1`` renders in a process pool; the files are
     identical for any worker count. Returns ``{task: layout root}``.
     """
-    unknown = [t for t in tasks if t not in ALL_TASKS]
+    unknown = [t for t in tasks if t not in DEFAULT_TASKS]
     if unknown:
-        raise ValueError(f"unknown task(s) {unknown}; choose from {ALL_TASKS}")
+        raise ValueError(f"unknown task(s) {unknown}; choose from {DEFAULT_TASKS}")
     size_wh = (size, size) if isinstance(size, int) else tuple(size)
     cfg = replace(config or SyntheticConfig(), size=size_wh).resolved()
     out_path = Path(out)
@@ -1077,7 +1075,7 @@ def generate_folders(
                         f"{k + 1}/{num} samples, {(k + 1) / (time.perf_counter() - t0):.2f}/s",
                         file=sys.stderr,
                     )
-    roots = {t: out_path / LAYOUT_DIRS[t] for t in tasks}
+    roots = {t: out_path / get_task(t).dataset for t in tasks}
     if TEXT_SEGMENTATION in tasks:
         split_file = roots[TEXT_SEGMENTATION] / "split.json"
         split_map: dict[str, list[str]] = json.loads(split_file.read_text()) if split_file.is_file() else {}
@@ -1088,18 +1086,13 @@ def generate_folders(
 
 
 def load_synthetic_folders(
-    out: str | os.PathLike[str], tasks: Sequence[str] = ALL_TASKS, split: str = "train", **loader_kwargs: Any
+    out: str | os.PathLike[str], tasks: Sequence[str] = DEFAULT_TASKS, split: str = "train", **loader_kwargs: Any
 ) -> dict[str, Any]:
     """Load what :func:`generate_folders` wrote with the real-dataset loaders: ``{task: Dataset}``."""
-    from .folders import load_scut_enstext, load_tampered_ic13, load_textseg
+    from .folders import load_task_dataset
 
-    loaders = {
-        TEXT_REMOVAL: load_scut_enstext,
-        TEXT_SEGMENTATION: load_textseg,
-        TAMPERED_TEXT_DETECTION: load_tampered_ic13,
-    }
     out_path = Path(out)
-    return {t: loaders[t](out_path / LAYOUT_DIRS[t], [split], **loader_kwargs)[split] for t in tasks}
+    return {t: load_task_dataset(t, out_path / get_task(t).dataset, [split], **loader_kwargs)[split] for t in tasks}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -1108,12 +1101,6 @@ def load_synthetic_folders(
 
 
 def _parse_tasks(values: Sequence[str]) -> list[str]:
-    aliases = {
-        "removal": TEXT_REMOVAL,
-        "segmentation": TEXT_SEGMENTATION,
-        "tampered": TAMPERED_TEXT_DETECTION,
-        "tamper": TAMPERED_TEXT_DETECTION,
-    }
     tasks = []
     for v in values:
         for item in v.split(","):
@@ -1121,14 +1108,12 @@ def _parse_tasks(values: Sequence[str]) -> list[str]:
             if not item:
                 continue
             if item == "all":
-                tasks.extend(ALL_TASKS)
+                tasks.extend(DEFAULT_TASKS)
                 continue
-            task = aliases.get(item, item)
-            if task not in ALL_TASKS:
-                raise argparse.ArgumentTypeError(
-                    f"unknown task {item!r}; choose from {list(ALL_TASKS)} or {list(aliases)}"
-                )
-            tasks.append(task)
+            try:
+                tasks.append(resolve_task(item, DEFAULT_TASKS))
+            except ValueError as error:
+                raise argparse.ArgumentTypeError(str(error)) from None
     return list(dict.fromkeys(tasks))
 
 

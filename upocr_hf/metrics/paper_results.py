@@ -12,10 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from upocr_hf.tasks import TAMPERED_TEXT_DETECTION, TEXT_REMOVAL, TEXT_SEGMENTATION
+from upocr_hf.tasks import TAMPERED_TEXT_DETECTION, TEXT_REMOVAL, TEXT_SEGMENTATION, get_task
 
 __all__ = [
-    "BENCHMARKS",
     "PAPER_RESULTS",
     "PEER_RESULTS",
     "TABLE_COLUMNS",
@@ -23,6 +22,7 @@ __all__ = [
     "TableColumn",
     "format_results_table",
     "reported_results",
+    "table_columns",
 ]
 
 
@@ -50,15 +50,9 @@ class ReportedResult:
     note: str = ""
 
 
-#: Benchmark (test set) of each task.
-BENCHMARKS: dict[str, str] = {
-    TEXT_REMOVAL: "SCUT-EnsText",
-    TEXT_SEGMENTATION: "TextSeg",
-    TAMPERED_TEXT_DETECTION: "Tampered-IC13",
-}
-
+#: The columns of each metric's table (keyed by the metric's folder, a task's ``Task.metric``).
 TABLE_COLUMNS: dict[str, tuple[TableColumn, ...]] = {
-    TEXT_REMOVAL: (
+    "text_removal": (
         TableColumn("PSNR", "psnr", 1.0, "dB", True, 2),
         TableColumn("MSSIM", "mssim", 100.0, "×100", True, 2),
         TableColumn("MSE", "mse", 100.0, "×100", False, 2),
@@ -67,13 +61,13 @@ TABLE_COLUMNS: dict[str, tuple[TableColumn, ...]] = {
         TableColumn("pCEPs", "pceps", 1.0, "fraction", False, 4),
         TableColumn("FID", "fid", 1.0, "", False, 2),
     ),
-    TEXT_SEGMENTATION: (
+    "text_segmentation": (
         TableColumn("fgIoU", "fg_iou", 100.0, "%"),
         TableColumn("P", "precision", 100.0, "%"),
         TableColumn("R", "recall", 100.0, "%"),
         TableColumn("F", "f_score", 100.0, "%"),
     ),
-    TAMPERED_TEXT_DETECTION: (
+    "tampered_text_detection": (
         TableColumn("Real IoU", "real_iou", 100.0, "%"),
         TableColumn("Real P", "real_precision", 100.0, "%"),
         TableColumn("Real R", "real_recall", 100.0, "%"),
@@ -135,6 +129,11 @@ def _cell(value: Any, column: TableColumn, scale: float) -> str:
     return f"{float(value) * scale:.{column.decimals}f}"
 
 
+def table_columns(task: str) -> tuple[TableColumn, ...]:
+    """The table columns of ``task``'s metric (empty for a task without one)."""
+    return TABLE_COLUMNS.get(get_task(task).metric or "", ())
+
+
 def format_results_table(
     task: str, ours: Mapping[str, Any] | None = None, *, label: str = "ours", include_peers: bool = True
 ) -> str:
@@ -146,12 +145,12 @@ def format_results_table(
         label: the method name of our row.
         include_peers: also list the later peers of spec §6b.
     """
-    columns = TABLE_COLUMNS[task]
+    columns = table_columns(task)
     header = ["method"] + [
         f"{c.header}{' ' + c.unit if c.unit in ('dB', '×100', '%') else ''} {'↑' if c.higher_is_better else '↓'}"
         for c in columns
     ]
-    lines = [f"{BENCHMARKS[task]}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = [f"{get_task(task).dataset}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in reported_results(task, include_peers):
         cells = [_cell(row.values.get(c.key), c, 1.0) for c in columns]
         lines.append(f"| {row.method} | " + " | ".join(cells) + " |")
