@@ -61,28 +61,40 @@ class TrainArguments:
     )
     train_splits: list[str] = field(
         default_factory=list,
-        metadata={"help": "TASK=SPLIT[,SPLIT] overrides of the paper's training splits (TextSeg: train,val)."},
+        metadata={
+            "help": "TASK=SPLIT[,SPLIT] overrides of the paper's training splits (TextSeg: train,val)."
+        },
     )
-    output_dir: str = field(default="runs/upocr", metadata={"help": "Where checkpoints and the final model go."})
+    output_dir: str = field(
+        default="runs/upocr", metadata={"help": "Where checkpoints and the final model go."}
+    )
     init_from: str = field(
-        default="scratch", metadata={"help": "'scratch', a save_pretrained folder, or an authors' checkpoint file."}
+        default="scratch",
+        metadata={"help": "'scratch', a save_pretrained folder, or an authors' checkpoint file."},
     )
     config: str = field(
-        default="paper", metadata={"help": f"For scratch: a preset {sorted(CONFIG_PRESETS)} or a config.json path."}
+        default="paper",
+        metadata={"help": f"For scratch: a preset {sorted(CONFIG_PRESETS)} or a config.json path."},
     )
     image_size: int = field(default=512, metadata={"help": "Training resolution (a multiple of 32)."})
     max_steps: int = field(default=80_000, metadata={"help": "Optimizer updates in all."})
     batch_size_per_task: int = field(default=8, metadata={"help": "Images per task per process per step."})
-    learning_rate: float = field(default=5e-4, metadata={"help": "Peak learning rate (decoder, bottleneck, prompts)."})
+    learning_rate: float = field(
+        default=5e-4, metadata={"help": "Peak learning rate (decoder, bottleneck, prompts)."}
+    )
     encoder_lr_ratio: float = field(default=0.1, metadata={"help": "The encoder's learning rate factor."})
     lateral_lr_ratio: float = field(
         default=1.0,
-        metadata={"help": "The lateral skip branches' learning rate factor (paper: 1; from scratch 0.1 keeps the task prompt alive)."},
+        metadata={
+            "help": "The lateral skip branches' learning rate factor (paper: 1; from scratch 0.1 keeps the task prompt alive)."
+        },
     )
     warmup_start_lr: float = field(default=1e-4)
     final_lr: float = field(default=1e-5)
     warmup_steps: int = field(default=2_000)
-    lr_block: int = field(default=200, metadata={"help": "The rate is held constant within blocks of this many steps."})
+    lr_block: int = field(
+        default=200, metadata={"help": "The rate is held constant within blocks of this many steps."}
+    )
     weight_decay: float = field(default=1e-4)
     max_grad_norm: float = field(default=0.1)
     gradient_accumulation_steps: int = field(default=1)
@@ -100,27 +112,40 @@ class TrainArguments:
         metadata={"help": "TASK=WEIGHT factors of each task's loss in the total (paper: every task 1)."},
     )
     perceptual_loss: str = field(
-        default="imagenet", metadata={"help": f"VGG-16 for the perceptual/style losses: {' | '.join(PERCEPTUAL_CHOICES)}."}
+        default="imagenet",
+        metadata={"help": f"VGG-16 for the perceptual/style losses: {' | '.join(PERCEPTUAL_CHOICES)}."},
     )
-    vgg_weights_path: str | None = field(default=None, metadata={"help": "torchvision VGG-16 weights for 'local'."})
+    vgg_weights_path: str | None = field(
+        default=None, metadata={"help": "torchvision VGG-16 weights for 'local'."}
+    )
     num_workers: int = field(default=2, metadata={"help": "DataLoader workers per task."})
     seed: int = field(default=0)
     logging_steps: int = field(default=50)
     checkpointing_steps: int = field(default=2_000)
     checkpoints_total_limit: int = field(default=3)
-    resume_from_checkpoint: str | None = field(default=None, metadata={"help": "'latest' or a checkpoint folder."})
+    resume_from_checkpoint: str | None = field(
+        default=None, metadata={"help": "'latest' or a checkpoint folder."}
+    )
     max_consecutive_nonfinite: int = field(
-        default=5, metadata={"help": "Stop after this many non-finite losses in a row (each such step is skipped)."}
+        default=5,
+        metadata={"help": "Stop after this many non-finite losses in a row (each such step is skipped)."},
     )
     validation_data: list[str] = field(
         default_factory=list,
-        metadata={"help": "TASK=DIR of held-out data (its --validation_split) for periodic validation with the metrics."},
+        metadata={
+            "help": "TASK=DIR of held-out data (its --validation_split) for periodic validation with the metrics."
+        },
     )
     validation_split: str = field(default="test")
-    eval_steps: int = field(default=2_000, metadata={"help": "Validate every this many steps (and at the end)."})
-    report_to: str = field(default="none", metadata={"help": "Accelerate trackers: none | all | tensorboard | wandb."})
+    eval_steps: int = field(
+        default=2_000, metadata={"help": "Validate every this many steps (and at the end)."}
+    )
+    report_to: str = field(
+        default="none", metadata={"help": "Accelerate trackers: none | all | tensorboard | wandb."}
+    )
     record_samples: bool = field(
-        default=False, metadata={"help": "Append the sample names each rank trains on to OUTPUT_DIR/samples_rank<R>.jsonl."}
+        default=False,
+        metadata={"help": "Append the sample names each rank trains on to OUTPUT_DIR/samples_rank<R>.jsonl."},
     )
 
 
@@ -186,7 +211,12 @@ def train(args: TrainArguments) -> Path:
         lr=args.learning_rate,
     )
     schedule = PaperSchedule(
-        args.learning_rate, args.warmup_start_lr, args.final_lr, args.warmup_steps, args.max_steps, args.lr_block
+        args.learning_rate,
+        args.warmup_start_lr,
+        args.final_lr,
+        args.warmup_steps,
+        args.max_steps,
+        args.lr_block,
     )
     scheduler = schedule.scheduler(optimizer)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
@@ -201,7 +231,9 @@ def train(args: TrainArguments) -> Path:
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "train_args.json").write_text(json.dumps(asdict(args), indent=2))
-    accelerator.init_trackers("upocr", config={k: v for k, v in asdict(args).items() if not isinstance(v, list)})
+    accelerator.init_trackers(
+        "upocr", config={k: v for k, v in asdict(args).items() if not isinstance(v, list)}
+    )
 
     samples_log = None
     if args.record_samples:
@@ -216,8 +248,12 @@ def train(args: TrainArguments) -> Path:
             raise ValueError(f"--validation_data for task(s) {unknown} that --data does not train")
         unscored = [t for t in validation_folders if not get_task(t).selection_metric]
         if unscored:
-            raise ValueError(f"--validation_data: task(s) {unscored} have no selection metric to validate with")
-        validation = load_task_datasets(validation_folders, dict.fromkeys(validation_folders, [args.validation_split]))
+            raise ValueError(
+                f"--validation_data: task(s) {unscored} have no selection metric to validate with"
+            )
+        validation = load_task_datasets(
+            validation_folders, dict.fromkeys(validation_folders, [args.validation_split])
+        )
 
     bar = tqdm(total=args.max_steps, initial=progress.step, disable=not accelerator.is_local_main_process)
     consecutive_nonfinite = 0
@@ -252,7 +288,9 @@ def train(args: TrainArguments) -> Path:
         if not all_finite:
             progress.skipped_nonfinite += 1
             consecutive_nonfinite += 1
-            logger.warning("non-finite loss at step %d: step skipped (%d in a row)", progress.step, consecutive_nonfinite)
+            logger.warning(
+                "non-finite loss at step %d: step skipped (%d in a row)", progress.step, consecutive_nonfinite
+            )
             if consecutive_nonfinite >= args.max_consecutive_nonfinite:
                 raise NonFiniteLossError(
                     f"{consecutive_nonfinite} consecutive non-finite losses at step {progress.step}; stopping. "
@@ -334,7 +372,9 @@ def validate(
     progress.best_metric, progress.best_step = best
 
 
-def save_checkpoint(accelerator: Accelerator, checkpoints: CheckpointFolders, progress: TrainingProgress) -> None:
+def save_checkpoint(
+    accelerator: Accelerator, checkpoints: CheckpointFolders, progress: TrainingProgress
+) -> None:
     """`save_state` into a staging folder on every rank, then rename it into place on the main process."""
     staging = checkpoints.staging_path(progress.step)
     if accelerator.is_main_process:

@@ -38,7 +38,9 @@ def read_curve(log: Path) -> dict[str, list]:
 
 
 def lineage(args: argparse.Namespace) -> None:
-    previous = json.loads(Path(args.previous).read_text()) if args.previous and Path(args.previous).is_file() else []
+    previous = (
+        json.loads(Path(args.previous).read_text()) if args.previous and Path(args.previous).is_file() else []
+    )
     train_args = json.loads((Path(args.run) / "train_args.json").read_text())
     from upocr_hf.hub import load_evaluation_results
 

@@ -53,7 +53,21 @@ def no_temporary_files(folder):
 def test_commands_walk_folders_and_skip_bad_files(model_dir, inputs, tmp_path, capsys, command, extra):
     folder, single = inputs
     out = tmp_path / "out"
-    status = main([command, str(folder), str(single), "-o", str(out), "--model", str(model_dir), "--batch-size", "2", "-q", *extra])
+    status = main(
+        [
+            command,
+            str(folder),
+            str(single),
+            "-o",
+            str(out),
+            "--model",
+            str(model_dir),
+            "--batch-size",
+            "2",
+            "-q",
+            *extra,
+        ]
+    )
     captured = capsys.readouterr()
     assert status == 1
     assert "4 written" in captured.out and "3 failed" in captured.out
@@ -81,7 +95,17 @@ def test_all_good_inputs_exit_zero_and_tile_mode(model_dir, tmp_path, capsys):
     pixels = write_image(tmp_path / "in" / "big.png", 100, 140)
     out = tmp_path / "out"
     status = main(
-        ["remove", str(tmp_path / "in"), "-o", str(out), "--model", str(model_dir), "--tile", "--keep-background", "-q"]
+        [
+            "remove",
+            str(tmp_path / "in"),
+            "-o",
+            str(out),
+            "--model",
+            str(model_dir),
+            "--tile",
+            "--keep-background",
+            "-q",
+        ]
     )
     assert status == 0
     assert "1 written" in capsys.readouterr().out
@@ -127,7 +151,9 @@ def test_model_is_required_without_a_default(tmp_path, capsys, monkeypatch):
 
 def test_unloadable_model_is_a_clear_error(tmp_path, capsys):
     write_image(tmp_path / "a.png", 10, 10)
-    status = main(["remove", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--model", str(tmp_path / "nope")])
+    status = main(
+        ["remove", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--model", str(tmp_path / "nope")]
+    )
     assert status == 2
     assert "cannot load the model" in capsys.readouterr().err
 

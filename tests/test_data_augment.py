@@ -25,8 +25,14 @@ SIZE = 64
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-ALWAYS = Augmentation(crop_prob=1.0, crop_min_ratio=0.5, crop_max_ratio=0.9, hflip_prob=1.0, rotate_prob=1.0,
-                            rotate_degrees=30.0)
+ALWAYS = Augmentation(
+    crop_prob=1.0,
+    crop_min_ratio=0.5,
+    crop_max_ratio=0.9,
+    hflip_prob=1.0,
+    rotate_prob=1.0,
+    rotate_degrees=30.0,
+)
 
 
 def _blocks(seed: int, h: int = 96, w: int = 128, cell: int = 16) -> np.ndarray:
@@ -40,8 +46,9 @@ def _agree(pred: torch.Tensor, truth: torch.Tensor, valid: torch.Tensor) -> floa
 
 
 def _run(aug: UpocrAugment, image, target, mask, task) -> dict:
-    return aug.transform_sample(Image.fromarray(image), Image.fromarray(target),
-                                None if mask is None else Image.fromarray(mask), task)
+    return aug.transform_sample(
+        Image.fromarray(image), Image.fromarray(target), None if mask is None else Image.fromarray(mask), task
+    )
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -108,7 +115,8 @@ def test_resize_keeps_labels_on_the_image_grid() -> None:
     image = np.where(cls[..., None], 255, 0).astype(np.uint8).repeat(3, -1)
     for size in [(50, 70), (64, 64), (200, 300)]:
         out = UpocrAugment(size, train=False).transform_sample(
-            Image.fromarray(image), Image.fromarray(image), None, TEXT_SEGMENTATION)
+            Image.fromarray(image), Image.fromarray(image), None, TEXT_SEGMENTATION
+        )
         agree = ((out["pixel_values"][0] > 0.5) == (out["labels"][0] > 0.5)).float().mean()
         assert agree > 0.995, size
 
@@ -121,7 +129,8 @@ def test_horizontal_flip_is_joint() -> None:
     target[:, :8] = 255
     flip = Augmentation(hflip_prob=1.0)
     out = UpocrAugment(32, overrides={TEXT_SEGMENTATION: flip}).transform_sample(
-        Image.fromarray(image), Image.fromarray(target), None, TEXT_SEGMENTATION)
+        Image.fromarray(image), Image.fromarray(target), None, TEXT_SEGMENTATION
+    )
     assert out["pixel_values"][:, :, -1].min() > 0.9 and out["labels"][:, :, -1].min() == 1.0
     assert out["pixel_values"][:, :, 0].max() < 0.1 and out["labels"][:, :, 0].max() == 0.0
 
@@ -139,12 +148,32 @@ def test_colour_jitter_touches_the_image_only() -> None:
 
 
 def test_recipes_match_the_paper() -> None:
-    rem, seg, tam = (get_task(t).augmentation for t in (TEXT_REMOVAL, TEXT_SEGMENTATION, TAMPERED_TEXT_DETECTION))
-    assert (rem.crop_prob, rem.hflip_prob, rem.rotate_prob, rem.rotate_degrees, rem.color_jitter_prob) == (0, 0.3, 0.5, 30, 0)
+    rem, seg, tam = (
+        get_task(t).augmentation for t in (TEXT_REMOVAL, TEXT_SEGMENTATION, TAMPERED_TEXT_DETECTION)
+    )
+    assert (rem.crop_prob, rem.hflip_prob, rem.rotate_prob, rem.rotate_degrees, rem.color_jitter_prob) == (
+        0,
+        0.3,
+        0.5,
+        30,
+        0,
+    )
     assert (seg.crop_min_ratio, seg.crop_max_ratio, seg.crop_prob, seg.hflip_prob) == (0.7, 1.0, 1.0, 0.3)
-    assert (seg.color_jitter_prob, seg.brightness, seg.contrast, seg.saturation, seg.hue) == (0.5, 0.5, 0.5, 0.5, 0.5)
+    assert (seg.color_jitter_prob, seg.brightness, seg.contrast, seg.saturation, seg.hue) == (
+        0.5,
+        0.5,
+        0.5,
+        0.5,
+        0.5,
+    )
     assert (seg.rotate_prob, seg.rotate_degrees) == (0.5, 30)
-    assert (tam.crop_min_ratio, tam.crop_max_ratio, tam.crop_prob, tam.hflip_prob, tam.rotate_prob) == (0.5, 1.0, 1.0, 0.5, 0)
+    assert (tam.crop_min_ratio, tam.crop_max_ratio, tam.crop_prob, tam.hflip_prob, tam.rotate_prob) == (
+        0.5,
+        1.0,
+        1.0,
+        0.5,
+        0,
+    )
     # eval pipelines only resize
     assert len(build_task_transform(TEXT_SEGMENTATION, 64, train=False).transforms) == 1
 
@@ -156,8 +185,11 @@ def test_probabilities_are_respected() -> None:
     target = np.zeros((48, 48, 3), np.uint8)
     aug = UpocrAugment(32)
     hits = sum(
-        bool(aug.transform_sample(Image.fromarray(image), Image.fromarray(target), None, TEXT_SEGMENTATION)[
-            "ignore_mask"].any())
+        bool(
+            aug.transform_sample(Image.fromarray(image), Image.fromarray(target), None, TEXT_SEGMENTATION)[
+                "ignore_mask"
+            ].any()
+        )
         for _ in range(200)
     )
     assert 70 < hits < 130
@@ -170,8 +202,11 @@ def test_set_transform_and_collate() -> None:
         h, w = 40 + 8 * i, 56 - 4 * i
         rows["image"].append(Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)))
         rows["target"].append(Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)))
-        rows["mask"].append(Image.fromarray((rng.random((h, w)) > 0.7).astype(np.uint8) * 255)
-                            if task == TEXT_REMOVAL else None)
+        rows["mask"].append(
+            Image.fromarray((rng.random((h, w)) > 0.7).astype(np.uint8) * 255)
+            if task == TEXT_REMOVAL
+            else None
+        )
         rows["task"].append(task)
         rows["name"].append(f"s{i}")
     ds = Dataset.from_dict(rows, features=SAMPLE_FEATURES)

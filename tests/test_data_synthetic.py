@@ -49,8 +49,11 @@ def samples(cfg: SyntheticConfig) -> list:
 
 
 def _digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_resources_are_local_and_never_reserved() -> None:
@@ -58,7 +61,9 @@ def test_resources_are_local_and_never_reserved() -> None:
     assert any("DejaVuSans.ttf" in f for f in fonts)
     assert len(fonts) >= 10
     photos = available_photos()
-    assert photos and all(Path(p).is_file() for p in photos)  # local files: skimage's wheel, Debian's wallpapers
+    assert photos and all(
+        Path(p).is_file() for p in photos
+    )  # local files: skimage's wheel, Debian's wallpapers
     for path in fonts + photos:
         assert not any(part in path.lower() for part in RESERVED_NAME_PARTS), path
 
@@ -74,7 +79,10 @@ def test_style_split_holds_out_whole_families() -> None:
     bare = [f"/fonts/dejavu/DejaVu{i}.ttf" for i in range(20)]
     assert style_split(bare, "train", font_group) and style_split(bare, "held-out", font_group)
     assert photo_group("/usr/share/wallpapers/Kite/contents/images/1920x1080.jpg") == "Kite"
-    assert photo_group("/usr/share/backgrounds/sway/Sway_Wallpaper_Blue_768x1024_Portrait.png") == "Sway_Wallpaper_Blue"
+    assert (
+        photo_group("/usr/share/backgrounds/sway/Sway_Wallpaper_Blue_768x1024_Portrait.png")
+        == "Sway_Wallpaper_Blue"
+    )
     with pytest.raises(ValueError, match="unknown style"):
         style_split(fonts, "test", font_group)
 
@@ -162,7 +170,9 @@ def test_forgeries_leave_traces_beyond_the_new_letters(samples: list) -> None:
             if b.label != 2:
                 continue
             region = (slice(b.y1, b.y2 + 1), slice(b.x1, b.x2 + 1))
-            plain = ~text[region] & (np.abs(s.tampered[region].astype(int) - s.background[region]).max(-1) > 0)
+            plain = ~text[region] & (
+                np.abs(s.tampered[region].astype(int) - s.background[region]).max(-1) > 0
+            )
             traced += bool(plain.mean() > 0.2)
     assert traced >= 3
 
@@ -191,7 +201,9 @@ def test_real_loaders_read_the_synthetic_layouts(tmp_path: Path, cfg: SyntheticC
     np.testing.assert_array_equal((seg_target == 255).all(-1), ref.stroke_label == 100)
     np.testing.assert_array_equal((seg_target == 128).all(-1), ref.stroke_label == 255)
     np.testing.assert_array_equal(np.asarray(tam["image"]), ref.tampered)
-    np.testing.assert_array_equal(np.asarray(tam["target"]), tampered_boxes_to_target(*SIZE, ref.tamper_boxes))
+    np.testing.assert_array_equal(
+        np.asarray(tam["target"]), tampered_boxes_to_target(*SIZE, ref.tamper_boxes)
+    )
     # a second run with another seed extends the same folders
     generate_folders(tmp_path / "syn", 2, size=SIZE, seed=4, tasks=[TEXT_SEGMENTATION], config=cfg)
     assert len(json.loads((roots[TEXT_SEGMENTATION] / "split.json").read_text())["train"]) == 6
@@ -199,8 +211,23 @@ def test_real_loaders_read_the_synthetic_layouts(tmp_path: Path, cfg: SyntheticC
 
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cli"
-    code = main(["--num", "2", "--size", "64", "--out", str(out), "--seed", "9", "--tasks", "removal,tampered",
-                 "--save-to-disk", str(tmp_path / "hf"), "--no-photos"])
+    code = main(
+        [
+            "--num",
+            "2",
+            "--size",
+            "64",
+            "--out",
+            str(out),
+            "--seed",
+            "9",
+            "--tasks",
+            "removal,tampered",
+            "--save-to-disk",
+            str(tmp_path / "hf"),
+            "--no-photos",
+        ]
+    )
     assert code == 0
     assert "wrote 2 samples" in capsys.readouterr().out
     assert not (out / get_task(TEXT_SEGMENTATION).dataset).exists()
@@ -215,8 +242,14 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_generated_folder_errors_are_caught(tmp_path: Path, cfg: SyntheticConfig) -> None:
-    generate_folders(tmp_path / "syn", 2, size=(64, 48), seed=0, tasks=[TAMPERED_TEXT_DETECTION],
-                     config=replace(cfg, size=(64, 48)))
+    generate_folders(
+        tmp_path / "syn",
+        2,
+        size=(64, 48),
+        seed=0,
+        tasks=[TAMPERED_TEXT_DETECTION],
+        config=replace(cfg, size=(64, 48)),
+    )
     gt = tmp_path / "syn" / "Tampered-IC13" / "train_gt" / "syn0_0000001.txt"
     gt.write_text(gt.read_text() + "oops\n")
     with pytest.raises(DatasetFolderError, match=r"syn0_0000001\.txt, line \d+: expected 5"):

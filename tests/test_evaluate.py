@@ -91,7 +91,9 @@ class OraclePipeline:
 @pytest.mark.parametrize("task", list(DEFAULT_TASKS))
 def test_a_perfect_prediction_scores_perfectly(task, test_data):
     dataset = load_task_datasets({task: test_data / get_task(task).dataset}, {task: ["test"]})[task]
-    oracle = OraclePipeline({dataset[i]["image"].convert("RGB").tobytes(): dataset[i]["target"] for i in range(3)})
+    oracle = OraclePipeline(
+        {dataset[i]["image"].convert("RGB").tobytes(): dataset[i]["target"] for i in range(3)}
+    )
     figures = evaluate_model(oracle, dataset, task, progress=False, batch_size=2)
     if task == TEXT_REMOVAL:  # identical images are left out of every average, as the published script does
         assert figures["num_identical"] == 3 and figures["psnr"] is None

@@ -279,7 +279,9 @@ def solid(colors, repeat=1):
 
 
 def test_text_removal_rounds_and_clamps_to_original_size(processor):
-    prediction = torch.tensor([[-0.2, 0.3 / 255, 0.7 / 255], [100.6 / 255, 1.2, 254.4 / 255]]).reshape(1, 1, 2, 3)
+    prediction = torch.tensor([[-0.2, 0.3 / 255, 0.7 / 255], [100.6 / 255, 1.2, 254.4 / 255]]).reshape(
+        1, 1, 2, 3
+    )
     prediction = prediction.expand(1, 3, 2, 3)
     image = processor.post_process_text_removal(prediction)[0]
     assert image.mode == "RGB" and image.size == (3, 2)

@@ -90,7 +90,11 @@ def test_the_paper_tasks_come_first_in_prompt_row_order():
     with pytest.raises(ValueError, match=r"Unknown task 'remove'; this model knows \['text-segmentation'\]"):
         resolve_task("remove", ["text-segmentation"])
     # a name nobody registered is a new pixel task with the generic facts
-    assert (get_task("deblur").readout, get_task("deblur").loss, get_task("deblur").metric) == ("image", "smooth-l1", None)
+    assert (get_task("deblur").readout, get_task("deblur").loss, get_task("deblur").metric) == (
+        "image",
+        "smooth-l1",
+        None,
+    )
 
 
 def test_registration_refuses_clashing_names_and_bad_facts(binarization):
@@ -125,7 +129,11 @@ def test_a_registered_toy_task_runs_end_to_end(binarization, tmp_path, capsys):
 
     page = data / "test" / "image" / "p0.png"
     result = pipe(str(page), task="binarize")  # an alias from the registry entry
-    assert result["task"] == binarization.id and result["mask"].shape == (48, 64) and result["mask"].dtype == bool
+    assert (
+        result["task"] == binarization.id
+        and result["mask"].shape == (48, 64)
+        and result["mask"].dtype == bool
+    )
 
     assert cli_main(["binarize", str(page), "-o", str(tmp_path / "out"), "--model", str(final), "-q"]) == 0
     written = Image.open(tmp_path / "out" / "p0.png")

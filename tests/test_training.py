@@ -92,7 +92,9 @@ def test_encoder_gets_a_tenth_of_the_rate_and_scheduler_scales_all_groups(tiny_m
     assert [g["name"] for g in groups] == ["encoder", "decoder", "lateral"]
     assert {id(p) for p in groups[0]["params"]} == encoder_ids
     assert {id(p) for p in groups[2]["params"]} == lateral_ids
-    assert [g["lr"] for g in groups] == pytest.approx([5e-5, 5e-4, 5e-4])  # the paper: laterals at the decoder's rate
+    assert [g["lr"] for g in groups] == pytest.approx(
+        [5e-5, 5e-4, 5e-4]
+    )  # the paper: laterals at the decoder's rate
     assert sum(len(g["params"]) for g in groups) == len(list(tiny_model.parameters()))
     optimizer = torch.optim.AdamW(groups, lr=5e-4)
     scheduler = PaperSchedule().scheduler(optimizer)
@@ -113,7 +115,9 @@ def test_overfitting_a_fixed_batch_halves_the_loss(task, synthetic_root):
     from upocr_hf.data import UpocrAugment, load_task_datasets, upocr_collate
 
     folders = parse_task_folders(data_args(synthetic_root)[1:4])
-    splits = {t: list(get_task(t).train_splits) for t in DEFAULT_TASKS} | parse_split_overrides(["text-segmentation=train"])
+    splits = {t: list(get_task(t).train_splits) for t in DEFAULT_TASKS} | parse_split_overrides(
+        ["text-segmentation=train"]
+    )
     dataset = load_task_datasets({task: folders[task]}, splits)[task]
     dataset.set_transform(UpocrAugment(64, train=False))
     batch = upocr_collate([dataset[i] for i in range(2)])
@@ -143,7 +147,11 @@ def test_resume_after_kill_gives_the_same_weights(synthetic_root, tmp_path):
     lateral = ["--lateral_lr_ratio", "0.1"]
     straight = run_train(tiny_run_args(synthetic_root, tmp_path / "straight", 6, lateral))
     assert straight.returncode == 0, straight.stderr[-3000:]
-    logged = [json.loads(line.split("step 6: ", 1)[1]) for line in straight.stderr.splitlines() if "step 6: {" in line]
+    logged = [
+        json.loads(line.split("step 6: ", 1)[1])
+        for line in straight.stderr.splitlines()
+        if "step 6: {" in line
+    ]
     assert logged[0]["lr/lateral"] == pytest.approx(0.1 * logged[0]["lr/decoder"])
 
     killed_dir = tmp_path / "killed"
@@ -164,7 +172,10 @@ def test_resume_after_kill_gives_the_same_weights(synthetic_root, tmp_path):
 
     resumed = run_train(
         tiny_run_args(
-            synthetic_root, killed_dir, 6, [*lateral, "--checkpointing_steps", "3", "--resume_from_checkpoint", "latest"]
+            synthetic_root,
+            killed_dir,
+            6,
+            [*lateral, "--checkpointing_steps", "3", "--resume_from_checkpoint", "latest"],
         )
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -183,21 +194,29 @@ def test_two_cpu_ranks_train_on_different_data(synthetic_root, tmp_path):
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
     ]  # fmt: skip
-    validation = [f"--validation_data={task}={path}" for task, path in parse_task_folders(data_args(synthetic_root)[1:4]).items()]
+    validation = [
+        f"--validation_data={task}={path}"
+        for task, path in parse_task_folders(data_args(synthetic_root)[1:4]).items()
+    ]
     result = run_train(
-        tiny_run_args(synthetic_root, output_dir, 3, ["--record_samples", "true", "--eval_steps", "2", *validation]),
+        tiny_run_args(
+            synthetic_root, output_dir, 3, ["--record_samples", "true", "--eval_steps", "2", *validation]
+        ),
         env_extra={"ACCELERATE_USE_CPU": "true"},
         launcher=launcher,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     ranks = [
-        [json.loads(line) for line in (output_dir / f"samples_rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)
+        [json.loads(line) for line in (output_dir / f"samples_rank{r}.jsonl").read_text().splitlines()]
+        for r in (0, 1)
     ]
     assert [len(r) for r in ranks] == [3, 3]
     for step0, step1 in zip(*ranks):
         assert len(step0["names"]) == len(step1["names"]) == 6  # 2 per task, 3 tasks, in task order
         for task in range(3):  # one synthetic render feeds every task, so compare task by task
-            assert not set(step0["names"][2 * task : 2 * task + 2]) & set(step1["names"][2 * task : 2 * task + 2])
+            assert not set(step0["names"][2 * task : 2 * task + 2]) & set(
+                step1["names"][2 * task : 2 * task + 2]
+            )
     model = UpocrModel.from_pretrained(output_dir / "final")
     assert model.config.tasks == list(DEFAULT_TASKS)
     card = (output_dir / "final" / "README.md").read_text()  # the model card, with this run's details
@@ -217,10 +236,7 @@ def test_yaml_configuration_and_initialisations(tmp_path, synthetic_root, tiny_m
 
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(
-        "data:\n"
-        f"  - text-removal={synthetic_root / 'SCUT-EnsText'}\n"
-        "max_steps: 12\n"
-        "mixed_precision: bf16\n"
+        f"data:\n  - text-removal={synthetic_root / 'SCUT-EnsText'}\nmax_steps: 12\nmixed_precision: bf16\n"
     )
     args = train_script.parse_args([str(recipe)])
     assert args.data == [f"text-removal={synthetic_root / 'SCUT-EnsText'}"]
@@ -274,10 +290,14 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(synthetic_root, tmp_path
     monkeypatch.setattr(upocr_hf.losses.UpocrLoss, "forward", poisoned)
     output_dir = tmp_path / "nan"
     args = train_script.parse_args(
-        tiny_run_args(synthetic_root, output_dir, 20, ["--checkpointing_steps", "2", "--max_consecutive_nonfinite", "3"])
+        tiny_run_args(
+            synthetic_root, output_dir, 20, ["--checkpointing_steps", "2", "--max_consecutive_nonfinite", "3"]
+        )
     )
     try:
-        with pytest.raises(train_script.NonFiniteLossError, match="3 consecutive non-finite losses at step 2"):
+        with pytest.raises(
+            train_script.NonFiniteLossError, match="3 consecutive non-finite losses at step 2"
+        ):
             train_script.train(args)
     finally:
         AcceleratorState._reset_state(True)

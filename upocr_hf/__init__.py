@@ -22,6 +22,7 @@ def default_model_path() -> str | None:
     """`DEFAULT_MODEL` when this installation has it (a `config.json` inside), else None."""
     return DEFAULT_MODEL if Path(DEFAULT_MODEL, "config.json").is_file() else None
 
+
 AutoConfig.register(UpocrConfig.model_type, UpocrConfig, exist_ok=True)
 AutoModel.register(UpocrConfig, UpocrModel, exist_ok=True)
 # Saved folders carry `auto_map` and these code files, so `trust_remote_code=True` works without this package.

@@ -55,7 +55,9 @@ class Summary:
     failed: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def collect_jobs(inputs: Sequence[str | os.PathLike], output_dir: Path) -> tuple[list[Job], list[tuple[Path, str]]]:
+def collect_jobs(
+    inputs: Sequence[str | os.PathLike], output_dir: Path
+) -> tuple[list[Job], list[tuple[Path, str]]]:
     """Expand files and folders into jobs; returns the jobs and the inputs that do not exist."""
     extensions = _image_extensions()
     jobs: list[Job] = []
@@ -114,16 +116,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for task in tasks:
         sub = commands.add_parser(task.command, help=f"{task.title.lower()}: {task.description}")
-        sub.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (walked recursively)")
+        sub.add_argument(
+            "inputs", nargs="+", metavar="INPUT", help="image files or folders (walked recursively)"
+        )
         sub.add_argument("-o", "--output-dir", required=True, type=Path, help="folder for the results")
         sub.add_argument("--model", default=None, help="model folder (save_pretrained layout)")
-        sub.add_argument("--tile", action="store_true", help="high-resolution mode: overlapping native-size tiles")
-        sub.add_argument("--tile-overlap", type=int, default=None, help="tile overlap in pixels (default tile/4)")
-        sub.add_argument("--batch-size", type=int, default=1, help="images (or tiles with --tile) per model call")
-        sub.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
-        sub.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="inference precision")
         sub.add_argument(
-            "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images (decompression bombs)"
+            "--tile", action="store_true", help="high-resolution mode: overlapping native-size tiles"
+        )
+        sub.add_argument(
+            "--tile-overlap", type=int, default=None, help="tile overlap in pixels (default tile/4)"
+        )
+        sub.add_argument(
+            "--batch-size", type=int, default=1, help="images (or tiles with --tile) per model call"
+        )
+        sub.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+        sub.add_argument(
+            "--dtype", choices=("float32", "bfloat16"), default="float32", help="inference precision"
+        )
+        sub.add_argument(
+            "--max-pixels",
+            type=int,
+            default=DEFAULT_MAX_PIXELS,
+            help="refuse larger images (decompression bombs)",
         )
         sub.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
         if task.text_mask:
@@ -133,7 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
                 help="only replace pixels in the detected text region; all others stay byte-identical",
             )
         if task.readout == "mask" or task.text_mask:
-            sub.add_argument("--threshold", type=float, default=None, help="text mask threshold (default 0.4)")
+            sub.add_argument(
+                "--threshold", type=float, default=None, help="text mask threshold (default 0.4)"
+            )
         sub.set_defaults(task=task.id)
     return parser
 
@@ -147,7 +164,9 @@ def _load_pipeline(args: argparse.Namespace) -> Any:
     return pipeline("upocr", model=str(args.model), device=device, dtype=dtype)
 
 
-def _run_batch(pipe: Any, batch: list[tuple[Job, Image.Image]], options: dict[str, Any], summary: Summary) -> None:
+def _run_batch(
+    pipe: Any, batch: list[tuple[Job, Image.Image]], options: dict[str, Any], summary: Summary
+) -> None:
     """Run one batch; if the batch call fails, retry its images one by one so each failure names its file."""
     try:
         results = pipe([image for _, image in batch], **options)
@@ -219,7 +238,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if not jobs and not missing:
         print("upocr: no image files found in the inputs", file=sys.stderr)
-    print(f"upocr {args.command}: {len(summary.done)} written to {args.output_dir}, {len(summary.failed)} failed")
+    print(
+        f"upocr {args.command}: {len(summary.done)} written to {args.output_dir}, {len(summary.failed)} failed"
+    )
     for source, reason in summary.failed:
         print(f"  failed: {source}: {reason}", file=sys.stderr)
     return 1 if summary.failed or not jobs else 0

@@ -155,9 +155,13 @@ class UpocrConfig(PretrainedConfig):
     def validate_architecture(self) -> None:
         """Raise `ValueError` naming the field and the rule when the hyperparameters cannot build a model."""
         if self.patch_size != 4:
-            raise ValueError(f"patch_size must be 4 (the decoder upsamples ×32 in five ×2 splits), got {self.patch_size}")
+            raise ValueError(
+                f"patch_size must be 4 (the decoder upsamples ×32 in five ×2 splits), got {self.patch_size}"
+            )
         if self.num_channels != 3:
-            raise ValueError(f"num_channels must be 3 (UPOCR reads and writes RGB images), got {self.num_channels}")
+            raise ValueError(
+                f"num_channels must be 3 (UPOCR reads and writes RGB images), got {self.num_channels}"
+            )
         for name, expected in (
             ("encoder_depths", NUM_ENCODER_STAGES),
             ("encoder_num_heads", NUM_ENCODER_STAGES),
@@ -166,7 +170,9 @@ class UpocrConfig(PretrainedConfig):
         ):
             values = getattr(self, name)
             if len(values) != expected:
-                raise ValueError(f"{name} must have {expected} entries (one per stage), got {len(values)}: {values}")
+                raise ValueError(
+                    f"{name} must have {expected} entries (one per stage), got {len(values)}: {values}"
+                )
             if any(int(v) < 1 for v in values):
                 raise ValueError(f"{name} entries must be positive integers, got {values}")
         if self.embed_dim < 1:
@@ -190,7 +196,9 @@ class UpocrConfig(PretrainedConfig):
         for name in ("encoder_window_size", "decoder_window_size"):
             window = getattr(self, name)
             if window < 2 or window % 2:
-                raise ValueError(f"{name} must be an even number ≥ 2 (shifted windows move by half), got {window}")
+                raise ValueError(
+                    f"{name} must be an even number ≥ 2 (shifted windows move by half), got {window}"
+                )
         for name in ("encoder_pretrained_window_size", "decoder_pretrained_window_size"):
             if getattr(self, name) == 1 or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 (use the window size) or ≥ 2, got {getattr(self, name)}")

@@ -32,7 +32,9 @@ class CheckpointConversionError(ValueError):
 
 
 #: Keys the converter drops on purpose: recomputed buffers and the perceptual-loss network.
-_DROPPED_KEY = re.compile(r"(\.relative_coords_table$|\.relative_position_index$|(^|\.)(vgg\w*|perceptual\w*|criterion)\.)")
+_DROPPED_KEY = re.compile(
+    r"(\.relative_coords_table$|\.relative_position_index$|(^|\.)(vgg\w*|perceptual\w*|criterion)\.)"
+)
 
 _BLOCK_RENAMES = {
     "norm1.weight": "attention_norm.weight",
@@ -54,17 +56,32 @@ _BLOCK_RENAMES = {
 }
 
 _RULES: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"^encoder\.backbone\.patch_embed\.proj\.(weight|bias)$"), r"encoder.embeddings.projection.\1"),
+    (
+        re.compile(r"^encoder\.backbone\.patch_embed\.proj\.(weight|bias)$"),
+        r"encoder.embeddings.projection.\1",
+    ),
     (re.compile(r"^encoder\.backbone\.patch_embed\.norm\.(weight|bias)$"), r"encoder.embeddings.norm.\1"),
-    (re.compile(r"^encoder\.backbone\.layers\.(\d+)\.downsample\.(reduction\.weight|norm\.weight|norm\.bias)$"),
-     r"encoder.downsamplers.\1.\2"),
+    (
+        re.compile(
+            r"^encoder\.backbone\.layers\.(\d+)\.downsample\.(reduction\.weight|norm\.weight|norm\.bias)$"
+        ),
+        r"encoder.downsamplers.\1.\2",
+    ),
     (re.compile(r"^encoder\.backbone\.norm(\d+)\.(weight|bias)$"), r"encoder.hidden_state_norms.\1.\2"),
     (re.compile(r"^proj\.(weight|bias)$"), r"bottleneck.\1"),
     (re.compile(r"^task_prompt\.task_embedding\.weight$"), "task_embeddings.weight"),
-    (re.compile(r"^decoder\.layers\.(\d+)\.upsample\.upsample\.weight$"), r"decoder.upsamplers.\1.projection.weight"),
-    (re.compile(r"^decoder\.layers\.(\d+)\.upsample\.norm\.(weight|bias)$"), r"decoder.upsamplers.\1.norm.\2"),
-    (re.compile(r"^decoder\.lateral_connection_list\.(\d+)\.([0-3])\.(weight|bias)$"),
-     r"decoder.lateral_connections.\1.\2.\3"),
+    (
+        re.compile(r"^decoder\.layers\.(\d+)\.upsample\.upsample\.weight$"),
+        r"decoder.upsamplers.\1.projection.weight",
+    ),
+    (
+        re.compile(r"^decoder\.layers\.(\d+)\.upsample\.norm\.(weight|bias)$"),
+        r"decoder.upsamplers.\1.norm.\2",
+    ),
+    (
+        re.compile(r"^decoder\.lateral_connection_list\.(\d+)\.([0-3])\.(weight|bias)$"),
+        r"decoder.lateral_connections.\1.\2.\3",
+    ),
     (re.compile(r"^decoder\.intermediate_convs\.([01])\.(weight|bias)$"), r"decoder.output_convs.\1.\2"),
     (re.compile(r"^decoder\.output_conv\.(weight|bias)$"), r"decoder.output_convs.2.\1"),
 ]
@@ -89,8 +106,12 @@ def read_original_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]
             state_dict = loaded.get("model", loaded) if isinstance(loaded, Mapping) else loaded
     except Exception as error:  # noqa: BLE001 - re-raised with the file named
         raise CheckpointConversionError(f"{path}: cannot be read as a checkpoint ({error})") from error
-    if not isinstance(state_dict, Mapping) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise CheckpointConversionError(f"{path}: expected a state dict of tensors (or {{'model': state_dict}})")
+    if not isinstance(state_dict, Mapping) or not all(
+        isinstance(v, torch.Tensor) for v in state_dict.values()
+    ):
+        raise CheckpointConversionError(
+            f"{path}: expected a state dict of tensors (or {{'model': state_dict}})"
+        )
     return {k.removeprefix("module."): v for k, v in state_dict.items()}
 
 
@@ -138,7 +159,9 @@ def convert_state_dict(original: Mapping[str, torch.Tensor]) -> dict[str, torch.
     return converted
 
 
-def _stage_shapes(original: Mapping[str, torch.Tensor], prefix: str, num_stages: int) -> tuple[list[int], list[int]]:
+def _stage_shapes(
+    original: Mapping[str, torch.Tensor], prefix: str, num_stages: int
+) -> tuple[list[int], list[int]]:
     depths, heads = [], []
     for stage in range(num_stages):
         blocks = {
@@ -167,7 +190,9 @@ def _window_sizes(original: Mapping[str, torch.Tensor], prefix: str) -> tuple[in
     if index_key in original:
         window = math.isqrt(original[index_key].shape[0])
         return window, window
-    raise CheckpointConversionError(f"cannot infer the window size: neither {table_key} nor {index_key} is present")
+    raise CheckpointConversionError(
+        f"cannot infer the window size: neither {table_key} nor {index_key} is present"
+    )
 
 
 def config_from_original_state_dict(
@@ -191,7 +216,9 @@ def config_from_original_state_dict(
             )
         tasks = DEFAULT_TASKS
     if len(tasks) != task_rows:
-        raise CheckpointConversionError(f"got {len(tasks)} task names for {task_rows} task prompts in the checkpoint")
+        raise CheckpointConversionError(
+            f"got {len(tasks)} task names for {task_rows} task prompts in the checkpoint"
+        )
     encoder_depths, encoder_heads = _stage_shapes(original, "encoder.backbone", NUM_ENCODER_STAGES)
     decoder_depths, decoder_heads = _stage_shapes(original, "decoder", NUM_DECODER_STAGES)
     encoder_window, encoder_pretrained = _window_sizes(original, "encoder.backbone")

@@ -86,7 +86,10 @@ def evaluate_model(
         if output_dir is not None:
             for index, (sample, result) in enumerate(zip(samples, results)):
                 name = sample.get("name") or f"sample_{index}"
-                atomic_write(output_dir / f"{name}.png", lambda file, image=result["image"]: image.save(file, format="PNG"))
+                atomic_write(
+                    output_dir / f"{name}.png",
+                    lambda file, image=result["image"]: image.save(file, format="PNG"),
+                )
         bar.update(len(samples))
     bar.close()
     figures = metric.compute()
@@ -128,21 +131,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="a save_pretrained UPOCR folder")
     source.add_argument(
-        "--baseline", action="store_true", help="score the trivial baseline instead (identity / no text / background)"
+        "--baseline",
+        action="store_true",
+        help="score the trivial baseline instead (identity / no text / background)",
     )
     parser.add_argument("--task", required=True, choices=scored_tasks())
     parser.add_argument("--data", required=True, help="the task's dataset folder (layouts of spec §5)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--threshold", type=float, default=SEGMENTATION_THRESHOLD, help="segmentation threshold")
-    parser.add_argument("--tile", action="store_true", help="tiled native-resolution inference (not the protocol)")
+    parser.add_argument(
+        "--threshold", type=float, default=SEGMENTATION_THRESHOLD, help="segmentation threshold"
+    )
+    parser.add_argument(
+        "--tile", action="store_true", help="tiled native-resolution inference (not the protocol)"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
         "--keep-background", action="store_true",
         help="text removal in the pipeline's keep-background mode (outside the detected text, the input; not the protocol)",
     )  # fmt: skip
     parser.add_argument("--save-predictions", default=None, help="folder for the predicted images")
-    parser.add_argument("--output-json", default=None, help="where to write the figures (default: print only)")
+    parser.add_argument(
+        "--output-json", default=None, help="where to write the figures (default: print only)"
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     if args.keep_background and (not get_task(args.task).text_mask or args.baseline):

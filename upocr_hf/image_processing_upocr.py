@@ -115,7 +115,11 @@ def load_image(path: PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> I
             raise ImageLoadError(source, f"image too large (decompression-bomb guard): {error}") from None
         except (OSError, SyntaxError, ValueError) as error:
             message = str(error)
-            reason = "truncated image data" if "truncated" in message.lower() else f"corrupt image data ({message})"
+            reason = (
+                "truncated image data"
+                if "truncated" in message.lower()
+                else f"corrupt image data ({message})"
+            )
             raise ImageLoadError(source, reason) from None
         finally:
             ImageFile.LOAD_TRUNCATED_IMAGES = previous
@@ -186,15 +190,21 @@ def _array_to_unit_rgb(
         if channels_last is None:
             first, last = tensor.shape[0] in (1, 2, 3, 4), tensor.shape[-1] in (1, 2, 3, 4)
             if not (first or last):
-                raise ImageLoadError(source, f"cannot find the channel dimension of shape {tuple(tensor.shape)}")
+                raise ImageLoadError(
+                    source, f"cannot find the channel dimension of shape {tuple(tensor.shape)}"
+                )
             channels_last = last and not (is_tensor and first)
         if channels_last:
             tensor = tensor.permute(2, 0, 1)
     else:
-        raise ImageLoadError(source, f"expected an image with 2 or 3 dimensions, got shape {tuple(tensor.shape)}")
+        raise ImageLoadError(
+            source, f"expected an image with 2 or 3 dimensions, got shape {tuple(tensor.shape)}"
+        )
     channels = tensor.shape[0]
     if channels not in (1, 2, 3, 4):
-        raise ImageLoadError(source, f"expected 1, 2, 3 or 4 channels, got {channels} (shape {tuple(tensor.shape)})")
+        raise ImageLoadError(
+            source, f"expected 1, 2, 3 or 4 channels, got {channels} (shape {tuple(tensor.shape)})"
+        )
     if tensor.dtype.is_complex:
         raise ImageLoadError(source, f"unsupported dtype {kind}")
     values = tensor.float()
@@ -370,7 +380,10 @@ class UpocrImageProcessor(TorchvisionBackend):
             pixel_values: torch.Tensor | list[torch.Tensor] = torch.stack(processed)
         else:
             pixel_values = processed
-        data = {"pixel_values": pixel_values, "original_sizes": torch.tensor(original_sizes, dtype=torch.long)}
+        data = {
+            "pixel_values": pixel_values,
+            "original_sizes": torch.tensor(original_sizes, dtype=torch.long),
+        }
         if return_tensors == "np":
             data = {
                 "pixel_values": pixel_values.numpy()
@@ -399,7 +412,9 @@ class UpocrImageProcessor(TorchvisionBackend):
         if prediction.ndim == 3:
             prediction = prediction[None]
         if prediction.ndim != 4 or prediction.shape[1] != 3:
-            raise ValueError(f"expected predictions of shape (batch, 3, height, width), got {tuple(prediction.shape)}")
+            raise ValueError(
+                f"expected predictions of shape (batch, 3, height, width), got {tuple(prediction.shape)}"
+            )
         return prediction.detach().float()
 
     @staticmethod
@@ -411,7 +426,9 @@ class UpocrImageProcessor(TorchvisionBackend):
         height, width = (int(v) for v in target_size)
         if tuple(prediction.shape[-2:]) == (height, width):
             return prediction
-        resized = F.interpolate(prediction[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+        resized = F.interpolate(prediction[None], size=(height, width), mode="bilinear", align_corners=False)[
+            0
+        ]
         return resized.clamp(0.0, 1.0)
 
     @staticmethod
@@ -511,12 +528,18 @@ def connected_regions(
     from scipy import ndimage
 
     mask_np = mask.cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
-    scores_np = None if scores is None else scores.cpu().numpy() if isinstance(scores, torch.Tensor) else scores
+    scores_np = (
+        None if scores is None else scores.cpu().numpy() if isinstance(scores, torch.Tensor) else scores
+    )
     labels, count = ndimage.label(mask_np.astype(bool), structure=np.ones((3, 3), dtype=bool))
     if count == 0:
         return []
     areas = np.bincount(labels.ravel(), minlength=count + 1)
-    sums = np.bincount(labels.ravel(), weights=scores_np.ravel(), minlength=count + 1) if scores_np is not None else None
+    sums = (
+        np.bincount(labels.ravel(), weights=scores_np.ravel(), minlength=count + 1)
+        if scores_np is not None
+        else None
+    )
     regions = []
     for index, slices in enumerate(ndimage.find_objects(labels), start=1):
         if slices is None or areas[index] < min_area:
@@ -562,7 +585,9 @@ def compose_keep_background(
     original = np.asarray(original)
     mask = text_mask.cpu().numpy() if isinstance(text_mask, torch.Tensor) else np.asarray(text_mask)
     if original.shape != prediction.shape or original.dtype != np.uint8:
-        raise ValueError(f"original {original.shape} {original.dtype} must be uint8 like prediction {prediction.shape}")
+        raise ValueError(
+            f"original {original.shape} {original.dtype} must be uint8 like prediction {prediction.shape}"
+        )
     if mask.shape != original.shape[:2]:
         raise ValueError(f"text mask of shape {mask.shape} does not match the image {original.shape[:2]}")
     return np.where(mask.astype(bool)[..., None], prediction, original)

@@ -143,23 +143,32 @@ def package_model(
             f"{row['margin']}"
         )
     with staged_folder(output) as staging:
-        prepare_hub_folder(model, processor, staging, metrics=evaluations, training=details, training_data=training_data)
+        prepare_hub_folder(
+            model, processor, staging, metrics=evaluations, training=details, training_data=training_data
+        )
         if not include_code:
             _strip_remote_code(staging)
         for extra in extra_files:
             shutil.copy2(extra, staging / Path(extra).name)
         # machine-readable figures beside the card: the Space reads them to say how well the model does
-        (staging / EVAL_RESULTS_FILE).write_text(json.dumps(dict(evaluations), indent=1, sort_keys=True) + "\n")
+        (staging / EVAL_RESULTS_FILE).write_text(
+            json.dumps(dict(evaluations), indent=1, sort_keys=True) + "\n"
+        )
         if card_appendix:
             card = staging / "README.md"
-            card.write_text(card.read_text(encoding="utf-8").rstrip("\n") + "\n\n" + card_appendix, encoding="utf-8")
+            card.write_text(
+                card.read_text(encoding="utf-8").rstrip("\n") + "\n\n" + card_appendix, encoding="utf-8"
+            )
     return Path(output)
 
 
 def _strip_remote_code(folder: Path) -> None:
     for code_file in folder.glob("*.py"):
         code_file.unlink()
-    for name, keys in (("config.json", ("auto_map", "custom_pipelines")), ("preprocessor_config.json", ("auto_map",))):
+    for name, keys in (
+        ("config.json", ("auto_map", "custom_pipelines")),
+        ("preprocessor_config.json", ("auto_map",)),
+    ):
         path = folder / name
         if path.exists():
             config = json.loads(path.read_text())
@@ -173,7 +182,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="the trained save_pretrained folder")
     parser.add_argument("--output", required=True, help="the folder to write")
     parser.add_argument("--evaluations", nargs="+", required=True, help="the model's evaluation JSON records")
-    parser.add_argument("--baselines", nargs="+", required=True, help="the trivial baseline's evaluation JSON records")
+    parser.add_argument(
+        "--baselines", nargs="+", required=True, help="the trivial baseline's evaluation JSON records"
+    )
     parser.add_argument(
         "--incumbent",
         nargs="+",
@@ -181,12 +192,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="evaluation JSON records of the model the output folder holds now, on the same data: refuse unless the "
         "new model's selection score is higher",
     )
-    parser.add_argument("--training", nargs="*", default=[], metavar="KEY=VALUE", help="training details for the card")
-    parser.add_argument("--training-data", default=None, help="the card's training-data paragraph")
-    parser.add_argument("--extra-files", nargs="*", default=[], help="files copied into the folder as they are")
-    parser.add_argument("--card-appendix", default=None, help="a Markdown file added at the end of the model card")
     parser.add_argument(
-        "--without-code", action="store_true", help="leave out the remote-code files (a folder shipped inside upocr_hf)"
+        "--training", nargs="*", default=[], metavar="KEY=VALUE", help="training details for the card"
+    )
+    parser.add_argument("--training-data", default=None, help="the card's training-data paragraph")
+    parser.add_argument(
+        "--extra-files", nargs="*", default=[], help="files copied into the folder as they are"
+    )
+    parser.add_argument(
+        "--card-appendix", default=None, help="a Markdown file added at the end of the model card"
+    )
+    parser.add_argument(
+        "--without-code",
+        action="store_true",
+        help="leave out the remote-code files (a folder shipped inside upocr_hf)",
     )
     args = parser.parse_args(argv)
     training = {}
@@ -200,9 +219,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     incumbent = load_evaluation_results(args.incumbent) if args.incumbent else None
     try:
         folder = package_model(
-            args.model, args.output, evaluations, baselines, training, args.training_data, args.extra_files,
-            include_code=not args.without_code, incumbent=incumbent,
-            card_appendix=Path(args.card_appendix).read_text(encoding="utf-8") if args.card_appendix else None,
+            args.model,
+            args.output,
+            evaluations,
+            baselines,
+            training,
+            args.training_data,
+            args.extra_files,
+            include_code=not args.without_code,
+            incumbent=incumbent,
+            card_appendix=Path(args.card_appendix).read_text(encoding="utf-8")
+            if args.card_appendix
+            else None,
         )
     except (BaselineNotBeatenError, IncumbentNotBeatenError) as error:
         parser.exit(1, f"not packaged: {error}\n")
@@ -211,7 +239,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"selection score {new:.4f} beats the incumbent's {old:.4f}")
     for key, row in compare_to_baselines(evaluations, baselines).items():
         verdict = "beats" if row["beats"] else "does NOT beat"
-        print(f"{key}: {row['metric']} {row['model']:.4f} {verdict} the trivial baseline's {row['baseline']:.4f}")
+        print(
+            f"{key}: {row['metric']} {row['model']:.4f} {verdict} the trivial baseline's {row['baseline']:.4f}"
+        )
     print(f"wrote {folder}")
     return 0
 

@@ -60,6 +60,8 @@ from .tiling import tiled_predict
 PIPELINE_TASK = "upocr"
 #: The task name saved in a model folder's `custom_pipelines` (see `UpocrPipeline.save_pretrained`).
 REMOTE_CODE_TASK = "upocr-remote-code"
+
+
 def tamper_color_map(class_map: np.ndarray) -> Image.Image:
     """`(H, W)` class ids → RGB PIL image in the task's colours (red background, green real, blue tampered)."""
     palette = np.asarray(TAMPER_CLASS_RGB, dtype=np.uint8)
@@ -70,7 +72,9 @@ class UpocrPipeline(Pipeline):
     """UPOCR inference: image(s) in, the chosen task's post-processed answer out (see the module docstring)."""
 
     _load_processor = False
-    _load_image_processor = None  # optional: a folder without preprocessor_config.json gets the default processor
+    _load_image_processor = (
+        None  # optional: a folder without preprocessor_config.json gets the default processor
+    )
     _load_feature_extractor = False
     _load_tokenizer = False
     _load_video_processor = False
@@ -179,7 +183,10 @@ class UpocrPipeline(Pipeline):
         if any(item["task"] != task or item["tile"] != meta[0]["tile"] for item in meta):
             raise ValueError("one batch must share task and mode")
         tasks = [task]
-        if any(item["original"] is not None for item in meta) and TEXT_SEGMENTATION in self.model.config.tasks:
+        if (
+            any(item["original"] is not None for item in meta)
+            and TEXT_SEGMENTATION in self.model.config.tasks
+        ):
             tasks.append(TEXT_SEGMENTATION)
         x = pixel_values.to(device=self.device, dtype=self.model.dtype)
         batch = x.shape[0]
@@ -187,7 +194,9 @@ class UpocrPipeline(Pipeline):
             size = tile_size or self.image_processor.size.height or self.model.config.image_size
             tile_batch = self._tile_batch_size
             outputs = [
-                tiled_predict(self.model, x, name, tile_size=size, overlap=tile_overlap, batch_size=tile_batch)
+                tiled_predict(
+                    self.model, x, name, tile_size=size, overlap=tile_overlap, batch_size=tile_batch
+                )
                 for name in tasks
             ]
         else:
@@ -209,7 +218,9 @@ class UpocrPipeline(Pipeline):
         difference_threshold: float = 0.1,
         min_region_area: int = 1,
     ) -> dict[str, Any] | list[dict[str, Any]]:
-        results = self._postprocess_batch(model_outputs, threshold, dilation, difference_threshold, min_region_area)
+        results = self._postprocess_batch(
+            model_outputs, threshold, dilation, difference_threshold, min_region_area
+        )
         return results[0] if len(results) == 1 else results
 
     def _postprocess_batch(
@@ -236,7 +247,9 @@ class UpocrPipeline(Pipeline):
         for item, reading in zip(meta, processed):
             mask = reading["mask"].numpy()
             image = Image.fromarray(mask.astype(np.uint8) * 255, mode="L")
-            results.append({"task": item["task"], "mask": mask, "scores": reading["scores"].numpy(), "image": image})
+            results.append(
+                {"task": item["task"], "mask": mask, "scores": reading["scores"].numpy(), "image": image}
+            )
         return results
 
     def _read_class_maps(self, model_outputs: dict[str, Any], min_region_area: int) -> list[dict[str, Any]]:
@@ -267,12 +280,16 @@ class UpocrPipeline(Pipeline):
         results = []
         for i, (image, item) in enumerate(zip(images, meta)):
             text_mask = None
-            if item["gray"]:  # a grayscale page gets a grayscale result: the model's colour casts are not the user's
+            if item[
+                "gray"
+            ]:  # a grayscale page gets a grayscale result: the model's colour casts are not the user's
                 image = image.convert("L").convert("RGB")
             if item["original"] is not None:
                 text_mask = self._keep_background_region(model_outputs, i, np.asarray(image), threshold,
                                                          dilation, difference_threshold)  # fmt: skip
-                image = Image.fromarray(compose_keep_background(item["original"], np.asarray(image), text_mask))
+                image = Image.fromarray(
+                    compose_keep_background(item["original"], np.asarray(image), text_mask)
+                )
             results.append({"task": item["task"], "image": image, "text_mask": text_mask})
         return results
 
@@ -323,7 +340,9 @@ class UpocrPipeline(Pipeline):
             tile = preprocess_params.get("tile", False)
             step = 1 if tile else batch_size
             for start in range(0, len(inputs), step):
-                items = [self.preprocess(image, **preprocess_params) for image in inputs[start : start + step]]
+                items = [
+                    self.preprocess(image, **preprocess_params) for image in inputs[start : start + step]
+                ]
                 model_inputs = {
                     "pixel_values": torch.cat([item["pixel_values"] for item in items]),
                     "meta": [meta for item in items for meta in item["meta"]],

@@ -112,7 +112,9 @@ class Task:
         if not isinstance(self.id, str) or not self.id:
             raise ValueError(f"Task.id must be a non-empty string, got {self.id!r}")
         if self.readout not in READOUT_KEYS:
-            raise ValueError(f"task {self.id!r}: readout must be one of {list(READOUT_KEYS)}, got {self.readout!r}")
+            raise ValueError(
+                f"task {self.id!r}: readout must be one of {list(READOUT_KEYS)}, got {self.readout!r}"
+            )
         if self.loss not in LOSSES:
             raise ValueError(f"task {self.id!r}: loss must be one of {list(LOSSES)}, got {self.loss!r}")
         if self.selection_metric and not self.metric:
@@ -231,7 +233,11 @@ for _task in (
         dataset="TextSeg",
         train_splits=("train", "val"),
         augmentation=Augmentation(
-            crop_prob=1.0, crop_min_ratio=0.7, crop_max_ratio=1.0, hflip_prob=0.3, color_jitter_prob=0.5,
+            crop_prob=1.0,
+            crop_min_ratio=0.7,
+            crop_max_ratio=1.0,
+            hflip_prob=0.3,
+            color_jitter_prob=0.5,
             rotate_prob=0.5,
         ),  # fmt: skip
         metric="text_segmentation",

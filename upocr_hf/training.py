@@ -89,7 +89,9 @@ def optimizer_param_groups(
         {"params": rest, "lr": lr, "weight_decay": weight_decay, "name": "decoder"},
     ]
     if lateral:
-        groups.append({"params": lateral, "lr": lr * lateral_lr_ratio, "weight_decay": weight_decay, "name": "lateral"})
+        groups.append(
+            {"params": lateral, "lr": lr * lateral_lr_ratio, "weight_decay": weight_decay, "name": "lateral"}
+        )
     return groups
 
 
@@ -112,7 +114,9 @@ def build_model(init_from: str, config: str, tasks: Sequence[str], image_size: i
             model_config.image_size = image_size
             model_config.validate_architecture()
         else:
-            raise ValueError(f"--config {config!r} is neither a preset {sorted(CONFIG_PRESETS)} nor a config.json file")
+            raise ValueError(
+                f"--config {config!r} is neither a preset {sorted(CONFIG_PRESETS)} nor a config.json file"
+            )
         return UpocrModel(model_config)
     path = Path(init_from)
     if path.is_dir():
@@ -125,7 +129,11 @@ def build_model(init_from: str, config: str, tasks: Sequence[str], image_size: i
         raise ValueError(f"--init_from {init_from!r}: not 'scratch', a model folder or a checkpoint file")
     added = model.add_tasks(tasks)
     if added:
-        logger.info("added task prompts for %s to the initial model (it knew %s)", added, model.config.tasks[: -len(added)])
+        logger.info(
+            "added task prompts for %s to the initial model (it knew %s)",
+            added,
+            model.config.tasks[: -len(added)],
+        )
     return model
 
 
@@ -224,7 +232,9 @@ class CheckpointFolders:
         if spec == "latest":
             latest = self.latest()
             if latest is None:
-                raise FileNotFoundError(f"--resume_from_checkpoint latest: no complete checkpoint under {self.root}")
+                raise FileNotFoundError(
+                    f"--resume_from_checkpoint latest: no complete checkpoint under {self.root}"
+                )
             return latest
         path = Path(spec)
         if not (path.is_dir() and (path / "trainer_state.json").is_file()):

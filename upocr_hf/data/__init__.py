@@ -72,7 +72,13 @@ from .multitask import MultiTaskDataLoader, ShardedEpochBatchSampler
 
 # The generator is imported on first use, so that ``python -m upocr_hf.data.synthetic`` does not find its own
 # module already imported by this package (runpy warns about that).
-_SYNTHETIC_EXPORTS = ("SyntheticConfig", "SyntheticSample", "generate_folders", "load_synthetic_folders", "render_sample")
+_SYNTHETIC_EXPORTS = (
+    "SyntheticConfig",
+    "SyntheticSample",
+    "generate_folders",
+    "load_synthetic_folders",
+    "render_sample",
+)
 
 
 def __getattr__(name: str) -> object:

@@ -106,7 +106,12 @@ class RandomSideCrop(Transform):
         if params["skip"]:
             return inpt
         return self._call_kernel(
-            F.crop, inpt, top=params["top"], left=params["left"], height=params["height"], width=params["width"]
+            F.crop,
+            inpt,
+            top=params["top"],
+            left=params["left"],
+            height=params["height"],
+            width=params["width"],
         )
 
 
@@ -125,13 +130,18 @@ class JointResize(Transform):
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if isinstance(inpt, tv_tensors.Mask):
-            out = F.resize_image(inpt.as_subclass(torch.Tensor), self.size, interpolation=InterpolationMode.NEAREST_EXACT)
+            out = F.resize_image(
+                inpt.as_subclass(torch.Tensor), self.size, interpolation=InterpolationMode.NEAREST_EXACT
+            )
             return tv_tensors.wrap(out, like=inpt)
-        return self._call_kernel(F.resize, inpt, self.size, interpolation=InterpolationMode.BICUBIC, antialias=True)
+        return self._call_kernel(
+            F.resize, inpt, self.size, interpolation=InterpolationMode.BICUBIC, antialias=True
+        )
 
 
-def build_task_transform(task: str, size: int | tuple[int, int] = 512, *, train: bool = True,
-                         config: Augmentation | None = None) -> Compose:
+def build_task_transform(
+    task: str, size: int | tuple[int, int] = 512, *, train: bool = True, config: Augmentation | None = None
+) -> Compose:
     """The joint v2 pipeline of one task: ``train=True`` gives its recipe (``config``, default the task's own),
     ``train=False`` only the resize.
 
@@ -191,15 +201,21 @@ class UpocrAugment:
         overrides: replace a task's :class:`~upocr_hf.tasks.Augmentation` (e.g. to switch a step off).
     """
 
-    def __init__(self, size: int | tuple[int, int] = 512, *, train: bool = True,
-                 tasks: Sequence[str] = DEFAULT_TASKS,
-                 overrides: Mapping[str, Augmentation] | None = None) -> None:
+    def __init__(
+        self,
+        size: int | tuple[int, int] = 512,
+        *,
+        train: bool = True,
+        tasks: Sequence[str] = DEFAULT_TASKS,
+        overrides: Mapping[str, Augmentation] | None = None,
+    ) -> None:
         self.size = size
         self.train = train
         self.tasks = list(tasks)
         overrides = overrides or {}
         self.pipelines = {
-            task: build_task_transform(task, size, train=train, config=overrides.get(task)) for task in self.tasks
+            task: build_task_transform(task, size, train=train, config=overrides.get(task))
+            for task in self.tasks
         }
 
     def transform_sample(self, image: Any, target: Any, mask: Any, task: str) -> dict[str, Any]:
@@ -209,7 +225,9 @@ class UpocrAugment:
         img = tv_tensors.Image(_to_uint8_chw(image, "RGB"))
         tgt_raw = _to_uint8_chw(target, "RGB")
         if tuple(tgt_raw.shape[-2:]) != tuple(img.shape[-2:]):
-            raise ValueError(f"target size {tuple(tgt_raw.shape[-2:])} differs from image size {tuple(img.shape[-2:])}")
+            raise ValueError(
+                f"target size {tuple(tgt_raw.shape[-2:])} differs from image size {tuple(img.shape[-2:])}"
+            )
         pipeline = self.pipelines[task]
         if get_task(task).text_mask:
             if mask is None:

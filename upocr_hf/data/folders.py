@@ -95,7 +95,9 @@ __all__ = [
 ]
 
 #: File extensions (lower case) recognised as images.
-IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
+)
 
 #: The uniform sample schema shared by every task (see the module docstring).
 SAMPLE_FEATURES = Features(
@@ -190,7 +192,9 @@ def textseg_label_to_target(label: np.ndarray, *, strict: bool = True, path: str
     """
     label = np.asarray(label)
     if label.ndim == 3:  # an RGB-stored label: TextSeg labels are gray, take one channel after checking.
-        if not (np.array_equal(label[..., 0], label[..., 1]) and np.array_equal(label[..., 0], label[..., 2])):
+        if not (
+            np.array_equal(label[..., 0], label[..., 1]) and np.array_equal(label[..., 0], label[..., 2])
+        ):
             raise DatasetFolderError(path, "label is a colour image; expected a gray TextSeg mask")
         label = label[..., 0]
     known = (label == _TEXTSEG_BACKGROUND) | (label == TEXTSEG_TEXT) | (label == TEXTSEG_WORD_EFFECT)
@@ -198,7 +202,8 @@ def textseg_label_to_target(label: np.ndarray, *, strict: bool = True, path: str
     if strict and not known.all():
         bad = sorted(int(v) for v in np.unique(label[~known])[:8])
         raise DatasetFolderError(
-            path, f"label values {bad} are not TextSeg values (0 background, 100 text, 200 word effect, 255 ignore)"
+            path,
+            f"label values {bad} are not TextSeg values (0 background, 100 text, 200 word effect, 255 ignore)",
         )
     target = np.empty((*label.shape, 3), dtype=np.uint8)
     target[...] = SEGMENTATION_BACKGROUND_RGB
@@ -222,7 +227,9 @@ def parse_tampered_ic13_gt(text: str, path: str = "<gt>") -> list[TamperBox]:
         fields = [f.strip() for f in line.split(",")]
         if len(fields) != 5:
             raise DatasetFolderError(
-                path, f"expected 5 comma-separated fields 'x1,y1,x2,y2,label', got {len(fields)}: {raw!r}", lineno
+                path,
+                f"expected 5 comma-separated fields 'x1,y1,x2,y2,label', got {len(fields)}: {raw!r}",
+                lineno,
             )
         values: list[int] = []
         for f in fields:
@@ -235,7 +242,9 @@ def parse_tampered_ic13_gt(text: str, path: str = "<gt>") -> list[TamperBox]:
             values.append(int(number))
         x1, y1, x2, y2, label = values
         if label not in (1, 2):
-            raise DatasetFolderError(path, f"label must be 1 (real text) or 2 (tampered text), got {label}", lineno)
+            raise DatasetFolderError(
+                path, f"label must be 1 (real text) or 2 (tampered text), got {label}", lineno
+            )
         boxes.append(TamperBox(min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2), label))
     return boxes
 
@@ -286,7 +295,9 @@ def _split_folders(root: Path) -> list[str]:
     return splits
 
 
-def _list_files(folder: Path, report: LoadReport, extensions: frozenset[str] = IMAGE_EXTENSIONS) -> dict[str, Path]:
+def _list_files(
+    folder: Path, report: LoadReport, extensions: frozenset[str] = IMAGE_EXTENSIONS
+) -> dict[str, Path]:
     """Map file stem -> path for files with one of ``extensions``; others are reported as ignored."""
     found: dict[str, Path] = {}
     for entry in sorted(folder.iterdir()):
@@ -296,7 +307,9 @@ def _list_files(folder: Path, report: LoadReport, extensions: frozenset[str] = I
             report.ignored_files.append(str(entry))
             continue
         if entry.stem in found:
-            raise DatasetFolderError(entry, f"two files share the name {entry.stem!r} (other: {found[entry.stem].name})")
+            raise DatasetFolderError(
+                entry, f"two files share the name {entry.stem!r} (other: {found[entry.stem].name})"
+            )
         found[entry.stem] = entry
     return found
 
@@ -350,7 +363,9 @@ def _check_items(
         if isinstance(result, DatasetFolderError):
             if on_error == "raise":
                 raise DatasetFolderError(
-                    result.path, result.reason + " (pass on_error='skip' to leave such samples out)", result.line
+                    result.path,
+                    result.reason + " (pass on_error='skip' to leave such samples out)",
+                    result.line,
                 )
             report.skipped.append(result)
         else:
@@ -398,7 +413,9 @@ def _png(array: np.ndarray, name: str) -> dict[str, Any]:
     return {"bytes": buf.getvalue(), "path": name + ".png"}
 
 
-def _paired_items(files: Mapping[str, Mapping[str, Path]], companions: Mapping[str, str]) -> list[dict[str, Any]]:
+def _paired_items(
+    files: Mapping[str, Mapping[str, Path]], companions: Mapping[str, str]
+) -> list[dict[str, Any]]:
     """Pair the files of an ``image`` folder with same-stem files in each companion folder.
 
     ``files`` maps folder name → {stem: path} (``"image"`` first); ``companions`` maps each other folder to what it
@@ -410,12 +427,16 @@ def _paired_items(files: Mapping[str, Mapping[str, Path]], companions: Mapping[s
         item: dict[str, Any] = {"name": name}
         if name not in images:
             present = next(found[name] for found in files.values() if name in found)
-            item["error"] = DatasetFolderError(present, f"{'/'.join(companions)} without its image in 'image/'")
+            item["error"] = DatasetFolderError(
+                present, f"{'/'.join(companions)} without its image in 'image/'"
+            )
         else:
             missing = [folder for folder in companions if name not in files[folder]]
             if missing:
                 folder = missing[0]
-                item["error"] = DatasetFolderError(images[name], f"image without its {companions[folder]} in '{folder}/'")
+                item["error"] = DatasetFolderError(
+                    images[name], f"image without its {companions[folder]} in '{folder}/'"
+                )
             else:
                 item["files"] = [str(images[name])] + [str(files[folder][name]) for folder in companions]
         items.append(item)
@@ -430,7 +451,9 @@ def _check_same_sizes(item: dict[str, Any], verify: str) -> dict[str, Any]:
             sizes.append(img.size)
     for p, s in zip(item["files"][1:], sizes[1:], strict=True):
         if s != sizes[0]:
-            raise DatasetFolderError(p, f"size {s[0]}x{s[1]} differs from its image's {sizes[0][0]}x{sizes[0][1]}")
+            raise DatasetFolderError(
+                p, f"size {s[0]}x{s[1]} differs from its image's {sizes[0][0]}x{sizes[0][1]}"
+            )
     return item
 
 
@@ -570,7 +593,9 @@ def load_textseg(
     if not isinstance(split_map, dict) or not all(
         isinstance(v, list) and all(isinstance(n, str) for n in v) for v in split_map.values()
     ):
-        raise DatasetFolderError(split_path, "expected an object mapping split names to lists of sample names")
+        raise DatasetFolderError(
+            split_path, "expected an object mapping split names to lists of sample names"
+        )
     if splits is None:
         splits = list(split_map)
     for split in splits:
@@ -600,11 +625,18 @@ def load_textseg(
         items: list[dict[str, Any]] = []
         if index == 0:  # orphan labels are reported once, with the first split loaded
             for name in sorted(orphan_labels):
-                items.append({"name": name, "error": DatasetFolderError(labels[name], "label without its image in 'image/'")})
+                items.append(
+                    {
+                        "name": name,
+                        "error": DatasetFolderError(labels[name], "label without its image in 'image/'"),
+                    }
+                )
         for name in split_map[split]:
             item: dict[str, Any] = {"name": name}
             if name not in images and name not in labels:
-                item["error"] = DatasetFolderError(split_path, f"split {split!r} lists {name!r} but neither its image nor its label exists")
+                item["error"] = DatasetFolderError(
+                    split_path, f"split {split!r} lists {name!r} but neither its image nor its label exists"
+                )
             elif name not in images:
                 continue  # reported above as an orphan label
             elif name not in labels:
@@ -621,7 +653,10 @@ def load_textseg(
                 size = img.size
             with _open_image(Path(label_path), "full") as lab:
                 if lab.size != size:
-                    raise DatasetFolderError(label_path, f"size {lab.size[0]}x{lab.size[1]} differs from its image's {size[0]}x{size[1]}")
+                    raise DatasetFolderError(
+                        label_path,
+                        f"size {lab.size[0]}x{lab.size[1]} differs from its image's {size[0]}x{size[1]}",
+                    )
                 arr = np.asarray(lab.convert("L") if lab.mode not in ("L", "RGB") else lab)
             textseg_label_to_target(arr, strict=strict_label_values, path=label_path)
             return item
@@ -692,7 +727,9 @@ def load_tampered_ic13(
             if name not in images:
                 item["error"] = DatasetFolderError(gts[name], f"gt file without its image in '{split}_img/'")
             elif name not in gts:
-                item["error"] = DatasetFolderError(images[name], f"image without its gt file {split}_gt/{name}.txt")
+                item["error"] = DatasetFolderError(
+                    images[name], f"image without its gt file {split}_gt/{name}.txt"
+                )
             else:
                 item["files"] = [str(images[name]), str(gts[name])]
             items.append(item)
@@ -759,7 +796,9 @@ def load_image_pairs(
         items = _paired_items(files, {"target": "target image"})
         kept = _check_items(items, partial(_check_same_sizes, verify=verify), on_error, report,
                             num_workers or _default_workers())  # fmt: skip
-        out[split] = _build_dataset(_pairs_generator, kept, {"task": task}, cache_dir, keep_in_memory, num_proc)
+        out[split] = _build_dataset(
+            _pairs_generator, kept, {"task": task}, cache_dir, keep_in_memory, num_proc
+        )
         reports[split] = report
     return _finish(out, reports, return_report)
 
@@ -781,7 +820,9 @@ def load_task_dataset(
     the loaders' keyword arguments (``on_error``, ``verify``, ...). Returns a ``DatasetDict`` keyed by split."""
     spec = get_task(task)
     if spec.dataset not in DATASET_LOADERS:
-        raise ValueError(f"task {task!r}: no loader for dataset layout {spec.dataset!r}; known: {list(DATASET_LOADERS)}")
+        raise ValueError(
+            f"task {task!r}: no loader for dataset layout {spec.dataset!r}; known: {list(DATASET_LOADERS)}"
+        )
     if spec.dataset == "image-pairs":
         return load_image_pairs(root, spec.id, splits, **options)
     return DATASET_LOADERS[spec.dataset](root, splits, **options)

@@ -51,8 +51,18 @@ class ShardedEpochBatchSampler(Sampler[list[int]]):
     index from position ``process_index``. ``start_batch`` skips batches already consumed (resume).
     """
 
-    def __init__(self, length: int, batch_size: int, *, seed: int = 0, epoch: int = 0, process_index: int = 0,
-                 num_processes: int = 1, shuffle: bool = True, start_batch: int = 0) -> None:
+    def __init__(
+        self,
+        length: int,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        epoch: int = 0,
+        process_index: int = 0,
+        num_processes: int = 1,
+        shuffle: bool = True,
+        start_batch: int = 0,
+    ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not 0 <= process_index < num_processes:
@@ -107,11 +117,22 @@ class MultiTaskDataLoader:
             epochs by default: small datasets start a new epoch every few dozen steps).
     """
 
-    def __init__(self, datasets: Mapping[str, Any], batch_size: int | Mapping[str, int], *, seed: int = 0,
-                 process_index: int = 0, num_processes: int = 1, num_workers: int = 0,
-                 collate_fn: Callable[[Sequence[Any]], dict[str, Any]] = upocr_collate, shuffle: bool = True,
-                 device: torch.device | str | None = None, pin_memory: bool = False,
-                 persistent_workers: bool = True, prefetch_factor: int | None = None) -> None:
+    def __init__(
+        self,
+        datasets: Mapping[str, Any],
+        batch_size: int | Mapping[str, int],
+        *,
+        seed: int = 0,
+        process_index: int = 0,
+        num_processes: int = 1,
+        num_workers: int = 0,
+        collate_fn: Callable[[Sequence[Any]], dict[str, Any]] = upocr_collate,
+        shuffle: bool = True,
+        device: torch.device | str | None = None,
+        pin_memory: bool = False,
+        persistent_workers: bool = True,
+        prefetch_factor: int | None = None,
+    ) -> None:
         if not datasets:
             raise ValueError("datasets must name at least one task")
         self.datasets = dict(datasets)
@@ -127,7 +148,11 @@ class MultiTaskDataLoader:
         self.collate_fn = collate_fn
         self.shuffle = shuffle
         self.device = torch.device(device) if device is not None else None
-        self.pin_memory, self.persistent_workers, self.prefetch_factor = pin_memory, persistent_workers, prefetch_factor
+        self.pin_memory, self.persistent_workers, self.prefetch_factor = (
+            pin_memory,
+            persistent_workers,
+            prefetch_factor,
+        )
         self._epoch = dict.fromkeys(self.tasks, 0)
         self._position = dict.fromkeys(self.tasks, 0)  # batches yielded in the current epoch
         self._step = 0
@@ -137,21 +162,32 @@ class MultiTaskDataLoader:
             self._sampler(task, 0, 0)
 
     @classmethod
-    def from_accelerator(cls, accelerator: Any, datasets: Mapping[str, Any], batch_size: int | Mapping[str, int],
-                         **kwargs: Any) -> MultiTaskDataLoader:
+    def from_accelerator(
+        cls, accelerator: Any, datasets: Mapping[str, Any], batch_size: int | Mapping[str, int], **kwargs: Any
+    ) -> MultiTaskDataLoader:
         """Build for an ``accelerate.Accelerator``: its rank, world size and device. Register the result with
         ``accelerator.register_for_checkpointing`` to save and restore the position with ``save_state``."""
         kwargs.setdefault("device", accelerator.device)
         kwargs.setdefault("pin_memory", accelerator.device.type == "cuda")
-        return cls(datasets, batch_size, process_index=accelerator.process_index,
-                   num_processes=accelerator.num_processes, **kwargs)
+        return cls(
+            datasets,
+            batch_size,
+            process_index=accelerator.process_index,
+            num_processes=accelerator.num_processes,
+            **kwargs,
+        )
 
     # --- per-task plumbing ---------------------------------------------------------------------------------
 
     def _sampler(self, task: str, epoch: int, start: int) -> ShardedEpochBatchSampler:
         return ShardedEpochBatchSampler(
-            len(self.datasets[task]), self.batch_sizes[task], seed=_task_seed(self.seed, task), epoch=epoch,
-            process_index=self.process_index, num_processes=self.num_processes, shuffle=self.shuffle,
+            len(self.datasets[task]),
+            self.batch_sizes[task],
+            seed=_task_seed(self.seed, task),
+            epoch=epoch,
+            process_index=self.process_index,
+            num_processes=self.num_processes,
+            shuffle=self.shuffle,
             start_batch=start,
         )
 
@@ -162,7 +198,9 @@ class MultiTaskDataLoader:
     def _loader(self, task: str) -> DataLoader:
         if task not in self._loaders:
             generator = torch.Generator().manual_seed(
-                _task_seed(self.seed, task) + 7919 * self._epoch[task] + 104_729 * self.process_index
+                _task_seed(self.seed, task)
+                + 7919 * self._epoch[task]
+                + 104_729 * self.process_index
                 + self._position[task]
             )
             kwargs: dict[str, Any] = {}
@@ -171,9 +209,13 @@ class MultiTaskDataLoader:
                 if self.prefetch_factor is not None:
                     kwargs["prefetch_factor"] = self.prefetch_factor
             self._loaders[task] = DataLoader(
-                self.datasets[task], batch_sampler=self._sampler(task, self._epoch[task], self._position[task]),
-                collate_fn=self.collate_fn, num_workers=self.num_workers, pin_memory=self.pin_memory,
-                generator=generator, **kwargs,
+                self.datasets[task],
+                batch_sampler=self._sampler(task, self._epoch[task], self._position[task]),
+                collate_fn=self.collate_fn,
+                num_workers=self.num_workers,
+                pin_memory=self.pin_memory,
+                generator=generator,
+                **kwargs,
             )
         return self._loaders[task]
 
@@ -216,7 +258,9 @@ class MultiTaskDataLoader:
         self._step += 1
         batch = _concat(parts)
         if self.device is not None:
-            batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+            batch = {
+                k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()
+            }
         return batch
 
     @property
@@ -253,7 +297,9 @@ class MultiTaskDataLoader:
             epoch, position = int(s["epoch"]), int(s["position"])
             per_epoch = self.batches_per_epoch(task)
             if position > per_epoch:
-                raise ValueError(f"task {task!r}: position {position} beyond its {per_epoch} batches per epoch")
+                raise ValueError(
+                    f"task {task!r}: position {position} beyond its {per_epoch} batches per epoch"
+                )
             self._epoch[task], self._position[task] = epoch, position
         self._step = int(state.get("step", 0))
         self._iters.clear()  # restart the per-task DataLoaders at the restored positions

@@ -1086,13 +1086,19 @@ def generate_folders(
 
 
 def load_synthetic_folders(
-    out: str | os.PathLike[str], tasks: Sequence[str] = DEFAULT_TASKS, split: str = "train", **loader_kwargs: Any
+    out: str | os.PathLike[str],
+    tasks: Sequence[str] = DEFAULT_TASKS,
+    split: str = "train",
+    **loader_kwargs: Any,
 ) -> dict[str, Any]:
     """Load what :func:`generate_folders` wrote with the real-dataset loaders: ``{task: Dataset}``."""
     from .folders import load_task_dataset
 
     out_path = Path(out)
-    return {t: load_task_dataset(t, out_path / get_task(t).dataset, [split], **loader_kwargs)[split] for t in tasks}
+    return {
+        t: load_task_dataset(t, out_path / get_task(t).dataset, [split], **loader_kwargs)[split]
+        for t in tasks
+    }
 
 
 # --------------------------------------------------------------------------------------------------------
