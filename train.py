@@ -21,6 +21,7 @@ import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -166,50 +167,53 @@ class NonFiniteLossError(RuntimeError):
     """Raised when too many consecutive steps have a non-finite loss."""
 
 
-def train(args: TrainArguments) -> Path:
-    """Run (or resume) a training run; returns the final `save_pretrained` folder."""
-    output_dir = Path(args.output_dir)
+def build_accelerator(args: TrainArguments) -> Accelerator:
     accelerator = Accelerator(
         mixed_precision=args.mixed_precision,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         log_with=None if args.report_to == "none" else args.report_to,
-        project_dir=str(output_dir),
+        project_dir=args.output_dir,
         step_scheduler_with_optimizer=False,  # the schedule is in optimizer updates, whatever the world size
         dynamo_backend="inductor" if args.torch_compile else None,
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    set_seed(args.seed)
+    return accelerator
 
-    folders = parse_task_folders(args.data)
-    tasks = list(folders)
-    model = build_model(args.init_from, args.config, tasks, args.image_size)
-    if args.gradient_checkpointing:
-        model.activation_checkpointing_enable()
-    model.train()
 
+def training_loader(
+    args: TrainArguments, folders: dict[str, Path], model: torch.nn.Module, accelerator: Accelerator
+) -> MultiTaskDataLoader:
+    """One endless loader over every task's training splits, each augmented by its task's recipe."""
     overrides = parse_split_overrides(args.train_splits)
     splits = {task: overrides.get(task, list(get_task(task).train_splits)) for task in folders}
     datasets = load_task_datasets(folders, splits)
     for dataset in datasets.values():
         dataset.set_transform(UpocrAugment(args.image_size, tasks=model.config.tasks))
-    loader = MultiTaskDataLoader.from_accelerator(
+    return MultiTaskDataLoader.from_accelerator(
         accelerator, datasets, args.batch_size_per_task, seed=args.seed, num_workers=args.num_workers
     )
-    loss_fn = UpocrLoss(
-        model.config.tasks,
-        perceptual=args.perceptual_loss,
-        vgg_weights_path=args.vgg_weights_path,
-        task_weights=parse_task_weights(args.task_loss_weights),
-    )
-    loss_fn.to(accelerator.device)
-    logger.info("tasks %s; %s", tasks, loss_fn.perceptual_description)
 
-    optimizer = torch.optim.AdamW(
-        optimizer_param_groups(
-            model, args.learning_rate, args.encoder_lr_ratio, args.weight_decay, args.lateral_lr_ratio
-        ),
-        lr=args.learning_rate,
+
+def validation_datasets(args: TrainArguments, tasks: list[str]) -> dict:
+    """`{task: Dataset}` of `--validation_data` (empty without it); every task must be trained and scored."""
+    if not args.validation_data:
+        return {}
+    folders = parse_task_folders(args.validation_data)
+    unknown = [t for t in folders if t not in tasks]
+    if unknown:
+        raise ValueError(f"--validation_data for task(s) {unknown} that --data does not train")
+    unscored = [t for t in folders if not get_task(t).selection_metric]
+    if unscored:
+        raise ValueError(f"--validation_data: task(s) {unscored} have no selection metric to validate with")
+    return load_task_datasets(folders, dict.fromkeys(folders, [args.validation_split]))
+
+
+def optimization(args: TrainArguments, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW over the recipe's parameter groups and the paper's block-wise schedule."""
+    groups = optimizer_param_groups(
+        model, args.learning_rate, args.encoder_lr_ratio, args.weight_decay, args.lateral_lr_ratio
     )
+    optimizer = torch.optim.AdamW(groups, lr=args.learning_rate)
     schedule = PaperSchedule(
         args.learning_rate,
         args.warmup_start_lr,
@@ -218,109 +222,194 @@ def train(args: TrainArguments) -> Path:
         args.max_steps,
         args.lr_block,
     )
-    scheduler = schedule.scheduler(optimizer)
+    return optimizer, schedule.scheduler(optimizer)
+
+
+class RunningLog:
+    """Loss figures averaged over the steps since the last log line."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.steps = 0
+
+    def add(self, figures: dict[str, float]) -> None:
+        for key, value in figures.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+        self.steps += 1
+
+    def flush(self) -> dict[str, float]:
+        means = {key: value / max(self.steps, 1) for key, value in self.sums.items()}
+        self.sums, self.steps = {}, 0
+        return means
+
+
+class SampleRecorder:
+    """`--record_samples`: the sample names each rank trains on, one JSON line per step."""
+
+    def __init__(self, args: TrainArguments, accelerator: Accelerator) -> None:
+        self.file = None
+        if args.record_samples:
+            Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+            path = Path(args.output_dir) / f"samples_rank{accelerator.process_index}.jsonl"
+            self.file = open(path, "a")  # closed by close(), after the training loop
+
+    def write(self, step: int, batch: dict) -> None:
+        if self.file is not None:
+            self.file.write(json.dumps({"step": step, "names": batch.get("names", [])}) + "\n")
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+def forward_backward(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    loss_fn: UpocrLoss,
+    optimizer: Any,
+    batch: dict,
+    args: TrainArguments,
+) -> tuple[Any, bool]:
+    """One (micro-)step; the update is skipped on every rank when any rank's loss is not finite. Returns the losses
+    and whether they were finite everywhere."""
+    with accelerator.accumulate(model):
+        with accelerator.autocast():
+            outputs = model(batch["pixel_values"], task=batch["task_ids"])
+        losses = loss_fn(
+            outputs.multi_scale_predictions, batch["pixel_values"], batch["labels"], batch["text_mask"],
+            batch["ignore_mask"], batch["task_ids"],
+        )  # fmt: skip
+        finite = torch.isfinite(losses.loss.detach()).float()
+        all_finite = accelerator.reduce(finite, reduction="sum").item() == accelerator.num_processes
+        if all_finite:
+            accelerator.backward(losses.loss)
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return losses, all_finite
+
+
+def log_step(
+    accelerator: Accelerator, running: RunningLog, optimizer: Any, progress: TrainingProgress, bar: Any
+) -> None:
+    logs = running.flush()
+    for group in optimizer.param_groups:
+        logs[f"lr/{group.get('name', 'group')}"] = group["lr"]
+    logs["skipped_nonfinite"] = progress.skipped_nonfinite
+    accelerator.log(logs, step=progress.step)
+    bar.set_postfix(loss=f"{logs.get('loss', math.nan):.4f}")
+    logger.info("step %d: %s", progress.step, json.dumps({k: round(v, 6) for k, v in logs.items()}))
+
+
+@dataclass
+class Run:
+    """Everything a training loop touches, prepared by Accelerate."""
+
+    args: TrainArguments
+    accelerator: Accelerator
+    model: torch.nn.Module
+    loader: MultiTaskDataLoader
+    loss_fn: UpocrLoss
+    optimizer: Any
+    scheduler: Any
+    progress: TrainingProgress
+    checkpoints: CheckpointFolders
+    validation: dict
+
+
+def prepare_run(args: TrainArguments) -> Run:
+    """Model, data, loss and optimisation of a run, prepared by Accelerate and resumed when asked."""
+    accelerator = build_accelerator(args)
+    set_seed(args.seed)
+    folders = parse_task_folders(args.data)
+    model = build_model(args.init_from, args.config, list(folders), args.image_size)
+    if args.gradient_checkpointing:
+        model.activation_checkpointing_enable()
+    model.train()
+    loader = training_loader(args, folders, model, accelerator)
+    loss_fn = UpocrLoss(
+        model.config.tasks,
+        perceptual=args.perceptual_loss,
+        vgg_weights_path=args.vgg_weights_path,
+        task_weights=parse_task_weights(args.task_loss_weights),
+    )
+    loss_fn.to(accelerator.device)
+    logger.info("tasks %s; %s", list(folders), loss_fn.perceptual_description)
+    optimizer, scheduler = optimization(args, model)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     progress = TrainingProgress()
     accelerator.register_for_checkpointing(loader, progress)
-    checkpoints = CheckpointFolders(output_dir / "checkpoints", keep=args.checkpoints_total_limit)
-
+    checkpoints = CheckpointFolders(Path(args.output_dir) / "checkpoints", keep=args.checkpoints_total_limit)
     if args.resume_from_checkpoint:
         resume_dir = checkpoints.resolve(args.resume_from_checkpoint)
         accelerator.load_state(str(resume_dir))
         logger.info("resumed from %s at step %d", resume_dir, progress.step)
+    validation = validation_datasets(args, list(folders))
+    return Run(
+        args, accelerator, model, loader, loss_fn, optimizer, scheduler, progress, checkpoints, validation
+    )
+
+
+def check_nonfinite(run: Run, consecutive: int) -> None:
+    """Log a skipped step; stop the run after `--max_consecutive_nonfinite` of them in a row."""
+    logger.warning("non-finite loss at step %d: step skipped (%d in a row)", run.progress.step, consecutive)
+    if consecutive >= run.args.max_consecutive_nonfinite:
+        raise NonFiniteLossError(
+            f"{consecutive} consecutive non-finite losses at step {run.progress.step}; stopping. "
+            f"The last good checkpoint is {run.checkpoints.latest()}"
+        )
+
+
+def train_steps(run: Run) -> None:
+    """Optimizer updates until `--max_steps`, logging, validating and checkpointing on their schedules."""
+    args, progress = run.args, run.progress
+    samples = SampleRecorder(args, run.accelerator)
+    bar = tqdm(total=args.max_steps, initial=progress.step, disable=not run.accelerator.is_local_main_process)
+    consecutive_nonfinite = 0
+    running = RunningLog()
+    while progress.step < args.max_steps:
+        batch = run.loader.next_batch()
+        samples.write(progress.step, batch)
+        losses, all_finite = forward_backward(
+            run.accelerator, run.model, run.loss_fn, run.optimizer, batch, args
+        )
+        if not run.accelerator.sync_gradients:
+            continue
+        if not all_finite:
+            progress.skipped_nonfinite += 1
+            consecutive_nonfinite += 1
+            check_nonfinite(run, consecutive_nonfinite)
+            continue
+        consecutive_nonfinite = 0
+        run.scheduler.step()
+        progress.step += 1
+        bar.update(1)
+        running.add(losses.to_log_dict())
+        last = progress.step == args.max_steps
+        if progress.step % args.logging_steps == 0 or last:
+            log_step(run.accelerator, running, run.optimizer, progress, bar)
+        if run.validation and (progress.step % args.eval_steps == 0 or last):
+            validate(run.accelerator, run.model, run.validation, progress, args)
+        if progress.step % args.checkpointing_steps == 0 or last:
+            save_checkpoint(run.accelerator, run.checkpoints, progress)
+    bar.close()
+    samples.close()
+
+
+def train(args: TrainArguments) -> Path:
+    """Run (or resume) a training run; returns the final `save_pretrained` folder."""
+    output_dir = Path(args.output_dir)
+    run = prepare_run(args)
+    accelerator, model = run.accelerator, run.model
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "train_args.json").write_text(json.dumps(asdict(args), indent=2))
     accelerator.init_trackers(
         "upocr", config={k: v for k, v in asdict(args).items() if not isinstance(v, list)}
     )
-
-    samples_log = None
-    if args.record_samples:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        samples_log = open(output_dir / f"samples_rank{accelerator.process_index}.jsonl", "a")  # noqa: SIM115
-
-    validation = {}
-    if args.validation_data:
-        validation_folders = parse_task_folders(args.validation_data)
-        unknown = [t for t in validation_folders if t not in tasks]
-        if unknown:
-            raise ValueError(f"--validation_data for task(s) {unknown} that --data does not train")
-        unscored = [t for t in validation_folders if not get_task(t).selection_metric]
-        if unscored:
-            raise ValueError(
-                f"--validation_data: task(s) {unscored} have no selection metric to validate with"
-            )
-        validation = load_task_datasets(
-            validation_folders, dict.fromkeys(validation_folders, [args.validation_split])
-        )
-
-    bar = tqdm(total=args.max_steps, initial=progress.step, disable=not accelerator.is_local_main_process)
-    consecutive_nonfinite = 0
-    running: dict[str, float] = {}
-    running_steps = 0
-    while progress.step < args.max_steps:
-        batch = loader.next_batch()
-        if samples_log is not None:
-            samples_log.write(json.dumps({"step": progress.step, "names": batch.get("names", [])}) + "\n")
-            samples_log.flush()
-        with accelerator.accumulate(model):
-            with accelerator.autocast():
-                outputs = model(batch["pixel_values"], task=batch["task_ids"])
-            losses = loss_fn(
-                outputs.multi_scale_predictions,
-                batch["pixel_values"],
-                batch["labels"],
-                batch["text_mask"],
-                batch["ignore_mask"],
-                batch["task_ids"],
-            )
-            finite = torch.isfinite(losses.loss.detach()).float()
-            all_finite = accelerator.reduce(finite, reduction="sum").item() == accelerator.num_processes
-            if all_finite:
-                accelerator.backward(losses.loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        if not accelerator.sync_gradients:
-            continue
-        if not all_finite:
-            progress.skipped_nonfinite += 1
-            consecutive_nonfinite += 1
-            logger.warning(
-                "non-finite loss at step %d: step skipped (%d in a row)", progress.step, consecutive_nonfinite
-            )
-            if consecutive_nonfinite >= args.max_consecutive_nonfinite:
-                raise NonFiniteLossError(
-                    f"{consecutive_nonfinite} consecutive non-finite losses at step {progress.step}; stopping. "
-                    f"The last good checkpoint is {checkpoints.latest()}"
-                )
-            continue
-        consecutive_nonfinite = 0
-        scheduler.step()
-        progress.step += 1
-        bar.update(1)
-        for key, value in losses.to_log_dict().items():
-            running[key] = running.get(key, 0.0) + value
-        running_steps += 1
-        if progress.step % args.logging_steps == 0 or progress.step == args.max_steps:
-            logs = {key: value / running_steps for key, value in running.items()}
-            for group in optimizer.param_groups:
-                logs[f"lr/{group.get('name', 'group')}"] = group["lr"]
-            logs["skipped_nonfinite"] = progress.skipped_nonfinite
-            accelerator.log(logs, step=progress.step)
-            bar.set_postfix(loss=f"{logs.get('loss', math.nan):.4f}")
-            logger.info("step %d: %s", progress.step, json.dumps({k: round(v, 6) for k, v in logs.items()}))
-            running.clear()
-            running_steps = 0
-        if validation and (progress.step % args.eval_steps == 0 or progress.step == args.max_steps):
-            validate(accelerator, model, validation, progress, args)
-        if progress.step % args.checkpointing_steps == 0 or progress.step == args.max_steps:
-            save_checkpoint(accelerator, checkpoints, progress)
-    bar.close()
-    if samples_log is not None:
-        samples_log.close()
+    train_steps(run)
 
     final_dir = output_dir / "final"
     accelerator.wait_for_everyone()

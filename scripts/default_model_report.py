@@ -97,7 +97,7 @@ def contact_sheet(args: argparse.Namespace) -> None:
     """Held-out inputs, outputs and targets of each task: one row per image, 256-px tiles."""
     from transformers import pipeline
 
-    import upocr_hf  # noqa: F401  (registers the "upocr" pipeline)
+    import upocr_hf  # noqa: F401 - registers the "upocr" pipeline
     from upocr_hf.data.synthetic import load_synthetic_folders
 
     pipe = pipeline("upocr", model=args.model, device="cpu")

@@ -5,9 +5,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import pytest  # noqa: E402
+import pytest
 
 #: The read-only fixtures shared beside the repository (spec, reference outputs).
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

@@ -170,7 +170,7 @@ def _run_batch(
     """Run one batch; if the batch call fails, retry its images one by one so each failure names its file."""
     try:
         results = pipe([image for _, image in batch], **options)
-    except Exception as error:  # noqa: BLE001 - reported per file, the run goes on
+    except Exception as error:  # reported per file, the run goes on
         if len(batch) > 1:
             for item in batch:
                 _run_batch(pipe, [item], options, summary)
@@ -187,40 +187,24 @@ def _run_batch(
             summary.done.append(job.source)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `upocr` console script; returns the exit status (0 ok, 1 some files failed, 2 usage)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.model is None:
-        from . import default_model_path
-
-        args.model = default_model_path()
-        if args.model is None:
-            parser.error("--model is required (this installation has no shipped default model)")
-    if args.batch_size < 1:
-        parser.error("--batch-size must be ≥ 1")
-    jobs, missing = collect_jobs(args.inputs, args.output_dir)
-    summary = Summary(failed=list(missing))
-    try:
-        pipe = _load_pipeline(args)
-    except Exception as error:  # noqa: BLE001 - any loading problem ends the run with a clear message
-        print(f"upocr: error: cannot load the model from {args.model}: {error}", file=sys.stderr)
-        return 2
-
+def _pipeline_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The pipeline call options of the parsed command line."""
     options: dict[str, Any] = {"task": args.task, "tile": args.tile, "max_pixels": args.max_pixels}
-    if args.tile:
-        options["batch_size"] = args.batch_size
+    options["batch_size"] = args.batch_size  # images per call, or tiles per call with --tile
     if args.tile_overlap is not None:
         options["tile_overlap"] = args.tile_overlap
     if getattr(args, "keep_background", False):
         options["keep_background"] = True
     if getattr(args, "threshold", None) is not None:
         options["threshold"] = args.threshold
-    if not args.tile:
-        options["batch_size"] = args.batch_size
+    return options
 
+
+def _process(jobs: list[Job], pipe: Any, args: argparse.Namespace, summary: Summary) -> None:
+    """Read the jobs' images and run them through the pipeline in batches (one image per call with --tile)."""
     from tqdm.auto import tqdm
 
+    options = _pipeline_options(args)
     progress = tqdm(total=len(jobs), unit="image", disable=args.quiet or not jobs, file=sys.stderr)
     step = 1 if args.tile else args.batch_size
     batch: list[tuple[Job, Image.Image]] = []
@@ -236,6 +220,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             batch = []
     progress.close()
 
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.model is None:
+        from . import default_model_path
+
+        args.model = default_model_path()
+        if args.model is None:
+            parser.error("--model is required (this installation has no shipped default model)")
+    if args.batch_size < 1:
+        parser.error("--batch-size must be ≥ 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `upocr` console script; returns the exit status (0 ok, 1 some files failed, 2 usage)."""
+    args = _parse(argv)
+    jobs, missing = collect_jobs(args.inputs, args.output_dir)
+    summary = Summary(failed=list(missing))
+    try:
+        pipe = _load_pipeline(args)
+    except Exception as error:  # any loading problem ends the run with a clear message
+        print(f"upocr: error: cannot load the model from {args.model}: {error}", file=sys.stderr)
+        return 2
+    _process(jobs, pipe, args, summary)
     if not jobs and not missing:
         print("upocr: no image files found in the inputs", file=sys.stderr)
     print(

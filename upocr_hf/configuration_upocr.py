@@ -154,6 +154,13 @@ class UpocrConfig(PretrainedConfig):
 
     def validate_architecture(self) -> None:
         """Raise `ValueError` naming the field and the rule when the hyperparameters cannot build a model."""
+        self._validate_io()
+        self._validate_stages()
+        self._validate_channels()
+        self._validate_windows()
+        self._validate_tasks()
+
+    def _validate_io(self) -> None:
         if self.patch_size != 4:
             raise ValueError(
                 f"patch_size must be 4 (the decoder upsamples ×32 in five ×2 splits), got {self.patch_size}"
@@ -162,6 +169,8 @@ class UpocrConfig(PretrainedConfig):
             raise ValueError(
                 f"num_channels must be 3 (UPOCR reads and writes RGB images), got {self.num_channels}"
             )
+
+    def _validate_stages(self) -> None:
         for name, expected in (
             ("encoder_depths", NUM_ENCODER_STAGES),
             ("encoder_num_heads", NUM_ENCODER_STAGES),
@@ -175,6 +184,8 @@ class UpocrConfig(PretrainedConfig):
                 )
             if any(int(v) < 1 for v in values):
                 raise ValueError(f"{name} entries must be positive integers, got {values}")
+
+    def _validate_channels(self) -> None:
         if self.embed_dim < 1:
             raise ValueError(f"embed_dim must be positive, got {self.embed_dim}")
         for stage, (channels, heads) in enumerate(zip(self.encoder_hidden_sizes, self.encoder_num_heads)):
@@ -193,6 +204,8 @@ class UpocrConfig(PretrainedConfig):
                     f"decoder stage {stage}: the patch split needs channels divisible by 4, got {channels} "
                     f"(embed_dim must be a multiple of 8)"
                 )
+
+    def _validate_windows(self) -> None:
         for name in ("encoder_window_size", "decoder_window_size"):
             window = getattr(self, name)
             if window < 2 or window % 2:
@@ -202,6 +215,8 @@ class UpocrConfig(PretrainedConfig):
         for name in ("encoder_pretrained_window_size", "decoder_pretrained_window_size"):
             if getattr(self, name) == 1 or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 (use the window size) or ≥ 2, got {getattr(self, name)}")
+
+    def _validate_tasks(self) -> None:
         if not self.tasks:
             raise ValueError("tasks must list at least one task identifier")
         if any(not isinstance(task, str) or not task for task in self.tasks):

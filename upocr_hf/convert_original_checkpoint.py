@@ -104,7 +104,7 @@ def read_original_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]
         else:
             loaded = torch.load(path, map_location="cpu", weights_only=True)
             state_dict = loaded.get("model", loaded) if isinstance(loaded, Mapping) else loaded
-    except Exception as error:  # noqa: BLE001 - re-raised with the file named
+    except Exception as error:  # re-raised with the file named
         raise CheckpointConversionError(f"{path}: cannot be read as a checkpoint ({error})") from error
     if not isinstance(state_dict, Mapping) or not all(
         isinstance(v, torch.Tensor) for v in state_dict.values()

@@ -583,7 +583,36 @@ def load_textseg(
     _require_dir(root, "TextSeg root")
     _require_dir(root / "image", "TextSeg image")
     _require_dir(root / "semantic_label", "TextSeg semantic_label")
-    split_path = root / "split.json"
+    split_map = _read_textseg_splits(root / "split.json", splits)
+    splits = list(split_map) if splits is None else splits
+    scan_report = LoadReport("TextSeg", "*", str(root))
+    images = _list_files(root / "image", scan_report)
+    labels = _textseg_labels(_list_files(root / "semantic_label", scan_report), scan_report)
+    listed = {n for v in split_map.values() for n in v}
+    orphan_labels = [name for name in labels if name not in images]
+    unlisted = sorted(str(p) for n, p in images.items() if n not in listed)
+    unlisted += sorted(str(p) for n, p in labels.items() if n not in listed and n in images)
+    check = partial(_check_textseg_item, verify=verify, strict=strict_label_values)
+
+    out: dict[str, Dataset] = {}
+    reports: dict[str, LoadReport] = {}
+    for index, split in enumerate(splits):
+        report = LoadReport("TextSeg", split, str(root))
+        items: list[dict[str, Any]] = []
+        if index == 0:  # files no split names, and orphan labels, are reported once, with the first split
+            report.ignored_files = scan_report.ignored_files + unlisted
+            items += [{"name": name, "error": DatasetFolderError(labels[name], "label without its image in 'image/'")}
+                      for name in sorted(orphan_labels)]  # fmt: skip
+        items += _textseg_items(split_map[split], split, images, labels, root / "split.json")
+        kept = _check_items(items, check, on_error, report, num_workers or _default_workers())
+        options = {"strict": strict_label_values}
+        out[split] = _build_dataset(_textseg_generator, kept, options, cache_dir, keep_in_memory, num_proc)
+        reports[split] = report
+    return _finish(out, reports, return_report)
+
+
+def _read_textseg_splits(split_path: Path, splits: Sequence[str] | None) -> dict[str, list[str]]:
+    """TextSeg's ``split.json``, checked: an object of sample-name lists that has every split asked for."""
     if not split_path.is_file():
         raise DatasetFolderError(split_path, "missing split file")
     try:
@@ -596,76 +625,58 @@ def load_textseg(
         raise DatasetFolderError(
             split_path, "expected an object mapping split names to lists of sample names"
         )
-    if splits is None:
-        splits = list(split_map)
-    for split in splits:
+    for split in splits or ():
         if split not in split_map:
             raise DatasetFolderError(split_path, f"no split {split!r} (has {sorted(split_map)})")
+    return split_map
 
-    scan_report = LoadReport("TextSeg", "*", str(root))
-    images = _list_files(root / "image", scan_report)
-    label_files = _list_files(root / "semantic_label", scan_report)
+
+def _textseg_labels(label_files: Mapping[str, Path], report: LoadReport) -> dict[str, Path]:
+    """``{sample name: label file}`` of the ``NAME_maskfg`` files; others are reported as ignored."""
     labels: dict[str, Path] = {}
     for stem, path in label_files.items():
-        if not stem.endswith(TEXTSEG_LABEL_SUFFIX):
-            scan_report.ignored_files.append(str(path))
-            continue
-        labels[stem[: -len(TEXTSEG_LABEL_SUFFIX)]] = path
-    listed = {n for v in split_map.values() for n in v}
-    orphan_labels = [name for name in labels if name not in images]
-    unlisted = sorted(str(p) for n, p in images.items() if n not in listed)
-    unlisted += sorted(str(p) for n, p in labels.items() if n not in listed and n in images)
+        if stem.endswith(TEXTSEG_LABEL_SUFFIX):
+            labels[stem[: -len(TEXTSEG_LABEL_SUFFIX)]] = path
+        else:
+            report.ignored_files.append(str(path))
+    return labels
 
-    out: dict[str, Dataset] = {}
-    reports: dict[str, LoadReport] = {}
-    for index, split in enumerate(splits):
-        report = LoadReport("TextSeg", split, str(root))
-        if index == 0:
-            report.ignored_files = scan_report.ignored_files + unlisted
-        items: list[dict[str, Any]] = []
-        if index == 0:  # orphan labels are reported once, with the first split loaded
-            for name in sorted(orphan_labels):
-                items.append(
-                    {
-                        "name": name,
-                        "error": DatasetFolderError(labels[name], "label without its image in 'image/'"),
-                    }
-                )
-        for name in split_map[split]:
-            item: dict[str, Any] = {"name": name}
-            if name not in images and name not in labels:
-                item["error"] = DatasetFolderError(
-                    split_path, f"split {split!r} lists {name!r} but neither its image nor its label exists"
-                )
-            elif name not in images:
-                continue  # reported above as an orphan label
-            elif name not in labels:
-                item["error"] = DatasetFolderError(
-                    images[name], f"image without its label semantic_label/{name}{TEXTSEG_LABEL_SUFFIX}.png"
-                )
-            else:
-                item["files"] = [str(images[name]), str(labels[name])]
-            items.append(item)
 
-        def check(item: dict[str, Any]) -> dict[str, Any]:
-            image_path, label_path = item["files"]
-            with _open_image(Path(image_path), verify) as img:
-                size = img.size
-            with _open_image(Path(label_path), "full") as lab:
-                if lab.size != size:
-                    raise DatasetFolderError(
-                        label_path,
-                        f"size {lab.size[0]}x{lab.size[1]} differs from its image's {size[0]}x{size[1]}",
-                    )
-                arr = np.asarray(lab.convert("L") if lab.mode not in ("L", "RGB") else lab)
-            textseg_label_to_target(arr, strict=strict_label_values, path=label_path)
-            return item
+def _textseg_items(
+    names: Sequence[str], split: str, images: Mapping[str, Path], labels: Mapping[str, Path], split_path: Path
+) -> list[dict[str, Any]]:
+    """One item per listed sample: its two files, or the error that keeps it out."""
+    items: list[dict[str, Any]] = []
+    for name in names:
+        item: dict[str, Any] = {"name": name}
+        if name not in images and name not in labels:
+            item["error"] = DatasetFolderError(
+                split_path, f"split {split!r} lists {name!r} but neither its image nor its label exists"
+            )
+        elif name not in images:
+            continue  # reported with the first split as an orphan label
+        elif name not in labels:
+            item["error"] = DatasetFolderError(
+                images[name], f"image without its label semantic_label/{name}{TEXTSEG_LABEL_SUFFIX}.png"
+            )
+        else:
+            item["files"] = [str(images[name]), str(labels[name])]
+        items.append(item)
+    return items
 
-        kept = _check_items(items, check, on_error, report, num_workers or _default_workers())
-        options = {"strict": strict_label_values}
-        out[split] = _build_dataset(_textseg_generator, kept, options, cache_dir, keep_in_memory, num_proc)
-        reports[split] = report
-    return _finish(out, reports, return_report)
+
+def _check_textseg_item(item: dict[str, Any], verify: str, strict: bool) -> dict[str, Any]:
+    image_path, label_path = item["files"]
+    with _open_image(Path(image_path), verify) as img:
+        size = img.size
+    with _open_image(Path(label_path), "full") as lab:
+        if lab.size != size:
+            raise DatasetFolderError(
+                label_path, f"size {lab.size[0]}x{lab.size[1]} differs from its image's {size[0]}x{size[1]}"
+            )
+        arr = np.asarray(lab.convert("L") if lab.mode not in ("L", "RGB") else lab)
+    textseg_label_to_target(arr, strict=strict, path=label_path)
+    return item
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -490,14 +490,11 @@ def _contrasting_colour(rng: np.random.Generator, bg_mean: np.ndarray) -> np.nda
     return np.full(3, 0.0 if lum > 128 else 255.0)
 
 
-def _layout_block(
-    rng: np.random.Generator, cfg: SyntheticConfig, charsets: dict[str, frozenset[str]]
-) -> tuple[list[_Word], float, float, _Style] | None:
-    w, h = cfg.size
+def _block_style(rng: np.random.Generator, cfg: SyntheticConfig) -> _Style:
+    """A text block's font, size and effect (its colours are chosen later, against the background)."""
     font_path = _pick_font(rng, cfg.font_paths)
-    charset = charsets[font_path]
     lo, hi = cfg.font_size_range
-    size = max(8, int(round(h * float(np.exp(rng.uniform(np.log(lo), np.log(hi)))))))
+    size = max(8, int(round(cfg.size[1] * float(np.exp(rng.uniform(np.log(lo), np.log(hi)))))))
     effect = "none"
     r = rng.random()
     if r < cfg.outline_prob:
@@ -506,7 +503,7 @@ def _layout_block(
         effect = "shadow"
     stroke = max(1, round(size * rng.uniform(0.04, 0.09))) if effect == "outline" else 0
     off = max(1, round(size * rng.uniform(0.04, 0.1)))
-    style = _Style(
+    return _Style(
         font_path=font_path,
         font_size=size,
         fill=np.zeros(3),
@@ -516,15 +513,17 @@ def _layout_block(
         shadow_offset=(int(off * rng.choice([-1, 1])), off),
         shadow_blur=float(rng.uniform(0, 2.5)),
     )
-    font = _font(font_path, size)
-    ascent, descent = font.getmetrics()
-    line_h = (ascent + descent + 2 * stroke) * rng.uniform(1.0, 1.35)
-    space = font.getlength(" ") * rng.uniform(1.0, 1.8) + 2 * stroke + 2
-    if cfg.max_lines > 3:
-        n_lines = int(rng.integers(1, cfg.max_lines + 1))
-    else:
-        n_lines = min(int(rng.choice([1, 2, 3], p=[0.6, 0.25, 0.15])), cfg.max_lines)
-    centred = rng.random() < 0.4
+
+
+def _block_lines(
+    rng: np.random.Generator,
+    cfg: SyntheticConfig,
+    n_lines: int,
+    font: Any,
+    charset: frozenset[str],
+    stroke: int,
+) -> list[list[tuple[str, float]]]:
+    """Up to ``n_lines`` lines of random words the font can render, each word with its width in pixels."""
     lines: list[list[tuple[str, float]]] = []
     for _ in range(n_lines):
         line: list[tuple[str, float]] = []
@@ -537,11 +536,29 @@ def _layout_block(
                 line.append((word, font.getlength(word) + 2 * stroke))
         if line:
             lines.append(line)
+    return lines
+
+
+def _layout_block(
+    rng: np.random.Generator, cfg: SyntheticConfig, charsets: dict[str, frozenset[str]]
+) -> tuple[list[_Word], float, float, _Style] | None:
+    style = _block_style(rng, cfg)
+    stroke = style.stroke
+    font = _font(style.font_path, style.font_size)
+    ascent, descent = font.getmetrics()
+    line_h = (ascent + descent + 2 * stroke) * rng.uniform(1.0, 1.35)
+    space = font.getlength(" ") * rng.uniform(1.0, 1.8) + 2 * stroke + 2
+    if cfg.max_lines > 3:
+        n_lines = int(rng.integers(1, cfg.max_lines + 1))
+    else:
+        n_lines = min(int(rng.choice([1, 2, 3], p=[0.6, 0.25, 0.15])), cfg.max_lines)
+    centred = rng.random() < 0.4
+    lines = _block_lines(rng, cfg, n_lines, font, charsets[style.font_path], stroke)
     if not lines:
         return None
     widths = [sum(wd for _, wd in line) + space * (len(line) - 1) for line in lines]
     block_w = max(widths)
-    if block_w > 0.95 * w:
+    if block_w > 0.95 * cfg.size[0]:
         return None
     words: list[_Word] = []
     for li, (line, lw) in enumerate(zip(lines, widths, strict=True)):
