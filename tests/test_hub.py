@@ -24,6 +24,7 @@ from upocr_hf.hub import (
 CODE_FILES = {
     "configuration_upocr.py",
     "modeling_upocr.py",
+    "image_io.py",
     "image_processing_upocr.py",
     "pipeline_upocr.py",
     "tasks.py",

@@ -12,9 +12,7 @@ from upocr_hf import UpocrConfig
 from upocr_hf.image_processing_upocr import (
     ImageLoadError,
     UpocrImageProcessor,
-    compose_keep_background,
     connected_regions,
-    dilate_mask,
     load_image,
 )
 from upocr_hf.tasks import SEGMENTATION_THRESHOLD, TAMPER_CLASS_RGB
@@ -379,14 +377,5 @@ def test_post_processing_accepts_model_outputs(processor, tiny_model):
         processor.post_process_text_segmentation(outputs, target_sizes=[(50, 40)])
 
 
-def test_keep_background_helpers():
-    original = rgb_array(6, 7)
-    prediction = rgb_array(6, 7, seed=5)
-    mask = np.zeros((6, 7), dtype=bool)
-    mask[2, 3] = True
-    composed = compose_keep_background(original, prediction, mask)
-    assert np.array_equal(composed[~mask], original[~mask])
-    assert np.array_equal(composed[mask], prediction[mask])
-    dilated = dilate_mask(mask, 1)
-    assert dilated.sum() == 9 and dilated[1:4, 2:5].all()
+def test_no_tampered_pixels_no_regions():
     assert connected_regions(np.zeros((3, 3), dtype=bool)) == []

@@ -16,6 +16,7 @@ from transformers import pipeline
 
 from upocr_hf import UpocrPipeline
 from upocr_hf.image_processing_upocr import ImageLoadError, UpocrImageProcessor
+from upocr_hf.pipeline_upocr import compose_keep_background, dilate_mask
 from upocr_hf.tasks import resolve_task
 from upocr_hf.tiling import tile_starts, tiled_predict
 
@@ -312,3 +313,15 @@ def test_a_grayscale_input_gets_a_grayscale_removal(pipe, keep_background):
     # a colour photo keeps its colours (the random model's output is not gray)
     output = np.asarray(pipe(colour, task="text-removal")["image"])
     assert not (output[..., 0] == output[..., 1]).all()
+
+
+def test_keep_background_helpers():
+    original = np.random.default_rng(4).integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    prediction = np.random.default_rng(5).integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    mask = np.zeros((6, 7), dtype=bool)
+    mask[2, 3] = True
+    composed = compose_keep_background(original, prediction, mask)
+    assert np.array_equal(composed[~mask], original[~mask])
+    assert np.array_equal(composed[mask], prediction[mask])
+    dilated = dilate_mask(mask, 1)
+    assert dilated.sum() == 9 and dilated[1:4, 2:5].all()

@@ -6,7 +6,8 @@ from pathlib import Path
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
 from .configuration_upocr import UpocrConfig
-from .image_processing_upocr import ImageLoadError, UpocrImageProcessor, load_image
+from .image_io import ImageLoadError, load_image
+from .image_processing_upocr import UpocrImageProcessor
 from .modeling_upocr import UpocrModel, UpocrModelOutput, UpocrPreTrainedModel
 from .pipeline_upocr import UpocrPipeline, register_pipeline
 from .tasks import DEFAULT_TASKS, TAMPERED_TEXT_DETECTION, TEXT_REMOVAL, TEXT_SEGMENTATION

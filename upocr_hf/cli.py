@@ -32,7 +32,7 @@ from typing import Any
 from PIL import Image
 
 from .file_utils import atomic_write
-from .image_processing_upocr import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
+from .image_io import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 from .tasks import TAMPER_ID2LABEL, get_task, registered_tasks
 
 

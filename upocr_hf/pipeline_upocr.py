@@ -37,22 +37,18 @@ as the processor reads it: 8-bit RGB, transparency composited on white).
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from transformers import Pipeline
 
-from .image_processing_upocr import (
-    UpocrImageProcessor,
-    compose_keep_background,
-    default_dilation,
-    difference_mask,
-    dilate_mask,
-    to_uint8_rgb,
-)
+from .image_io import to_uint8_rgb
+from .image_processing_upocr import UpocrImageProcessor
 from .tasks import SEGMENTATION_THRESHOLD, TAMPER_CLASS_RGB, TEXT_SEGMENTATION, get_task, resolve_task
 from .tiling import tiled_predict
 
@@ -60,6 +56,55 @@ from .tiling import tiled_predict
 PIPELINE_TASK = "upocr"
 #: The task name saved in a model folder's `custom_pipelines` (see `UpocrPipeline.save_pretrained`).
 REMOTE_CODE_TASK = "upocr-remote-code"
+
+
+# ---------------------------------------------------------------------------------------------- keep-background
+
+
+def dilate_mask(mask: torch.Tensor | np.ndarray, radius: int) -> torch.Tensor:
+    """Square dilation of a boolean `(H, W)` mask by `radius` pixels (a `(2r+1)²` max filter) → `torch.BoolTensor`."""
+    tensor = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask).bool()
+    if radius <= 0:
+        return tensor
+    size = 2 * radius + 1  # a square max filter is separable: rows, then columns
+    pooled = F.max_pool2d(tensor[None, None].float(), kernel_size=(1, size), stride=1, padding=(0, radius))
+    pooled = F.max_pool2d(pooled, kernel_size=(size, 1), stride=1, padding=(radius, 0))
+    return pooled[0, 0] > 0
+
+
+def default_dilation(height: int, width: int) -> int:
+    """Default keep-background dilation: 3 px at the paper's 512 px scale, scaled with the image (at least 3)."""
+    return max(3, math.ceil(3 * max(height, width) / 512))
+
+
+def compose_keep_background(
+    original: np.ndarray | Image.Image, prediction: np.ndarray, text_mask: np.ndarray | torch.Tensor
+) -> np.ndarray:
+    """Copy `prediction` into `original` inside `text_mask` only.
+
+    Args:
+        original: the input, `(H, W, 3)` uint8 (or an RGB PIL image).
+        prediction: the text-free prediction, `(H, W, 3)` uint8.
+        text_mask: boolean `(H, W)`, True where pixels may change.
+
+    Returns:
+        `(H, W, 3)` uint8; outside the mask it is byte-identical to `original`.
+    """
+    original = np.asarray(original)
+    mask = text_mask.cpu().numpy() if isinstance(text_mask, torch.Tensor) else np.asarray(text_mask)
+    if original.shape != prediction.shape or original.dtype != np.uint8:
+        raise ValueError(
+            f"original {original.shape} {original.dtype} must be uint8 like prediction {prediction.shape}"
+        )
+    if mask.shape != original.shape[:2]:
+        raise ValueError(f"text mask of shape {mask.shape} does not match the image {original.shape[:2]}")
+    return np.where(mask.astype(bool)[..., None], prediction, original)
+
+
+def difference_mask(original: np.ndarray, prediction: np.ndarray, threshold: float = 0.1) -> np.ndarray:
+    """Text region for models without a segmentation task: max channel `|prediction − original| / 255 > threshold`."""
+    difference = np.abs(prediction.astype(np.int16) - np.asarray(original).astype(np.int16)).max(axis=-1)
+    return difference > threshold * 255
 
 
 def tamper_color_map(class_map: np.ndarray) -> Image.Image:
@@ -365,4 +410,14 @@ def register_pipeline() -> None:
         )
 
 
-__all__ = ["PIPELINE_TASK", "UpocrPipeline", "register_pipeline", "resolve_task", "tamper_color_map"]
+__all__ = [
+    "PIPELINE_TASK",
+    "UpocrPipeline",
+    "compose_keep_background",
+    "default_dilation",
+    "difference_mask",
+    "dilate_mask",
+    "register_pipeline",
+    "resolve_task",
+    "tamper_color_map",
+]
