@@ -343,6 +343,101 @@ Model: `{model}` — Peng et al., *UPOCR: Towards Unified Pixel-Level OCR Interf
 """
 
 
+def _add_examples(prefix: str, target: gr.Image, elem_id: str) -> None:
+    if examples := _examples(prefix):
+        gr.Examples(examples, inputs=[target], label="Examples (synthetic)", elem_id=elem_id)
+
+
+def _removal_tab(app: UpocrDemo, shared: dict[str, Any]) -> None:
+    with gr.Row():
+        with gr.Column():
+            remove_input = gr.Image(type="filepath", label="Image", sources=SOURCES, elem_id="remove-input")
+            with gr.Accordion("Options", open=False):
+                remove_tile = gr.Checkbox(False, label="High resolution (tiles at native size)")
+                remove_keep = gr.Checkbox(
+                    True,
+                    label="Keep background (only text pixels may change)",
+                    info="Pixels outside the detected text region stay byte-identical to the input "
+                    "(off: the model's whole output image, the paper's protocol).",
+                )
+            remove_button = gr.Button("Run", variant="primary", elem_id="remove-run")
+        with gr.Column():
+            remove_output = gr.ImageSlider(
+                label="Before / after", format="png", type="pil", elem_id="remove-output"
+            )
+            remove_download = gr.DownloadButton("Download PNG", elem_id="remove-download")
+            remove_info = gr.Markdown(label="info", elem_id="remove-info")
+    _add_examples("text", remove_input, "remove-examples")
+    remove_button.click(
+        app.remove,
+        inputs=[remove_input, remove_tile, remove_keep],
+        outputs=[remove_output, remove_download, remove_info],
+        api_name="remove",
+        **shared,
+    )
+
+
+def _segmentation_tab(app: UpocrDemo, shared: dict[str, Any]) -> None:
+    with gr.Row():
+        with gr.Column():
+            segment_input = gr.Image(type="filepath", label="Image", sources=SOURCES, elem_id="segment-input")
+            with gr.Accordion("Options", open=False):
+                segment_threshold = gr.Slider(
+                    0.05,
+                    0.95,
+                    value=app.threshold,
+                    step=0.05,
+                    label="Threshold",
+                    info="A pixel is text when the prediction's channel mean exceeds this.",
+                )
+                segment_tile = gr.Checkbox(False, label="High resolution (tiles at native size)")
+            segment_button = gr.Button("Run", variant="primary", elem_id="segment-run")
+        with gr.Column():
+            with gr.Row():
+                segment_mask = gr.Image(label="Text mask", format="png", elem_id="segment-mask")
+                segment_overlay = gr.Image(label="Overlay", format="png", elem_id="segment-overlay")
+            segment_info = gr.Markdown(label="info", elem_id="segment-info")
+    _add_examples("text", segment_input, "segment-examples")
+    segment_button.click(
+        app.segment,
+        inputs=[segment_input, segment_threshold, segment_tile],
+        outputs=[segment_mask, segment_overlay, segment_info],
+        api_name="segment",
+        **shared,
+    )
+
+
+def _tampering_tab(app: UpocrDemo, shared: dict[str, Any], model_name: str) -> None:
+    if warning := tamper_warning(model_name):
+        gr.Markdown(warning, elem_id="detect-warning")
+    with gr.Row():
+        with gr.Column():
+            detect_input = gr.Image(type="filepath", label="Image", sources=SOURCES, elem_id="detect-input")
+            with gr.Accordion("Options", open=False):
+                detect_tile = gr.Checkbox(False, label="High resolution (tiles at native size)")
+            detect_button = gr.Button("Run", variant="primary", elem_id="detect-run")
+        with gr.Column():
+            detect_annotated = gr.AnnotatedImage(
+                label="Real and tampered text",
+                format="png",
+                color_map={app.class_names[i]: _hex(app.class_rgb[i]) for i in (1, 2)},
+                elem_id="detect-annotated",
+            )
+            detect_shares = gr.Label(label="Share of the text area", elem_id="detect-shares")
+            detect_info = gr.Markdown(label="info", elem_id="detect-info")
+            with gr.Accordion("Class map", open=False):
+                detect_map = gr.Image(label="Class map", format="png", elem_id="detect-map")
+                gr.HTML(app.legend_html())
+    _add_examples("tampered", detect_input, "detect-examples")
+    detect_button.click(
+        app.detect,
+        inputs=[detect_input, detect_tile],
+        outputs=[detect_annotated, detect_map, detect_shares, detect_info],
+        api_name="detect",
+        **shared,
+    )
+
+
 def build_demo(model: str | Any | None = None, *, max_pixels: int | None = MAX_PIXELS) -> gr.Blocks:
     """Build the app around a model folder / Hub id (default: `default_model()`) or a ready pipeline object.
 
@@ -366,117 +461,11 @@ def build_demo(model: str | Any | None = None, *, max_pixels: int | None = MAX_P
         )
         with gr.Tabs():
             with gr.Tab("Text removal", id="removal"):
-                with gr.Row():
-                    with gr.Column():
-                        remove_input = gr.Image(
-                            type="filepath", label="Image", sources=SOURCES, elem_id="remove-input"
-                        )
-                        with gr.Accordion("Options", open=False):
-                            remove_tile = gr.Checkbox(False, label="High resolution (tiles at native size)")
-                            remove_keep = gr.Checkbox(
-                                True,
-                                label="Keep background (only text pixels may change)",
-                                info="Pixels outside the detected text region stay byte-identical to the input "
-                                "(off: the model's whole output image, the paper's protocol).",
-                            )
-                        remove_button = gr.Button("Run", variant="primary", elem_id="remove-run")
-                    with gr.Column():
-                        remove_output = gr.ImageSlider(
-                            label="Before / after", format="png", type="pil", elem_id="remove-output"
-                        )
-                        remove_download = gr.DownloadButton("Download PNG", elem_id="remove-download")
-                        remove_info = gr.Markdown(label="info", elem_id="remove-info")
-                if examples := _examples("text"):
-                    gr.Examples(
-                        examples,
-                        inputs=[remove_input],
-                        label="Examples (synthetic)",
-                        elem_id="remove-examples",
-                    )
-                remove_button.click(
-                    app.remove,
-                    inputs=[remove_input, remove_tile, remove_keep],
-                    outputs=[remove_output, remove_download, remove_info],
-                    api_name="remove",
-                    **shared,
-                )
-
+                _removal_tab(app, shared)
             with gr.Tab("Text segmentation", id="segmentation"):
-                with gr.Row():
-                    with gr.Column():
-                        segment_input = gr.Image(
-                            type="filepath", label="Image", sources=SOURCES, elem_id="segment-input"
-                        )
-                        with gr.Accordion("Options", open=False):
-                            segment_threshold = gr.Slider(
-                                0.05,
-                                0.95,
-                                value=app.threshold,
-                                step=0.05,
-                                label="Threshold",
-                                info="A pixel is text when the prediction's channel mean exceeds this.",
-                            )
-                            segment_tile = gr.Checkbox(False, label="High resolution (tiles at native size)")
-                        segment_button = gr.Button("Run", variant="primary", elem_id="segment-run")
-                    with gr.Column():
-                        with gr.Row():
-                            segment_mask = gr.Image(label="Text mask", format="png", elem_id="segment-mask")
-                            segment_overlay = gr.Image(
-                                label="Overlay", format="png", elem_id="segment-overlay"
-                            )
-                        segment_info = gr.Markdown(label="info", elem_id="segment-info")
-                if examples := _examples("text"):
-                    gr.Examples(
-                        examples,
-                        inputs=[segment_input],
-                        label="Examples (synthetic)",
-                        elem_id="segment-examples",
-                    )
-                segment_button.click(
-                    app.segment,
-                    inputs=[segment_input, segment_threshold, segment_tile],
-                    outputs=[segment_mask, segment_overlay, segment_info],
-                    api_name="segment",
-                    **shared,
-                )
-
+                _segmentation_tab(app, shared)
             with gr.Tab("Tampered text", id="tampering"):
-                if warning := tamper_warning(model_name):
-                    gr.Markdown(warning, elem_id="detect-warning")
-                with gr.Row():
-                    with gr.Column():
-                        detect_input = gr.Image(
-                            type="filepath", label="Image", sources=SOURCES, elem_id="detect-input"
-                        )
-                        with gr.Accordion("Options", open=False):
-                            detect_tile = gr.Checkbox(False, label="High resolution (tiles at native size)")
-                        detect_button = gr.Button("Run", variant="primary", elem_id="detect-run")
-                    with gr.Column():
-                        detect_annotated = gr.AnnotatedImage(
-                            label="Real and tampered text",
-                            format="png",
-                            color_map={app.class_names[i]: _hex(app.class_rgb[i]) for i in (1, 2)},
-                            elem_id="detect-annotated",
-                        )
-                        detect_shares = gr.Label(label="Share of the text area", elem_id="detect-shares")
-                        detect_info = gr.Markdown(label="info", elem_id="detect-info")
-                        with gr.Accordion("Class map", open=False):
-                            detect_map = gr.Image(label="Class map", format="png", elem_id="detect-map")
-                            gr.HTML(app.legend_html())
-                if examples := _examples("tampered"):
-                    gr.Examples(
-                        examples,
-                        inputs=[detect_input],
-                        label="Examples (synthetic)",
-                        elem_id="detect-examples",
-                    )
-                detect_button.click(
-                    app.detect,
-                    inputs=[detect_input, detect_tile],
-                    outputs=[detect_annotated, detect_map, detect_shares, detect_info],
-                    api_name="detect",
-                    **shared,
-                )
+                _tampering_tab(app, shared, model_name)
 
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY)
     demo.upocr = app  # for tests and embedding: the callbacks and the pipeline
