@@ -182,6 +182,34 @@ def test_batches_match_single_images(pipe, pipe64):
     assert [r["class_map"].shape for r in tiled] == [image.shape[:2] for image in images]
 
 
+def test_batching_is_transformers_own_and_keeps_no_call_state(pipe):
+    """`batch_size` images per model call in resize mode, tiles per call in tile mode; tuples and datasets work."""
+    from datasets import Dataset
+    from transformers.pipelines.pt_utils import KeyDataset
+
+    calls = []
+    hook = pipe.model.register_forward_hook(lambda module, args, kwargs, output: calls.append(len(output.prediction)),
+                                            with_kwargs=True)  # fmt: skip
+    try:
+        images = (photo(50, 90, seed=1), photo(64, 64, seed=2), photo(33, 70, seed=3))
+        assert len(pipe(images, task="segment", batch_size=2)) == 3
+        assert calls == [2, 1]
+        calls.clear()
+        pipe(
+            photo(150, 200, seed=5), task="segment", tile=True, batch_size=4
+        )  # 4×3 tiles of 64 with overlap 16
+        assert calls == [4, 4, 4]
+        calls.clear()
+        dataset = Dataset.from_dict(
+            {"image": [photo(40, 40, seed=i).tolist() for i in range(3)]}
+        ).with_format("numpy")
+        streamed = list(pipe(KeyDataset(dataset, "image"), task="segment", batch_size=3))
+        assert len(streamed) == 3 and calls == [3] and streamed[0]["mask"].shape == (40, 40)
+    finally:
+        hook.remove()
+    assert not any(name.startswith("_call") for name in vars(pipe))
+
+
 def test_tile_mode_at_the_model_size_equals_resize_mode(pipe):
     image = photo(64, 64, seed=4)
     for task in ("text-removal", "text-segmentation", "tampered-text-detection"):

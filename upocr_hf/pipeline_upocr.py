@@ -160,34 +160,30 @@ class UpocrPipeline(Pipeline):
         difference_threshold: float | None = None,
         min_region_area: int | None = None,
         max_pixels: int | None | str = "unset",
+        tile_batch_size: int | None = None,
         **kwargs: Any,
     ) -> tuple[dict, dict, dict]:
         if kwargs:
             raise TypeError(f"UpocrPipeline got unexpected options {sorted(kwargs)}")
-        preprocess: dict[str, Any] = {}
-        forward: dict[str, Any] = {}
-        postprocess: dict[str, Any] = {}
         task = task if task is not None else upocr_task
-        if task is not None:
-            preprocess["task"] = resolve_task(task, self.model.config.tasks)
-        if tile is not None:
-            preprocess["tile"] = bool(tile)
-        if keep_background is not None:
-            preprocess["keep_background"] = bool(keep_background)
-        if max_pixels != "unset":
+        preprocess = _given(
+            task=None if task is None else resolve_task(task, self.model.config.tasks),
+            tile=None if tile is None else bool(tile),
+            keep_background=None if keep_background is None else bool(keep_background),
+        )
+        if max_pixels != "unset":  # None is a value here: no pixel limit
             preprocess["max_pixels"] = max_pixels
-        if tile_size is not None:
-            forward["tile_size"] = int(tile_size)
-        if tile_overlap is not None:
-            forward["tile_overlap"] = int(tile_overlap)
-        if threshold is not None:
-            postprocess["threshold"] = float(threshold)
-        if dilation is not None:
-            postprocess["dilation"] = int(dilation)
-        if difference_threshold is not None:
-            postprocess["difference_threshold"] = float(difference_threshold)
-        if min_region_area is not None:
-            postprocess["min_region_area"] = int(min_region_area)
+        forward = _given(
+            tile_size=None if tile_size is None else int(tile_size),
+            tile_overlap=None if tile_overlap is None else int(tile_overlap),
+            tile_batch_size=None if tile_batch_size is None else max(1, int(tile_batch_size)),
+        )
+        postprocess = _given(
+            threshold=None if threshold is None else float(threshold),
+            dilation=None if dilation is None else int(dilation),
+            difference_threshold=None if difference_threshold is None else float(difference_threshold),
+            min_region_area=None if min_region_area is None else int(min_region_area),
+        )
         return preprocess, forward, postprocess
 
     # ------------------------------------------------------------------------------------------ steps
@@ -200,7 +196,7 @@ class UpocrPipeline(Pipeline):
         keep_background: bool = False,
         max_pixels: int | None | str = "default",
     ) -> dict[str, Any]:
-        """One image (path, PIL, array, tensor) → `{"pixel_values": (1, 3, h, w), "meta": [per-image info]}`."""
+        """One image (path, PIL, array, tensor) → `{"pixel_values": (1, 3, h, w), "meta": {per-image info}}`."""
         task = resolve_task(task, self.model.config.tasks)
         full = self.image_processor.convert_image(image, max_pixels=max_pixels)
         if tile:
@@ -217,13 +213,19 @@ class UpocrPipeline(Pipeline):
             # a grayscale page gets a grayscale result: the model's colour casts are not the user's
             "gray": spec.text_mask and bool((full[0] == full[1]).all() and (full[1] == full[2]).all()),
         }
-        return {"pixel_values": pixel_values, "meta": [meta]}
+        return {"pixel_values": pixel_values, "meta": meta}
 
     def _forward(
-        self, model_inputs: dict[str, Any], tile_size: int | None = None, tile_overlap: int | None = None
+        self,
+        model_inputs: dict[str, Any],
+        tile_size: int | None = None,
+        tile_overlap: int | None = None,
+        tile_batch_size: int = 1,
     ) -> dict[str, Any]:
         pixel_values = model_inputs["pixel_values"]
-        meta = model_inputs["meta"]
+        meta = _as_list(
+            model_inputs["meta"]
+        )  # one image's info, or a list of them from transformers' batching
         task = meta[0]["task"]
         if any(item["task"] != task or item["tile"] != meta[0]["tile"] for item in meta):
             raise ValueError("one batch must share task and mode")
@@ -237,10 +239,9 @@ class UpocrPipeline(Pipeline):
         batch = x.shape[0]
         if meta[0]["tile"]:
             size = tile_size or self.image_processor.size.height or self.model.config.image_size
-            tile_batch = self._tile_batch_size
             outputs = [
                 tiled_predict(
-                    self.model, x, name, tile_size=size, overlap=tile_overlap, batch_size=tile_batch
+                    self.model, x, name, tile_size=size, overlap=tile_overlap, batch_size=tile_batch_size
                 )
                 for name in tasks
             ]
@@ -262,26 +263,15 @@ class UpocrPipeline(Pipeline):
         dilation: int | None = None,
         difference_threshold: float = 0.1,
         min_region_area: int = 1,
-    ) -> dict[str, Any] | list[dict[str, Any]]:
-        results = self._postprocess_batch(
-            model_outputs, threshold, dilation, difference_threshold, min_region_area
-        )
-        return results[0] if len(results) == 1 else results
-
-    def _postprocess_batch(
-        self,
-        model_outputs: dict[str, Any],
-        threshold: float = SEGMENTATION_THRESHOLD,
-        dilation: int | None = None,
-        difference_threshold: float = 0.1,
-        min_region_area: int = 1,
-    ) -> list[dict[str, Any]]:
+    ) -> dict[str, Any]:
+        """One image's model output → its result dict (see the module docstring)."""
+        model_outputs = {**model_outputs, "meta": _as_list(model_outputs["meta"])}
         readout = get_task(model_outputs["meta"][0]["task"]).readout
         if readout == "mask":
-            return self._read_masks(model_outputs, threshold)
+            return self._read_masks(model_outputs, threshold)[0]
         if readout == "class-map":
-            return self._read_class_maps(model_outputs, min_region_area)
-        return self._read_images(model_outputs, threshold, dilation, difference_threshold)
+            return self._read_class_maps(model_outputs, min_region_area)[0]
+        return self._read_images(model_outputs, threshold, dilation, difference_threshold)[0]
 
     def _read_masks(self, model_outputs: dict[str, Any], threshold: float) -> list[dict[str, Any]]:
         meta = model_outputs["meta"]
@@ -359,44 +349,30 @@ class UpocrPipeline(Pipeline):
         radius = default_dilation(*item["original_size"]) if dilation is None else dilation
         return dilate_mask(region, radius).numpy()
 
-    # ------------------------------------------------------------------------------------------ batching
-
-    @property
-    def _tile_batch_size(self) -> int:
-        return max(1, getattr(self, "_call_batch_size", None) or self._batch_size or 4)
+    # ------------------------------------------------------------------------------------------ calling
 
     def __call__(self, inputs: Any, *args: Any, batch_size: int | None = None, **kwargs: Any) -> Any:
-        """Run on one image (→ one result dict) or a list/tuple of images (→ a list, in order).
+        """Run on one image (→ one result dict), a list or tuple of images (→ a list, in order), or a `datasets`
+        dataset or generator (→ an iterator of results), through transformers' pipeline batching.
 
-        In resize mode images are stacked `batch_size` at a time into one model call; in tile mode each image is
-        run on its own and `batch_size` tiles go through the model per call.
+        In resize mode `batch_size` images are stacked into one model call; in tile mode (images of any size)
+        each image is run on its own and `batch_size` tiles go through the model per call.
         """
-        batch_size = batch_size or self._batch_size or 1
-        self._call_batch_size = batch_size
-        try:
-            if not isinstance(inputs, list | tuple):
-                return super().__call__(inputs, *args, **kwargs)
-            kwargs.pop("num_workers", None)
-            preprocess_params, forward_params, postprocess_params = self._sanitize_parameters(**kwargs)
-            preprocess_params = {**self._preprocess_params, **preprocess_params}
-            forward_params = {**self._forward_params, **forward_params}
-            postprocess_params = {**self._postprocess_params, **postprocess_params}
-            results: list[dict[str, Any]] = []
-            tile = preprocess_params.get("tile", False)
-            step = 1 if tile else batch_size
-            for start in range(0, len(inputs), step):
-                items = [
-                    self.preprocess(image, **preprocess_params) for image in inputs[start : start + step]
-                ]
-                model_inputs = {
-                    "pixel_values": torch.cat([item["pixel_values"] for item in items]),
-                    "meta": [meta for item in items for meta in item["meta"]],
-                }
-                model_outputs = self.forward(model_inputs, **forward_params)
-                results.extend(self._postprocess_batch(model_outputs, **postprocess_params))
-            return results
-        finally:
-            self._call_batch_size = None
+        if isinstance(inputs, tuple):
+            inputs = list(inputs)
+        if kwargs.get("tile", self._preprocess_params.get("tile", False)):
+            kwargs.setdefault("tile_batch_size", batch_size or self._batch_size or 1)
+            batch_size = 1
+        return super().__call__(inputs, *args, batch_size=batch_size, **kwargs)
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    """The options that were given (not None)."""
+    return {name: value for name, value in options.items() if value is not None}
+
+
+def _as_list(meta: dict[str, Any] | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return meta if isinstance(meta, list) else [meta]
 
 
 def register_pipeline() -> None:
