@@ -31,7 +31,7 @@ from transformers import HfArgumentParser
 
 from upocr_hf.configuration_upocr import CONFIG_PRESETS
 from upocr_hf.data import MultiTaskDataLoader, UpocrAugment, load_task_datasets
-from upocr_hf.evaluate import evaluate_model
+from upocr_hf.evaluation import evaluate_model
 from upocr_hf.file_utils import staged_folder
 from upocr_hf.hub import prepare_hub_folder
 from upocr_hf.image_processing_upocr import UpocrImageProcessor

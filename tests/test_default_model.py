@@ -14,7 +14,7 @@ import upocr_hf
 from upocr_hf import UpocrModel
 from upocr_hf.data import load_task_datasets
 from upocr_hf.data.synthetic import generate_folders
-from upocr_hf.evaluate import TrivialBaseline, evaluate_model
+from upocr_hf.evaluation import TrivialBaseline, evaluate_model
 from upocr_hf.tasks import DEFAULT_TASKS, TEXT_REMOVAL, get_task
 
 SHIPPED = Path(upocr_hf.DEFAULT_MODEL)

@@ -12,7 +12,7 @@ from transformers import pipeline
 from upocr_hf import UpocrConfig, UpocrModel
 from upocr_hf.data import load_task_datasets
 from upocr_hf.data.synthetic import generate_folders
-from upocr_hf.evaluate import evaluate_model, main
+from upocr_hf.evaluation import evaluate_model, main
 from upocr_hf.tasks import (
     DEFAULT_TASKS,
     TAMPER_CLASS_RGB,

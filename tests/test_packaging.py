@@ -23,7 +23,7 @@ def record(task: str, **metrics: float) -> dict:
 
 
 def write_records(folder, records: dict) -> list[str]:
-    """Each record as `folder/KEY.json`, as `python -m upocr_hf.evaluate --output-json` writes them."""
+    """Each record as `folder/KEY.json`, as `python -m upocr_hf.evaluation --output-json` writes them."""
     folder.mkdir(parents=True, exist_ok=True)
     for key, rec in records.items():
         (folder / f"{key}.json").write_text(json.dumps(rec))

@@ -13,7 +13,7 @@ from PIL import Image
 from upocr_hf import UpocrModel, UpocrPipeline
 from upocr_hf.cli import main as cli_main
 from upocr_hf.data import UpocrAugment, load_task_datasets
-from upocr_hf.evaluate import evaluate_model
+from upocr_hf.evaluation import evaluate_model
 from upocr_hf.losses import UpocrLoss
 from upocr_hf.tasks import (
     DEFAULT_TASKS,

@@ -45,7 +45,7 @@ _BLOCK = "<!-- upocr:{name}:start -->\n{body}\n<!-- upocr:{name}:end -->"
 
 
 def load_evaluation_results(paths: Iterable[str | os.PathLike]) -> dict[str, dict[str, Any]]:
-    """Read the JSON files written by `python -m upocr_hf.evaluate --output-json` into `{key: record}`.
+    """Read the JSON files written by `python -m upocr_hf.evaluation --output-json` into `{key: record}`.
 
     The key is the task, or `"<task> (keep background)"` for a `--keep-background` record, so both removal
     protocols can sit side by side in a model card. Two records with the same key are an error.
@@ -75,7 +75,7 @@ def format_metrics(metrics: Mapping[str, Mapping[str, Any]]) -> str:
     """Markdown tables of evaluation figures, one per task, in the units of the paper's tables.
 
     Args:
-        metrics: `{task: record}` where a record is either an evaluation record of `python -m upocr_hf.evaluate`
+        metrics: `{task: record}` where a record is either an evaluation record of `python -m upocr_hf.evaluation`
             (`{"metrics": {...}, "data": ..., "split": ..., "protocol": ...}`, optionally `"dataset"`: a human
             description of the evaluation data) or directly a metric's `compute()` result.
     """

@@ -1,4 +1,4 @@
-"""The training losses of UPOCR (spec §3), one loss per task, summed over the tasks present in a batch.
+"""The training losses of UPOCR, one loss per task, summed over the tasks present in a batch.
 
 The model returns three RGB maps, coarse to fine, at scales 1/4, 1/2 and 1 (`multi_scale_predictions`). Every
 target (and mask) is resized to the size of each map with nearest-neighbour interpolation.

@@ -6,7 +6,7 @@ every comparison, won or lost, is written into the card). This is how `upocr_hf/
     python -m upocr_hf.packaging --model runs/default-model/run/final --output upocr_hf/default_model \
         --evaluations runs/default-model/eval/*.json --baselines runs/default-model/eval/baseline/*.json
 
-The evaluation records are the JSON files written by `python -m upocr_hf.evaluate --output-json` (with `--baseline`
+The evaluation records are the JSON files written by `python -m upocr_hf.evaluation --output-json` (with `--baseline`
 for the trivial baselines). The folder is written next to the output and moved into place only when complete.
 """
 

@@ -1,4 +1,4 @@
-"""Building blocks of the paper's training recipe (spec §4), used by the repository's `train.py`.
+"""Building blocks of the paper's training recipe, used by the repository's `train.py`.
 
 Kept in the package (not in the script) so they can be tested and reused: the learning-rate schedule, the
 optimizer's parameter groups, model initialisation, task datasets, and crash-safe checkpoint folders.
@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PaperSchedule:
-    """The paper's learning rate, held constant within blocks of `block` iterations (spec §4).
+    """The paper's learning rate, held constant within blocks of `block` iterations.
 
     Linear warm-up from `warmup_start_lr` to `peak_lr` over the first `warmup_steps` iterations, then linear decay
     reaching `final_lr` at `total_steps`. The rate of a block is the rate at its first iteration; the last
@@ -71,7 +71,7 @@ def optimizer_param_groups(
     weight_decay: float = 1e-4,
     lateral_lr_ratio: float = 1.0,
 ) -> list[dict[str, Any]]:
-    """AdamW groups: the encoder at `lr * encoder_lr_ratio` (spec §4), the decoder's lateral branches at
+    """AdamW groups: the encoder at `lr * encoder_lr_ratio`, the decoder's lateral branches at
     `lr * lateral_lr_ratio`, everything else at `lr`.
 
     The paper trains the lateral branches at the decoder's rate (`lateral_lr_ratio=1`, the default). From scratch,

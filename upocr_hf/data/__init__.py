@@ -31,6 +31,7 @@ After :class:`UpocrAugment` and :func:`upocr_collate` (or :class:`MultiTaskDataL
 Example::
 
     from upocr_hf.data import load_task_datasets, UpocrAugment, MultiTaskDataLoader
+    from upocr_hf.tasks import get_task
 
     folders = {"text-removal": "data/SCUT-EnsText", "text-segmentation": "data/TextSeg",
                "tampered-text-detection": "data/Tampered-IC13"}

@@ -1,4 +1,4 @@
-"""Training-time augmentation per task (spec §4) and collation into model-ready batches.
+"""Training-time augmentation per task and collation into model-ready batches.
 
 The image and its labels go through one :mod:`torchvision.transforms.v2` pipeline together, so every random
 geometric parameter (crop window, flip, rotation angle, expanded canvas) is shared. Inputs are wrapped as
@@ -35,7 +35,7 @@ Each transformed sample is a dict of tensors (S = ``size``):
 =============== =================== =========================================================================
 key             shape / dtype       meaning
 =============== =================== =========================================================================
-pixel_values    (3, S, S) float32   input in [0, 1], no mean/std normalisation (spec §1)
+pixel_values    (3, S, S) float32   input in [0, 1], no mean/std normalisation
 labels          (3, S, S) float32   the §1 target in [0, 1]
 text_mask       (1, S, S) float32   removal text mask m (1 on text); zeros for other tasks
 ignore_mask     (1, S, S) bool      True where the target is 128 gray on all channels (ignored); all False

@@ -1,4 +1,4 @@
-"""Loaders for the local folders of the three public UPOCR benchmarks (spec §5).
+"""Loaders for the local folders of the three public UPOCR benchmarks.
 
 Every loader returns a :class:`datasets.DatasetDict` (one entry per split) in the uniform sample schema of
 :mod:`upocr_hf.data`:
@@ -16,7 +16,7 @@ task     ``string``        a task id from :mod:`upocr_hf.tasks`
 name     ``string``        the sample's file stem, for tracing a sample back to its files
 ======== ================= ===========================================================================
 
-Conversion rules (spec §5):
+Conversion rules:
 
 * **SCUT-EnsText** ``train|test/{image,label,mask}/NAME.*``: ``label`` is the text-free target as is. The
   ``mask`` files follow the EraseNet/ViTEraser convention of the preprocessed release, black (0) on text
@@ -110,7 +110,7 @@ SAMPLE_FEATURES = Features(
     }
 )
 
-#: TextSeg ``*_maskfg.png`` values (spec §5).
+#: TextSeg ``*_maskfg.png`` values.
 TEXTSEG_TEXT = 100
 TEXTSEG_WORD_EFFECT = 200
 TEXTSEG_IGNORE = 255

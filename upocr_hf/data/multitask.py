@@ -1,4 +1,4 @@
-"""Multi-task batching of spec §4: every step takes one batch from each task and concatenates them.
+"""Multi-task batching of the paper: every step takes one batch from each task and concatenates them.
 
 :class:`MultiTaskDataLoader` wraps one ``torch.utils.data.DataLoader`` per task (workers optional) over a
 map-style dataset (a ``datasets.Dataset`` with :class:`~upocr_hf.data.augment.UpocrAugment` set as its
@@ -102,7 +102,7 @@ class ShardedEpochBatchSampler(Sampler[list[int]]):
 
 
 class MultiTaskDataLoader:
-    """Endless loader yielding, per step, one batch from every task concatenated (spec §4).
+    """Endless loader yielding, per step, one batch from every task concatenated.
 
     Args:
         datasets: ``{task: dataset}``; the iteration order of the mapping is the order within a batch.

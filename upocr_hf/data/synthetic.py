@@ -8,27 +8,31 @@ One *render* gives every task its sample:
 * **text segmentation**: a TextSeg label -- 100 on glyph pixels (fill alpha >= 0.5), 200 on word effects
   (outline/shadow, counted as background), 255 (ignore) on the anti-aliased glyph rim (0 < alpha < 0.5)
   when ``ignore_soft_edges``; every 100 pixel differs from the background;
-* **tampered text detection**: a forged copy in which some words are erased (put back to the background)
-  and re-rendered as different words in the original style (same font, size, effects, geometry, start
-  position; optionally a slight colour/size mismatch, as a forger would leave), with Tampered-IC13 boxes:
-  a *real* box (label 1) is the tight axis-aligned box of the pixels an untouched word changes; a *tampered*
-  box (label 2) is the tight box of the pixels where the forged image differs from the original render for
-  that word together with all of the new word's ink (a letter shared by old and new word is part of the
-  forged word). Tampered boxes are written after real ones, so they win where boxes overlap (the loader fills
-  boxes in file order) and every changed pixel is blue in the target -- the same box filling as the real
-  Tampered-IC13 conversion.
+* **tampered text detection**: a forged copy in which some words are forged the ways forgers do it, each at a
+  random strength down to subtle (:mod:`.forgery`): *edit* (the word's ink erased by inpainting, a new word typed
+  in a near-matching style), *copy-move* (a word copied from elsewhere in the same image) or *splice* (a word cut
+  from another photograph, with its own background, noise and lighting), then the forger's traces (resampling,
+  blur or sharpening, noise, a JPEG save of the edited crop) and, with ``resave_prob``, the whole image saved again
+  as JPEG. A forged word's Tampered-IC13 box (label 2) is the tight box of the pixels its forgery changed visibly
+  (more than ``FORGERY_CHANGE_THRESHOLD`` in a channel); a word whose forgery changed nothing visible stays real
+  (label 1, the tight box of the pixels the word changes). Tampered boxes are written after real ones, so they win
+  where boxes overlap (the loader fills boxes in file order).
 
-Rendering: words from a built-in vocabulary plus numbers, prices, dates and codes, in the DejaVu fonts
-(``/usr/share/fonts/truetype/dejavu``) and any Latin fonts that installed packages ship (e.g. gradio's KaTeX
-fonts; per-font character coverage is checked, so a font is only given words it can draw); sizes 3-14 % of
-the image height; solid colours contrasting with the local background; outlines and soft shadows; blocks of
-one to three lines, rotated (+-30 deg) and perspective-warped as a whole. Backgrounds: procedural gradients,
-fractal noise textures, stripes and flat colours with grain, and photographs from scikit-image's bundled
-sample images (read straight from the package directory; nothing is downloaded).
+Rendering: words from a built-in vocabulary plus numbers, prices, dates and codes, in the fonts of
+:mod:`.resources` (per-font character coverage is checked, so a font is only given words it can draw); sizes 3-14 %
+of the image height; colours contrasting with the local background; outlines and soft shadows; blocks of one to
+three lines, rotated (+-30 deg) and perspective-warped as a whole; with ``document_prob``, a page or a screenshot
+instead (small, straight, mostly dark-on-light text). Backgrounds: photographs and artwork (:mod:`.resources`),
+procedural gradients, noise textures, stripes and flat colours with grain. Text image and background then go
+through one simulated camera (:mod:`.camera`: lighting, shadow, blur, noise, grayscale, JPEG).
+
+The fonts, photographs and forgery methods come in two disjoint styles (``--style train`` / ``held-out``): data of
+the held-out style measures how a model generalises to fonts, scenes and a forgery method it never saw.
 
 Determinism: sample ``i`` of seed ``k`` depends only on ``(k, i)``, the config and the font/photo lists
 (which the parent resolves once and hands to workers), so output is identical for any number of workers.
-Fonts differ between machines: pin ``SyntheticConfig.font_paths`` (``--fonts``) to reproduce elsewhere.
+Fonts and photographs differ between machines: pin ``SyntheticConfig.font_paths`` (``--fonts``) and
+``photo_paths`` to reproduce elsewhere.
 
 Layouts written under ``out``::
 
@@ -698,7 +702,6 @@ def render_sample(index: int, seed: int = 0, config: SyntheticConfig | None = No
     cfg = config or SyntheticConfig()
     if cfg.font_paths is None or cfg.photo_paths is None or cfg.forgery_methods is None:
         cfg = cfg.resolved()
-    w, h = cfg.size
     rng = np.random.default_rng([seed, index])
     charsets = {p: font_charset(p) for p in cfg.font_paths}
     document = bool(rng.random() < cfg.document_prob)
@@ -707,45 +710,62 @@ def render_sample(index: int, seed: int = 0, config: SyntheticConfig | None = No
     # one camera for the text image and its text-free background: the same light, blur and noise
     gray = bool(rng.random() < 0.5) if document else None
     (image, background), _gray = photograph(rng, [_composite(scene, words), scene], cfg.camera, gray=gray)
-
-    # --- glyph pixels must differ from the background
-    fill = np.zeros((h, w), np.float32)
-    effect = np.zeros((h, w), np.float32)
-    _paint_max(fill, words, "fill_alpha")
-    _paint_max(effect, words, "effect_alpha")
-    glyph = fill >= 0.5
-    same = glyph & (image == background).all(-1)
-    if same.any():  # rare: text colour equals the background at that pixel; nudge it visibly
-        bgv = background[same].astype(np.int16)
-        image[same] = np.where(bgv > 127, bgv - 24, bgv + 24).astype(np.uint8)
+    fill, effect = _alpha_maps(words, cfg.size)
+    _separate_glyphs(image, background, fill >= 0.5)
     changed = (image != background).any(-1)
-
-    # --- removal mask: ink quads of every word, plus every changed pixel (JPEG blocks around the text included)
-    quad_img = Image.new("L", (w, h), 0)
-    draw = ImageDraw.Draw(quad_img)
-    for wd in words:
-        if wd.quad is not None:
-            draw.polygon([tuple(p) for p in wd.quad], fill=255)
-    text_mask = (np.asarray(quad_img) > 0) | changed
-
-    # --- segmentation label (TextSeg values)
-    stroke_label = np.zeros((h, w), np.uint8)
-    stroke_label[(effect >= 0.5) & changed] = TEXTSEG_WORD_EFFECT
-    if cfg.ignore_soft_edges:
-        stroke_label[(fill > 0) & (fill < 0.5) & changed] = TEXTSEG_IGNORE
-    stroke_label[glyph] = TEXTSEG_TEXT
-
     tampered, boxes, meta = _tamper(rng, cfg, image, background, words, charsets, changed)
     return SyntheticSample(
         name=f"syn{seed}_{index:07d}",
         image=image,
         background=background,
-        text_mask=text_mask,
-        stroke_label=stroke_label,
+        text_mask=_removal_mask(words, cfg.size, changed),
+        stroke_label=_stroke_label(fill, effect, changed, cfg.ignore_soft_edges),
         tampered=tampered,
         tamper_boxes=boxes,
         words=meta,
     )
+
+
+def _alpha_maps(words: list[_Word], size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The words' glyph-fill and effect (outline, shadow) coverage, float32 ``(h, w)`` in [0, 1]."""
+    w, h = size
+    fill = np.zeros((h, w), np.float32)
+    effect = np.zeros((h, w), np.float32)
+    _paint_max(fill, words, "fill_alpha")
+    _paint_max(effect, words, "effect_alpha")
+    return fill, effect
+
+
+def _separate_glyphs(image: np.ndarray, background: np.ndarray, glyph: np.ndarray) -> None:
+    """Glyph pixels must differ from the background: where the text colour happens to equal it (rare), nudge the
+    text pixel visibly (in place)."""
+    same = glyph & (image == background).all(-1)
+    if same.any():
+        bgv = background[same].astype(np.int16)
+        image[same] = np.where(bgv > 127, bgv - 24, bgv + 24).astype(np.uint8)
+
+
+def _removal_mask(words: list[_Word], size: tuple[int, int], changed: np.ndarray) -> np.ndarray:
+    """Text removal's region: the ink quads of every word, plus every changed pixel (JPEG blocks around the text
+    included)."""
+    quad_img = Image.new("L", size, 0)
+    draw = ImageDraw.Draw(quad_img)
+    for wd in words:
+        if wd.quad is not None:
+            draw.polygon([tuple(p) for p in wd.quad], fill=255)
+    return (np.asarray(quad_img) > 0) | changed
+
+
+def _stroke_label(
+    fill: np.ndarray, effect: np.ndarray, changed: np.ndarray, ignore_soft_edges: bool
+) -> np.ndarray:
+    """The TextSeg label: text on glyph pixels, word effect on outlines and shadows, ignore on soft glyph rims."""
+    stroke_label = np.zeros(fill.shape, np.uint8)
+    stroke_label[(effect >= 0.5) & changed] = TEXTSEG_WORD_EFFECT
+    if ignore_soft_edges:
+        stroke_label[(fill > 0) & (fill < 0.5) & changed] = TEXTSEG_IGNORE
+    stroke_label[fill >= 0.5] = TEXTSEG_TEXT
+    return stroke_label
 
 
 #: A forged pixel counts as changed when a channel moved by more than this (finer edits are invisible).
@@ -767,36 +787,77 @@ def _tamper(
     h, w = image.shape[:2]
     supports = [_support([wd], h, w) for wd in words]
     ink_boxes = [_bbox(support) for support in supports]
-    chosen: list[int] = []
-    if words and rng.random() >= cfg.no_tamper_prob:
-        k = max(1, int(round(len(words) * rng.uniform(*cfg.tamper_word_fraction))))
-        k = min(k, cfg.max_tampered_words)
-        chosen = sorted(int(i) for i in rng.choice(len(words), size=min(k, len(words)), replace=False))
     forged = image.copy()
-    # word -> (method, new text, region the forger touched)
-    edits: dict[int, tuple[str, str, np.ndarray]] = {}
-    for i in chosen:
-        method = cfg.forgery_methods[int(rng.integers(len(cfg.forgery_methods)))]
-        strength = float(rng.uniform(*cfg.forgery_strength))
-        old = words[i]
-        hole = dilate(supports[i], max(1, round(old.style.font_size * 0.06)))
-        erased = _erase(rng, forged, background, hole, strength)
-        if method == "edit":
-            edit = _retype(rng, cfg, erased, old, image, charsets)
-        elif method == "copy-move":
-            donors = [
-                (wd, box) for j, (wd, box) in enumerate(zip(words, ink_boxes)) if j != i and box is not None
-            ]
-            edit = _copy_move(rng, erased, image, donors, ink_boxes[i])
-        else:
-            edit = _splice(rng, cfg, erased, old, charsets, strength)
-        if edit is None:
-            continue
-        new_text, edited, touched = edit
-        region = hole | touched
-        forged = leave_traces(rng, forged, edited, region, strength)
-        edits[i] = (method, new_text, region)
+    edits: dict[
+        int, tuple[str, str, np.ndarray]
+    ] = {}  # word -> (method, new text, region the forger touched)
+    for i in _words_to_forge(rng, cfg, len(words)):
+        edit = _forge_word(rng, cfg, forged, image, background, words, i, supports[i], ink_boxes, charsets)
+        if edit is not None:
+            forged, edits[i] = edit
+    boxes, meta = _label_words(forged, image, words, supports, text_changed, edits)
+    if (image[..., :1] == image).all():  # a forger editing a grayscale picture saves a grayscale picture
+        forged = to_gray(forged)
+    if rng.random() < cfg.resave_prob:
+        forged = jpeg(forged, int(rng.integers(*cfg.camera.jpeg_quality)))
+    return forged, boxes, meta
 
+
+def _words_to_forge(rng: np.random.Generator, cfg: SyntheticConfig, count: int) -> list[int]:
+    """Which of ``count`` words to forge (none with ``no_tamper_prob``), in order."""
+    if not count or rng.random() < cfg.no_tamper_prob:
+        return []
+    k = max(1, int(round(count * rng.uniform(*cfg.tamper_word_fraction))))
+    k = min(k, cfg.max_tampered_words)
+    return sorted(int(i) for i in rng.choice(count, size=min(k, count), replace=False))
+
+
+def _forge_word(
+    rng: np.random.Generator,
+    cfg: SyntheticConfig,
+    forged: np.ndarray,
+    image: np.ndarray,
+    background: np.ndarray,
+    words: list[_Word],
+    index: int,
+    support: np.ndarray,
+    ink_boxes: list[tuple[int, int, int, int] | None],
+    charsets: dict[str, frozenset[str]],
+) -> tuple[np.ndarray, tuple[str, str, np.ndarray]] | None:
+    """Forge word ``index`` of ``forged`` by a method drawn from the config, at a random strength: its ink erased,
+    new text put in its place, the forger's traces left. Returns the new image and ``(method, new text, touched
+    region)``, or None when the method found nothing to use."""
+    method = cfg.forgery_methods[int(rng.integers(len(cfg.forgery_methods)))]
+    strength = float(rng.uniform(*cfg.forgery_strength))
+    old = words[index]
+    hole = dilate(support, max(1, round(old.style.font_size * 0.06)))
+    erased = _erase(rng, forged, background, hole, strength)
+    if method == "edit":
+        edit = _retype(rng, cfg, erased, old, image, charsets)
+    elif method == "copy-move":
+        donors = [
+            (wd, box) for j, (wd, box) in enumerate(zip(words, ink_boxes)) if j != index and box is not None
+        ]
+        edit = _copy_move(rng, erased, image, donors, ink_boxes[index])
+    else:
+        edit = _splice(rng, cfg, erased, old, charsets, strength)
+    if edit is None:
+        return None
+    new_text, edited, touched = edit
+    region = hole | touched
+    return leave_traces(rng, forged, edited, region, strength), (method, new_text, region)
+
+
+def _label_words(
+    forged: np.ndarray,
+    image: np.ndarray,
+    words: list[_Word],
+    supports: list[np.ndarray],
+    text_changed: np.ndarray,
+    edits: dict[int, tuple[str, str, np.ndarray]],
+) -> tuple[list[TamperBox], list[dict[str, Any]]]:
+    """The Tampered-IC13 boxes (real first, so tampered ones win where they overlap) and per-word metadata. A forged
+    word's box covers the pixels its forgery changed visibly; a word whose forgery changed none stays real."""
     diff = np.abs(forged.astype(np.int16) - image.astype(np.int16)).max(-1) > FORGERY_CHANGE_THRESHOLD
     real_boxes: list[TamperBox] = []
     fake_boxes: list[TamperBox] = []
@@ -821,11 +882,7 @@ def _tamper(
                 "effect": wd.style.effect,
             }
         )
-    if (image[..., :1] == image).all():  # a forger editing a grayscale picture saves a grayscale picture
-        forged = to_gray(forged)
-    if rng.random() < cfg.resave_prob:
-        forged = jpeg(forged, int(rng.integers(*cfg.camera.jpeg_quality)))
-    return forged, real_boxes + fake_boxes, meta
+    return real_boxes + fake_boxes, meta
 
 
 def _erase(

@@ -1,4 +1,4 @@
-"""UPOCR's evaluation metrics (spec §6): text removal, text segmentation, tampered text detection.
+"""UPOCR's evaluation metrics: text removal, text segmentation, tampered text detection.
 
 * :mod:`upocr_hf.metrics.functional` — the vectorised computations (one place).
 * :class:`TextRemovalMetric`, :class:`TextSegmentationMetric`, :class:`TamperedTextDetectionMetric` —

@@ -1,4 +1,4 @@
-"""The paper's evaluation protocols (spec §6) as plain, vectorised numpy functions.
+"""The paper's evaluation protocols as plain, vectorised numpy functions.
 
 This module is the single place where the numbers are computed; the ``evaluate`` modules in
 :mod:`upocr_hf.metrics.modules` only reduce each (prediction, reference) pair to a small per-image
@@ -468,7 +468,7 @@ def _nearest_palette(rgb: np.ndarray, palette: Sequence[Sequence[int]]) -> np.nd
 def segmentation_prediction_to_mask(
     prediction: Any, size: tuple[int, int] | None = None, threshold: float = SEGMENTATION_THRESHOLD
 ) -> np.ndarray:
-    """Text mask (bool, ``(H, W)``) from a segmentation prediction (spec §1 read-out).
+    """Text mask (bool, ``(H, W)``) from a segmentation prediction (the segmentation readout).
 
     Accepted forms:
         * ``bool`` array / mode-``1`` PIL image: the mask itself;
@@ -478,7 +478,7 @@ def segmentation_prediction_to_mask(
           RGB ``(H, W, 3)``; RGB maps are averaged over the channels; text = value ``> threshold``.
 
     If ``size`` (H, W) differs from the prediction's, soft maps are resized bilinearly before
-    thresholding (spec §6), masks with nearest neighbour.
+    thresholding, masks with nearest neighbour.
     """
     array = to_numpy_image(prediction)
     is_mask = array.dtype == np.bool_ or (
@@ -512,7 +512,7 @@ def segmentation_reference_to_mask(
         * 2-D label map (bool or integer): ``ignore_index`` (default 255, TextSeg's) = ignored, 0 =
           background, any other value = text. Give TextSeg labels as 0/1/255 (text 100 mapped to 1,
           word effect 200 to 0), not as 0/255 images;
-        * RGB colour target ``(H, W, 3)`` (``uint8`` or [0, 1] float, spec §1): each pixel takes the
+        * RGB colour target ``(H, W, 3)`` (``uint8`` or [0, 1] float): each pixel takes the
           nearest of black (background), white (text) and gray 128 (ignored).
     """
     array = to_numpy_image(reference)
@@ -536,7 +536,7 @@ def tamper_prediction_to_classes(prediction: Any, size: tuple[int, int] | None =
 
     Accepted forms: an integer class map (resized with nearest neighbour if ``size`` differs), or an
     RGB map ``(H, W, 3)`` (float [0, 1] model output or ``uint8`` colour image), which is clipped,
-    resized bilinearly to ``size`` and read out by argmax over the channels (spec §1).
+    resized bilinearly to ``size`` and read out by argmax over the channels.
     """
     array = to_numpy_image(prediction)
     if array.ndim == 2:

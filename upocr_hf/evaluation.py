@@ -1,11 +1,11 @@
 """Evaluate a UPOCR model on a dataset folder with the paper's protocol and print the paper's table beside ours.
 
-    python -m upocr_hf.evaluate --model DIR --task text-segmentation --data data/TextSeg [--split test]
+    python -m upocr_hf.evaluation --model DIR --task text-segmentation --data data/TextSeg [--split test]
         [--save-predictions DIR] [--output-json FILE]
-    python -m upocr_hf.evaluate --baseline --task text-removal --data data/SCUT-EnsText   # the trivial baseline
+    python -m upocr_hf.evaluation --baseline --task text-removal --data data/SCUT-EnsText   # the trivial baseline
 
-Protocol (spec §6): each image is resized to the model size (512×512 for the paper's model), predicted, and
-the prediction is resized back to the image's original size (bilinear) and read out as spec §1 says —
+Protocol: each image is resized to the model size (512×512 for the paper's model), predicted, and
+the prediction is resized back to the image's original size (bilinear) and read out as its task's readout says —
 clamped RGB for text removal, channel mean > 0.4 for segmentation, argmax for tampered text. The metrics are
 the `evaluate` modules of `upocr_hf.metrics`. The figures are printed as a table with the paper's reported
 UPOCR numbers and written as JSON.
@@ -136,7 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="score the trivial baseline instead (identity / no text / background)",
     )
     parser.add_argument("--task", required=True, choices=scored_tasks())
-    parser.add_argument("--data", required=True, help="the task's dataset folder (layouts of spec §5)")
+    parser.add_argument(
+        "--data", required=True, help="the task's dataset folder (the public datasets' folder layouts)"
+    )
     parser.add_argument("--split", default="test")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument(
