@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from transformers.image_processing_backends import TorchvisionBackend
 from transformers.image_processing_utils import BatchFeature
@@ -30,6 +29,7 @@ from transformers.image_utils import PILImageResampling, SizeDict
 from transformers.processing_utils import ImagesKwargs, Unpack
 
 from .image_io import DEFAULT_MAX_PIXELS, ImageLike, ImageLoadError, load_image, to_uint8_rgb, to_unit_rgb
+from .readout import clamped_resized, read_class_map, read_mask
 from .tasks import SEGMENTATION_THRESHOLD
 
 
@@ -207,20 +207,6 @@ class UpocrImageProcessor(TorchvisionBackend):
         return prediction.detach().float()
 
     @staticmethod
-    def _resized(prediction: torch.Tensor, target_size: Sequence[int] | None) -> torch.Tensor:
-        """Clamp one `(3, h, w)` prediction to [0, 1] and resize it (bilinear) to `target_size` = (H, W)."""
-        prediction = prediction.clamp(0.0, 1.0)
-        if target_size is None:
-            return prediction
-        height, width = (int(v) for v in target_size)
-        if tuple(prediction.shape[-2:]) == (height, width):
-            return prediction
-        resized = F.interpolate(prediction[None], size=(height, width), mode="bilinear", align_corners=False)[
-            0
-        ]
-        return resized.clamp(0.0, 1.0)
-
-    @staticmethod
     def _target_sizes(target_sizes: Any, batch_size: int) -> list[Sequence[int] | None]:
         if target_sizes is None:
             return [None] * batch_size
@@ -244,7 +230,7 @@ class UpocrImageProcessor(TorchvisionBackend):
         predictions = self._predictions(outputs)
         sizes = self._target_sizes(target_sizes, len(predictions))
         return [
-            Image.fromarray(to_uint8_rgb(self._resized(prediction, size)), mode="RGB")
+            Image.fromarray(to_uint8_rgb(clamped_resized(prediction, size)), mode="RGB")
             for prediction, size in zip(predictions, sizes)
         ]
 
@@ -261,8 +247,8 @@ class UpocrImageProcessor(TorchvisionBackend):
         sizes = self._target_sizes(target_sizes, len(predictions))
         results = []
         for prediction, size in zip(predictions, sizes):
-            scores = self._resized(prediction, size).mean(dim=0)
-            results.append({"mask": scores > threshold, "scores": scores})
+            mask, scores = read_mask(prediction, size, threshold)
+            results.append({"mask": mask, "scores": scores})
         return results
 
     def post_process_tampered_text_detection(
@@ -283,10 +269,7 @@ class UpocrImageProcessor(TorchvisionBackend):
         sizes = self._target_sizes(target_sizes, len(predictions))
         results = []
         for prediction, size in zip(predictions, sizes):
-            clamped = self._resized(prediction, size)
-            class_map = clamped.argmax(dim=0)
-            total = clamped.sum(dim=0, keepdim=True)
-            scores = torch.where(total > 0, clamped / total.clamp_min(1e-12), torch.full_like(clamped, 1 / 3))
+            class_map, scores = read_class_map(prediction, size)
             regions = connected_regions(class_map == 2, scores[2], min_area=min_region_area)
             results.append({"class_map": class_map, "scores": scores, "regions": regions})
         return results
