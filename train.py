@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,11 +27,14 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, set_seed
+from accelerate.utils import (
+    load as load_tensors_only,
+)  # torch.load(weights_only=True) with numpy's safe types
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
 from upocr_hf.configuration_upocr import CONFIG_PRESETS
-from upocr_hf.data import MultiTaskDataLoader, UpocrAugment, load_task_datasets
+from upocr_hf.data import DatasetFolderError, MultiTaskDataLoader, UpocrAugment, load_task_datasets
 from upocr_hf.evaluation import evaluate_model
 from upocr_hf.file_utils import staged_folder
 from upocr_hf.hub import prepare_hub_folder
@@ -165,6 +169,10 @@ def parse_args(argv: list[str]) -> TrainArguments:
 
 class NonFiniteLossError(RuntimeError):
     """Raised when too many consecutive steps have a non-finite loss."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint to resume from is unreadable, incomplete or holds more than data."""
 
 
 def build_accelerator(args: TrainArguments) -> Accelerator:
@@ -340,16 +348,46 @@ def prepare_run(args: TrainArguments) -> Run:
     optimizer, scheduler = optimization(args, model)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     progress = TrainingProgress()
-    accelerator.register_for_checkpointing(loader, progress)
     checkpoints = CheckpointFolders(Path(args.output_dir) / "checkpoints", keep=args.checkpoints_total_limit)
     if args.resume_from_checkpoint:
-        resume_dir = checkpoints.resolve(args.resume_from_checkpoint)
-        accelerator.load_state(str(resume_dir))
-        logger.info("resumed from %s at step %d", resume_dir, progress.step)
+        resume(accelerator, checkpoints.resolve(args.resume_from_checkpoint), progress, loader)
     validation = validation_datasets(args, list(folders))
     return Run(
         args, accelerator, model, loader, loss_fn, optimizer, scheduler, progress, checkpoints, validation
     )
+
+
+def resume(
+    accelerator: Accelerator, folder: Path, progress: TrainingProgress, loader: MultiTaskDataLoader
+) -> None:
+    """Continue from a checkpoint. Accelerate reads the weights (safetensors) and the optimizer, scheduler and RNG
+    states (tensors only: `weights_only=True` refuses any pickled code); the counters and the data position come
+    from the folder's JSON `trainer_state.json`. Nothing in the folder is unpickled beyond plain tensors."""
+    try:
+        state = json.loads((folder / "trainer_state.json").read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{folder}: unreadable checkpoint ({error})") from None
+    # every pickle-format file is read as tensors and plain data first, with Accelerate's own reader (Accelerate
+    # itself would skip an unreadable RNG state silently, and the resumed run would not repeat the original)
+    for path in sorted([*folder.glob("*.bin"), *folder.glob("*.pkl")]):
+        try:
+            load_tensors_only(path, map_location="cpu")
+        except pickle.UnpicklingError:
+            raise CheckpointError(
+                f"{folder}: refused to load {path.name}: it holds more than tensors and plain data"
+            ) from None
+    accelerator.load_state(str(folder))
+    if not isinstance(state, dict) or not isinstance(state.get("data_loader"), dict):
+        raise CheckpointError(
+            f"{folder}/trainer_state.json: no data_loader position (a checkpoint of an older version, which kept it "
+            "in a pickle this version does not load)"
+        )
+    try:
+        progress.load_state_dict(state)
+        loader.load_state_dict(state["data_loader"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{folder}/trainer_state.json: {error}") from None
+    logger.info("resumed from %s at step %d", folder, progress.step)
 
 
 def check_nonfinite(run: Run, consecutive: int) -> None:
@@ -393,7 +431,7 @@ def train_steps(run: Run) -> None:
         if run.validation and (progress.step % args.eval_steps == 0 or last):
             validate(run.accelerator, run.model, run.validation, progress, args)
         if progress.step % args.checkpointing_steps == 0 or last:
-            save_checkpoint(run.accelerator, run.checkpoints, progress)
+            save_checkpoint(run.accelerator, run.checkpoints, progress, run.loader)
     bar.close()
     samples.close()
 
@@ -462,9 +500,13 @@ def validate(
 
 
 def save_checkpoint(
-    accelerator: Accelerator, checkpoints: CheckpointFolders, progress: TrainingProgress
+    accelerator: Accelerator,
+    checkpoints: CheckpointFolders,
+    progress: TrainingProgress,
+    loader: MultiTaskDataLoader,
 ) -> None:
-    """`save_state` into a staging folder on every rank, then rename it into place on the main process."""
+    """`save_state` into a staging folder on every rank, then rename it into place on the main process with the
+    counters and the data position as JSON (`trainer_state.json`; every rank's loader is at the same position)."""
     staging = checkpoints.staging_path(progress.step)
     if accelerator.is_main_process:
         checkpoints.staging(progress.step)
@@ -472,7 +514,8 @@ def save_checkpoint(
     accelerator.save_state(str(staging))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        final = checkpoints.commit(progress.step, extra=progress.state_dict())
+        state = {**progress.state_dict(), "data_loader": loader.state_dict()}
+        final = checkpoints.commit(progress.step, extra=state)
         logger.info("saved %s", final)
     accelerator.wait_for_everyone()
 
@@ -495,9 +538,16 @@ def save_final_model(model: torch.nn.Module, final_dir: Path, args: TrainArgumen
     logger.info("saved the trained model to %s", final_dir)
 
 
-def main(argv: list[str] | None = None) -> None:
-    train(parse_args(sys.argv[1:] if argv is None else argv))
+def main(argv: list[str] | None = None) -> int:
+    """Train; a run that cannot start or go on ends with a one-line reason and exit status 2."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        train(args)
+    except (CheckpointError, NonFiniteLossError, DatasetFolderError, FileNotFoundError) as error:
+        print(f"train.py: error: {error}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

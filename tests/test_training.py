@@ -334,3 +334,55 @@ def test_a_new_task_trains_from_a_pretrained_folder(tmp_path, synthetic_root, ti
     model = UpocrModel.from_pretrained(tmp_path / "run" / "final")
     assert model.config.tasks == [*DEFAULT_TASKS, "deblur"]
     assert model.task_embeddings.num_embeddings == 4
+
+
+class _PlantedCode:
+    """A pickle that creates a file when unpickled: what a hostile checkpoint folder would carry."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_resuming_never_unpickles_code_planted_in_a_checkpoint(synthetic_root, tmp_path):
+    import pickle
+    import shutil
+
+    from accelerate.state import AcceleratorState, PartialState
+
+    sys.path.insert(0, str(REPO))
+    import train as train_script
+
+    def train_in_process(argv):
+        try:
+            return train_script.train(train_script.parse_args(argv))
+        finally:
+            AcceleratorState._reset_state(True)
+            PartialState._reset_state()
+
+    train_in_process(tiny_run_args(synthetic_root, tmp_path / "run", 2, ["--checkpointing_steps", "2"]))
+    checkpoint = tmp_path / "run" / "checkpoints" / "step_2"
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    assert state["step"] == 2 and state["data_loader"]["step"] == 2  # the position is JSON, not a pickle
+    assert not list(checkpoint.glob("custom_checkpoint_*"))
+    pickled = sorted(p.name for p in checkpoint.iterdir() if p.suffix in (".bin", ".pkl"))
+    assert pickled == ["optimizer.bin", "random_states_0.pkl", "scheduler.bin"]
+    marker = tmp_path / "planted-code-ran"
+    for name in [*pickled, "custom_checkpoint_0.pkl", "custom_checkpoint_1.pkl"]:
+        run = tmp_path / f"planted-{name}"
+        shutil.copytree(tmp_path / "run" / "checkpoints", run / "checkpoints")
+        (run / "checkpoints" / "step_2" / name).write_bytes(pickle.dumps(_PlantedCode(marker)))
+        argv = tiny_run_args(synthetic_root, run, 2, ["--resume_from_checkpoint", "latest"])
+        with pytest.raises(
+            train_script.CheckpointError, match=f"refused to load {name}: it holds more than tensors"
+        ):
+            train_in_process(argv)  # every pickle-format file is read as tensors and plain data only
+        if name == "optimizer.bin":  # from the command line: one line and exit status 2
+            result = run_train(argv)
+            assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith(
+                f"train.py: error: {run / 'checkpoints' / 'step_2'}: refused to load optimizer.bin: it holds more than"
+            )
+        assert not marker.exists(), f"code planted in {name} ran"
+        assert not (run / "final").exists()

@@ -243,7 +243,16 @@ class CheckpointFolders:
 
 
 class TrainingProgress:
-    """Counters saved with every checkpoint (registered with `accelerator.register_for_checkpointing`)."""
+    """Counters saved with every checkpoint, as JSON in its `trainer_state.json` (never as a pickle: a checkpoint
+    folder may come from anywhere, and unpickling runs code)."""
+
+    #: Each counter and the JSON types it may hold.
+    FIELDS: dict[str, tuple[type, ...]] = {
+        "step": (int,),
+        "skipped_nonfinite": (int,),
+        "best_metric": (int, float, type(None)),
+        "best_step": (int, type(None)),
+    }
 
     def __init__(self) -> None:
         self.step = 0
@@ -252,11 +261,18 @@ class TrainingProgress:
         self.best_step: int | None = None
 
     def state_dict(self) -> dict[str, Any]:
-        return dict(vars(self))
+        return {name: getattr(self, name) for name in self.FIELDS}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        for key, value in state.items():
-            setattr(self, key, value)
+        """Restore the counters; `ValueError` naming the field when one is missing or of the wrong type."""
+        for name, types in self.FIELDS.items():
+            value = state.get(name)
+            if name not in state or isinstance(value, bool) or not isinstance(value, types):
+                raise ValueError(
+                    f"trainer state: {name!r} must be {' or '.join(t.__name__ for t in types)}, got {value!r}"
+                )
+        for name in self.FIELDS:
+            setattr(self, name, state[name])
 
 
 __all__ = [
