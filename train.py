@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import pickle
+import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -511,13 +512,30 @@ def save_checkpoint(
     if accelerator.is_main_process:
         checkpoints.staging(progress.step)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(staging))
+    try:
+        accelerator.save_state(str(staging))
+    except Exception as error:  # a full disk shows as OSError, SafetensorError or torch's RuntimeError alike
+        shutil.rmtree(staging, ignore_errors=True)
+        raise CheckpointError(checkpoint_write_failure(checkpoints, progress.step, error)) from error
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         state = {**progress.state_dict(), "data_loader": loader.state_dict()}
         final = checkpoints.commit(progress.step, extra=state)
         logger.info("saved %s", final)
     accelerator.wait_for_everyone()
+
+
+def checkpoint_write_failure(checkpoints: CheckpointFolders, step: int, error: BaseException) -> str:
+    """One line: which checkpoint could not be written, why, the free space and what a checkpoint needs."""
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    free = shutil.disk_usage(checkpoints.root).free
+    needed = checkpoints.size_of_latest()
+    kept = checkpoints.latest()
+    return (
+        f"cannot write checkpoint step_{step} in {checkpoints.root}: {reason}; {free / 2**20:,.0f} MiB free there"
+        + (f", a checkpoint needs about {needed / 2**20:,.0f} MiB" if needed else "")
+        + (f"; the last complete checkpoint, {kept.name}, is intact" if kept else "")
+    )
 
 
 def save_final_model(model: torch.nn.Module, final_dir: Path, args: TrainArguments) -> None:

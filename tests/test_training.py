@@ -386,3 +386,53 @@ def test_resuming_never_unpickles_code_planted_in_a_checkpoint(synthetic_root, t
             )
         assert not marker.exists(), f"code planted in {name} ran"
         assert not (run / "final").exists()
+
+
+def test_a_full_disk_while_checkpointing_loses_nothing(synthetic_root, tmp_path, monkeypatch):
+    import errno
+
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, PartialState
+
+    sys.path.insert(0, str(REPO))
+    import train as train_script
+
+    original_save_state = Accelerator.save_state
+    calls = {"n": 0}
+
+    def save_state_on_a_full_disk(self, output_dir=None, **kwargs):
+        calls["n"] += 1
+        if calls["n"] < 2:
+            return original_save_state(self, output_dir, **kwargs)
+        Path(output_dir, "model.safetensors").write_bytes(b"half a file")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Accelerator, "save_state", save_state_on_a_full_disk)
+    output_dir = tmp_path / "full"
+    argv = tiny_run_args(synthetic_root, output_dir, 4, ["--checkpointing_steps", "1"])
+    try:
+        assert train_script.main(argv) == 2
+    finally:
+        AcceleratorState._reset_state(True)
+        PartialState._reset_state()
+    checkpoints = output_dir / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == [
+        "step_1"
+    ]  # the partial step_2 is gone, step_1 intact
+    assert json.loads((checkpoints / "step_1" / "trainer_state.json").read_text())["step"] == 1
+    assert not (output_dir / "final").exists()
+
+
+def test_a_checkpoint_saved_again_replaces_the_old_one_only_when_complete(tmp_path):
+    folders = CheckpointFolders(tmp_path, keep=3)
+    for attempt in ("first", "second"):
+        folders.staging(5).mkdir(parents=True)
+        (folders.staging_path(5) / "weights").write_text(attempt)
+        folders.commit(5, extra={"step": 5})
+    assert (tmp_path / "step_5" / "weights").read_text() == "second"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_5"]
+    # a crash between moving the old one aside and renaming the new one in: the old one is found again
+    (tmp_path / "step_5").rename(tmp_path / ".old-step_5")
+    folders.staging(6).mkdir(parents=True)
+    assert folders.latest() == tmp_path / "step_5"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-step_6", "step_5"]

@@ -192,9 +192,10 @@ class CheckpointFolders:
         self.keep = keep
 
     def completed(self) -> list[Path]:
-        """Complete checkpoints, oldest first."""
+        """Complete checkpoints, oldest first (a checkpoint an interrupted save moved aside is put back first)."""
         if not self.root.is_dir():
             return []
+        self._restore_moved_aside()
         found = [(int(m.group(1)), p) for p in self.root.iterdir() if (m := _CHECKPOINT_NAME.match(p.name))]
         return [p for _, p in sorted(found)]
 
@@ -213,19 +214,38 @@ class CheckpointFolders:
         return path
 
     def commit(self, step: int, extra: Mapping[str, Any] | None = None) -> Path:
-        """Rename the staged folder into place (with `extra` as `trainer_state.json`) and prune old ones."""
+        """Rename the staged folder into place (with `extra` as `trainer_state.json`) and prune old ones. A folder
+        already at that step is moved aside first and deleted last, so a crash at any moment leaves one of them."""
         staged, final = self.staging_path(step), self.root / f"step_{step}"
         if extra is not None:
             (staged / "trainer_state.json").write_text(json.dumps(dict(extra), indent=2))
+        aside = self.root / f".old-step_{step}"
         if final.exists():
-            shutil.rmtree(final)
+            shutil.rmtree(aside, ignore_errors=True)
+            final.rename(aside)
         staged.rename(final)
-        for stale in self.root.glob(f"{_STAGING_PREFIX}*"):
+        shutil.rmtree(aside, ignore_errors=True)
+        for stale in self.root.glob(f"{_STAGING_PREFIX}*"):  # left by interrupted saves
             shutil.rmtree(stale, ignore_errors=True)
         if self.keep:
             for old in self.completed()[: -self.keep]:
                 shutil.rmtree(old, ignore_errors=True)
         return final
+
+    def _restore_moved_aside(self) -> None:
+        """A checkpoint an interrupted save moved aside goes back into place when its replacement never arrived,
+        and is deleted otherwise."""
+        for aside in self.root.glob(".old-step_*"):
+            original = self.root / aside.name.removeprefix(".old-")
+            if original.exists():
+                shutil.rmtree(aside, ignore_errors=True)
+            else:
+                aside.rename(original)
+
+    def size_of_latest(self) -> int | None:
+        """Bytes the newest complete checkpoint takes on disk (None without one)."""
+        latest = self.latest()
+        return None if latest is None else sum(p.stat().st_size for p in latest.rglob("*") if p.is_file())
 
     def resolve(self, spec: str) -> Path:
         """`latest` or a path → the checkpoint folder to resume from (clear error if there is none)."""
