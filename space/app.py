@@ -28,10 +28,12 @@ import importlib
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
@@ -65,6 +67,8 @@ OVERLAY_ALPHA = 0.55
 ANNOTATION_ALPHA = 0.6
 #: Removal downloads kept on disk (older ones are deleted; Gradio keeps its own copy while serving them).
 MAX_KEPT_DOWNLOADS = 64
+#: Gradio's own copies of uploads and results: swept every 10 minutes, each kept for at most an hour.
+DELETE_CACHE = (600, 3600)
 #: Where input images may come from (no webcam: these are photos and scans of text).
 SOURCES = ["upload", "clipboard"]
 
@@ -180,8 +184,10 @@ class UpocrDemo:
         ) or sys.modules.get(type(pipe.image_processor).__module__)
         self._to_uint8 = getattr(processing_module, "to_uint8_rgb", None)
         self._lock = threading.Lock()
-        self._downloads_dir = Path(tempfile.mkdtemp(prefix="upocr-space-"))
+        self.downloads_dir = Path(tempfile.mkdtemp(prefix="upocr-space-"))
         self._downloads: deque[Path] = deque()
+        # the folder goes when the app object does, or at the latest when the process exits
+        self.close = weakref.finalize(self, shutil.rmtree, self.downloads_dir, ignore_errors=True)
 
     # ------------------------------------------------------------------------------------------ helpers
 
@@ -232,7 +238,7 @@ class UpocrDemo:
             ) from None
 
     def _save_download(self, image: Image.Image, name: str, suffix: str) -> str:
-        path = self._downloads_dir / f"{time.time_ns()}" / f"{Path(name).stem or 'image'}_{suffix}.png"
+        path = self.downloads_dir / f"{time.time_ns()}" / f"{Path(name).stem or 'image'}_{suffix}.png"
         path.parent.mkdir(parents=True)
         image.save(path, format="PNG")
         self._downloads.append(path)
@@ -455,7 +461,9 @@ def build_demo(model: str | Any | None = None, *, max_pixels: int | None = MAX_P
     app = UpocrDemo(pipe, max_pixels=max_pixels)
     shared = dict(concurrency_id="upocr-model", concurrency_limit=CONCURRENCY, preprocess=False)
 
-    with gr.Blocks(title="UPOCR: text removal, segmentation and tampering detection") as demo:
+    with gr.Blocks(
+        title="UPOCR: text removal, segmentation and tampering detection", delete_cache=DELETE_CACHE
+    ) as demo:
         gr.Markdown(
             DESCRIPTION.format(model=Path(model_name).name if os.path.isdir(model_name) else model_name)
         )

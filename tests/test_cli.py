@@ -1,6 +1,8 @@
 """The `upocr` command line on a tiny random model: all three commands, folders, bad files, atomic writes."""
 
 import json
+import os
+import time
 
 import numpy as np
 import pytest
@@ -94,6 +96,12 @@ def test_commands_walk_folders_and_skip_bad_files(model_dir, inputs, tmp_path, c
 def test_all_good_inputs_exit_zero_and_tile_mode(model_dir, tmp_path, capsys):
     pixels = write_image(tmp_path / "in" / "big.png", 100, 140)
     out = tmp_path / "out"
+    out.mkdir()
+    killed_write = (
+        out / ".big.png.k1ll3d0x.tmp"
+    )  # what a run killed mid-write leaves; the next run removes it
+    killed_write.write_bytes(b"half a PNG")
+    os.utime(killed_write, (time.time() - 3600, time.time() - 3600))
     status = main(
         [
             "remove",
@@ -109,6 +117,7 @@ def test_all_good_inputs_exit_zero_and_tile_mode(model_dir, tmp_path, capsys):
     )
     assert status == 0
     assert "1 written" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["big.png"]
     result = np.asarray(Image.open(out / "big.png"))
     assert result.shape == pixels.shape
     assert (result == pixels).any()  # keep-background kept some pixels exactly

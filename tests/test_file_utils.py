@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
-from upocr_hf.file_utils import atomic_write, staged_folder
+from upocr_hf.file_utils import atomic_write, remove_stale_temporaries, staged_folder
 
 
 def test_a_failed_write_leaves_the_old_folder_and_no_staging(tmp_path):
@@ -53,3 +54,23 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     finally:
         os.umask(old_umask)
     assert target.stat().st_mode & 0o777 == 0o644  # the usual mode, not mkstemp's private 0600
+
+
+def test_stale_temporaries_of_a_killed_write_are_removed(tmp_path):
+    import tempfile
+    import time
+
+    (tmp_path / "sub").mkdir()
+    stale = [
+        Path(tempfile.mkstemp(prefix=".a.png.", suffix=".tmp", dir=folder)[1])
+        for folder in (tmp_path, tmp_path / "sub")
+    ]
+    fresh = Path(tempfile.mkstemp(prefix=".b.png.", suffix=".tmp", dir=tmp_path)[1])
+    kept = [tmp_path / ".hidden.tmp", tmp_path / "notes.tmp", tmp_path / "a.png"]
+    for path in kept:
+        path.write_text("not ours")
+    an_hour_ago = time.time() - 3600
+    for path in [*stale, *kept]:
+        os.utime(path, (an_hour_ago, an_hour_ago))
+    assert sorted(remove_stale_temporaries(tmp_path)) == sorted(stale)
+    assert fresh.exists() and all(path.exists() for path in kept)  # a young one may be a run still writing

@@ -238,6 +238,7 @@ def test_app_runs_without_the_package(tmp_path):
         print(json.dumps({{
             "sizes": [after.size, mask.size, overlay.size, class_map.size, list(base.shape[1::-1])],
             "legend": callbacks.class_names, "threshold": callbacks.threshold,
+            "downloads": str(callbacks.downloads_dir), "downloaded": download, "delete_cache": demo.delete_cache,
         }}))
         """
     )
@@ -252,6 +253,9 @@ def test_app_runs_without_the_package(tmp_path):
     assert all(tuple(size) == (72, 40) for size in report["sizes"])
     assert report["legend"] == {"0": "background", "1": "real text", "2": "tampered text"}
     assert report["threshold"] == 0.4
+    # uploads and results do not stay on the disk: Gradio sweeps its cache, the app's own folder goes at exit
+    assert report["downloaded"].startswith(report["downloads"]) and not Path(report["downloads"]).exists()
+    assert report["delete_cache"] == [600, 3600]
 
 
 @pytest.mark.parametrize("tampered_f, warned", [(0.07, True), (0.3, False), (None, False)])

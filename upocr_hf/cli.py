@@ -31,7 +31,7 @@ from typing import Any
 
 from PIL import Image
 
-from .file_utils import atomic_write
+from .file_utils import atomic_write, remove_stale_temporaries
 from .image_io import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 from .tasks import TAMPER_ID2LABEL, get_task, registered_tasks
 
@@ -240,6 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     jobs, missing = collect_jobs(args.inputs, args.output_dir)
     summary = Summary(failed=list(missing))
+    if args.output_dir.is_dir():  # what an earlier run that was killed mid-write left behind
+        remove_stale_temporaries(args.output_dir)
     try:
         pipe = _load_pipeline(args)
     except Exception as error:  # any loading problem ends the run with a clear message
