@@ -2,9 +2,11 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -385,6 +387,53 @@ def test_converter_needs_task_names_for_other_prompt_counts(tmp_path):
         original, tmp_path / "out", tasks=["text-removal", "text-segmentation"]
     )
     assert model.config.tasks == ["text-removal", "text-segmentation"]
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (
+            "reshape",
+            r"decoder\.stages\.0\.blocks\.0\.output\.dense\.weight: shape \(\d+, \d+\) in the checkpoint, \(\d+, \d+\) in the model",
+        ),
+        ("drop", r"not a UPOCR checkpoint: missing key 'decoder\.layers\.1\.blocks\.0\.attn\.logit_scale'"),
+        (
+            "full disk",
+            r"cannot write .*out: (\[Errno 28\] )?No space left on device \([\d,]+ MiB free there; the model needs about",
+        ),
+    ],
+)
+def test_converter_errors_name_the_key_and_leave_the_good_folder(
+    tmp_path, capsys, monkeypatch, damage, message
+):
+    import errno
+
+    original = load_file(str(REFERENCE / "upocr_small_original_state_dict.safetensors"))
+    good_source = tmp_path / "good.safetensors"
+    save_file(original, str(good_source))
+    main(["--checkpoint", str(good_source), "--output", str(tmp_path / "out")])
+    good = (tmp_path / "out" / "model.safetensors").read_bytes()
+    if damage == "reshape":
+        weight = original["decoder.layers.0.blocks.0.mlp.fc2.weight"]
+        original["decoder.layers.0.blocks.0.mlp.fc2.weight"] = weight[:, :-1].clone()
+    elif damage == "drop":
+        del original["decoder.layers.1.blocks.0.attn.logit_scale"]
+    else:
+
+        def full_disk(self, folder, **kwargs):
+            (Path(folder) / "model.safetensors").write_bytes(b"half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(UpocrModel, "save_pretrained", full_disk)
+    bad_source = tmp_path / "bad.safetensors"
+    save_file(original, str(bad_source))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--checkpoint", str(bad_source), "--output", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert (tmp_path / "out" / "model.safetensors").read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.safetensors", "good.safetensors", "out"]
 
 
 def convert_checkpoint_from_dict(original, output, tasks=None):

@@ -14,6 +14,7 @@ import argparse
 import math
 import os
 import re
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -200,15 +201,21 @@ def config_from_original_state_dict(
 ) -> UpocrConfig:
     """Build the `UpocrConfig` whose model has exactly the shapes of an original state dict."""
     try:
-        patch_weight = original["encoder.backbone.patch_embed.proj.weight"]
-        task_rows = original["task_prompt.task_embedding.weight"].shape[0]
-        first_block = "encoder.backbone.layers.0.blocks.0"
-        embed_dim = patch_weight.shape[0]
-        mlp_ratio = original[f"{first_block}.mlp.fc1.weight"].shape[0] / embed_dim
-        cpb_hidden = original[f"{first_block}.attn.cpb_mlp.0.weight"].shape[0]
-        qkv_bias = f"{first_block}.attn.q_bias" in original
+        return _config_from_original(original, tasks)
     except KeyError as error:
-        raise CheckpointConversionError(f"not a UPOCR checkpoint: missing key {error.args[0]!r}") from error
+        raise CheckpointConversionError(f"not a UPOCR checkpoint: missing key {error.args[0]!r}") from None
+    except ValueError as error:  # the shapes read off the checkpoint make no valid UPOCR configuration
+        raise CheckpointConversionError(f"not a UPOCR checkpoint: {error}") from None
+
+
+def _config_from_original(original: Mapping[str, torch.Tensor], tasks: Sequence[str] | None) -> UpocrConfig:
+    patch_weight = original["encoder.backbone.patch_embed.proj.weight"]
+    task_rows = original["task_prompt.task_embedding.weight"].shape[0]
+    first_block = "encoder.backbone.layers.0.blocks.0"
+    embed_dim = patch_weight.shape[0]
+    mlp_ratio = original[f"{first_block}.mlp.fc1.weight"].shape[0] / embed_dim
+    cpb_hidden = original[f"{first_block}.attn.cpb_mlp.0.weight"].shape[0]
+    qkv_bias = f"{first_block}.attn.q_bias" in original
     if tasks is None:
         if task_rows != len(DEFAULT_TASKS):
             raise CheckpointConversionError(
@@ -250,6 +257,13 @@ def load_original_model(
     config = config_from_original_state_dict(original, tasks)
     model = UpocrModel(config)
     converted = convert_state_dict(original)
+    expected = model.state_dict()
+    for key, tensor in converted.items():
+        if key in expected and tensor.shape != expected[key].shape:
+            raise CheckpointConversionError(
+                f"{key}: shape {tuple(tensor.shape)} in the checkpoint, {tuple(expected[key].shape)} in the model "
+                "its other weights describe"
+            )
     missing, unexpected = model.load_state_dict(converted, strict=False)
     if missing or unexpected:
         raise CheckpointConversionError(
@@ -267,9 +281,17 @@ def convert_checkpoint(
     a failed conversion never leaves a half-written folder or replaces a good one.
     """
     model = load_original_model(checkpoint, tasks)
-    with staged_folder(output_dir) as staging:
-        model.save_pretrained(staging, safe_serialization=True)
-        _save_default_image_processor(model, staging)
+    try:
+        with staged_folder(output_dir) as staging:
+            model.save_pretrained(staging, safe_serialization=True)
+            _save_default_image_processor(model, staging)
+    except Exception as error:  # a full disk shows as OSError or SafetensorError alike
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        free = shutil.disk_usage(Path(output_dir).resolve().parent).free
+        raise CheckpointConversionError(
+            f"cannot write {output_dir}: {reason} ({free / 2**20:,.0f} MiB free there; the model needs about "
+            f"{sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20:,.0f} MiB)"
+        ) from None
     return model
 
 
