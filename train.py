@@ -23,7 +23,7 @@ import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from accelerate import Accelerator
@@ -143,6 +143,12 @@ class TrainArguments:
         },
     )
     validation_split: str = field(default="test")
+    on_bad_sample: Literal["error", "skip"] = field(
+        default="error",
+        metadata={
+            "help": "A sample whose files are missing or broken stops the run (error) or is left out (skip, counted in the log)."
+        },
+    )
     eval_steps: int = field(
         default=2_000, metadata={"help": "Validate every this many steps (and at the end)."}
     )
@@ -166,6 +172,10 @@ def parse_args(argv: list[str]) -> TrainArguments:
     if args.image_size % 32:
         parser.error(f"--image_size must be a multiple of 32, got {args.image_size}")
     return args
+
+
+#: `--on_bad_sample` → the data loaders' `on_error`.
+LOADER_ON_ERROR = {"error": "raise", "skip": "skip"}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -195,7 +205,7 @@ def training_loader(
     """One endless loader over every task's training splits, each augmented by its task's recipe."""
     overrides = parse_split_overrides(args.train_splits)
     splits = {task: overrides.get(task, list(get_task(task).train_splits)) for task in folders}
-    datasets = load_task_datasets(folders, splits)
+    datasets = load_task_datasets(folders, splits, on_error=LOADER_ON_ERROR[args.on_bad_sample])
     for dataset in datasets.values():
         dataset.set_transform(UpocrAugment(args.image_size, tasks=model.config.tasks))
     return MultiTaskDataLoader.from_accelerator(
@@ -214,7 +224,8 @@ def validation_datasets(args: TrainArguments, tasks: list[str]) -> dict:
     unscored = [t for t in folders if not get_task(t).selection_metric]
     if unscored:
         raise ValueError(f"--validation_data: task(s) {unscored} have no selection metric to validate with")
-    return load_task_datasets(folders, dict.fromkeys(folders, [args.validation_split]))
+    splits = dict.fromkeys(folders, [args.validation_split])
+    return load_task_datasets(folders, splits, on_error=LOADER_ON_ERROR[args.on_bad_sample])
 
 
 def optimization(args: TrainArguments, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, Any]:

@@ -213,6 +213,8 @@ class UpocrDemo:
             image = self.pipe.image_processor.convert_image(path, max_pixels=self.max_pixels)
         except ValueError as error:  # ImageLoadError (a ValueError) carries a human-readable reason
             reason = getattr(error, "reason", None) or str(error)
+            if getattr(error, "limit", None):  # too many pixels: the visitor can only make the image smaller
+                reason = f"it has {error.pixels:,} pixels and this demo takes at most {error.limit:,}; resize it first"
             raise gr.Error(
                 f"“{name}” cannot be used: {reason}.", title="Not a usable image", print_exception=False
             ) from None

@@ -143,7 +143,7 @@ def test_pixel_limit_and_missing_inputs_are_reported(model_dir, tmp_path, capsys
     )
     captured = capsys.readouterr()
     assert status == 1
-    assert "large.png: image too large" in captured.err
+    assert "large.png: image too large" in captured.err and "--max-pixels raises it" in captured.err
     assert "missing.png: no such file or folder" in captured.err
     assert (out / "small.png").exists() and not (out / "large.png").exists()
 

@@ -245,7 +245,9 @@ def test_load_image_errors_name_the_file_and_reason(tmp_path):
         truncated: "truncated",
         tmp_path / "missing.png": "no such file",
         tmp_path: "directory",
+        tmp_path / "loop.png": "symbolic link that leads nowhere",
     }
+    (tmp_path / "loop.png").symlink_to(tmp_path / "loop.png")
     for path, reason in cases.items():
         with pytest.raises(ImageLoadError, match=reason) as error:
             load_image(path)
@@ -256,6 +258,30 @@ def test_load_image_errors_name_the_file_and_reason(tmp_path):
     assert "good.png" in str(error.value)
     with pytest.raises(ImageLoadError, match="URL"):
         load_image("https://example.com/a.png")
+
+
+def test_the_pixel_limit_is_ours_even_above_pils_own(tmp_path):
+    """PIL refuses images above 178,956,970 pixels by itself; a caller's larger limit must take effect."""
+    from upocr_hf.image_io import ImageTooLargeError
+
+    path = tmp_path / "huge.png"
+    Image.new("1", (15000, 15000)).save(path)  # 225 million pixels, a few hundred kB on disk
+    with pytest.raises(
+        ImageTooLargeError, match="15000×15000 = 225,000,000 pixels, the limit is 200,000,000"
+    ) as error:
+        load_image(path, max_pixels=200_000_000)
+    assert (error.value.pixels, error.value.limit) == (225_000_000, 200_000_000)
+    assert load_image(path, max_pixels=300_000_000).size == (15000, 15000)
+    assert Image.MAX_IMAGE_PIXELS == 89_478_485  # PIL's own guard is back in place for everyone else
+
+
+def test_an_animated_image_says_only_its_first_frame_is_used(tmp_path, caplog):
+    path = tmp_path / "anim.gif"
+    frames = [Image.new("RGB", (40, 30), colour) for colour in ("red", "blue", "green")]
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    with caplog.at_level("WARNING", logger="upocr_hf.image_io"):
+        load_image(path)
+    assert "anim.gif: an animated image of 3 frames; only the first frame is used" in caplog.text
 
 
 def test_truncated_jpeg_is_refused(tmp_path):

@@ -343,6 +343,27 @@ def test_a_grayscale_input_gets_a_grayscale_removal(pipe, keep_background):
     assert not (output[..., 0] == output[..., 1]).all()
 
 
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ({"threshold": 5}, r"threshold must be a number between 0.0 and 1.0, got 5"),
+        ({"threshold": -0.1}, "threshold must be a number between"),
+        ({"threshold": float("nan")}, "threshold must be a number between"),
+        ({"threshold": "high"}, "threshold must be a number, got 'high'"),
+        ({"min_region_area": 0}, "min_region_area must be an integer at least 1, got 0"),
+        ({"dilation": 2.5}, "dilation must be an integer at least 0, got 2.5"),
+        ({"tile": True, "tile_size": 10}, "tile_size must be an integer at least 32, got 10"),
+        ({"tile": True, "batch_size": 0}, None),  # 0 means the default, as in transformers
+    ],
+)
+def test_options_out_of_range_are_refused_by_name(pipe, option, message):
+    if message is None:
+        assert pipe(photo(40, 40), task="segment", **option)["mask"].shape == (40, 40)
+        return
+    with pytest.raises(ValueError, match=message):
+        pipe(photo(40, 40), task="segment", **option)
+
+
 def test_keep_background_helpers():
     original = np.random.default_rng(4).integers(0, 256, (6, 7, 3), dtype=np.uint8)
     prediction = np.random.default_rng(5).integers(0, 256, (6, 7, 3), dtype=np.uint8)

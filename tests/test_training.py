@@ -436,3 +436,19 @@ def test_a_checkpoint_saved_again_replaces_the_old_one_only_when_complete(tmp_pa
     folders.staging(6).mkdir(parents=True)
     assert folders.latest() == tmp_path / "step_5"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-step_6", "step_5"]
+
+
+def test_a_broken_sample_stops_the_run_in_one_line_or_is_skipped_when_asked(synthetic_root, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_root, data)
+    broken = sorted((data / "Tampered-IC13" / "train_img").iterdir())[0]
+    broken.write_bytes(broken.read_bytes()[:100])  # a truncated PNG
+    stopped = run_train(tiny_run_args(data, tmp_path / "stopped", 1))
+    assert stopped.returncode == 2
+    last = stopped.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"train.py: error: {broken}: ") and "--on_bad_sample skip" in last
+    skipped = run_train(tiny_run_args(data, tmp_path / "skipped", 1, ["--on_bad_sample", "skip"]))
+    assert skipped.returncode == 0, skipped.stderr[-3000:]
+    assert "loaded 11, skipped 1" in skipped.stderr and f"skipped: {broken}" in skipped.stderr

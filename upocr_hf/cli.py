@@ -32,7 +32,7 @@ from typing import Any
 from PIL import Image
 
 from .file_utils import atomic_write, remove_stale_temporaries
-from .image_io import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
+from .image_io import DEFAULT_MAX_PIXELS, ImageLoadError, ImageTooLargeError, load_image
 from .tasks import TAMPER_ID2LABEL, get_task, registered_tasks
 
 
@@ -212,7 +212,8 @@ def _process(jobs: list[Job], pipe: Any, args: argparse.Namespace, summary: Summ
         try:
             batch.append((job, load_image(job.source, max_pixels=args.max_pixels)))
         except ImageLoadError as error:
-            summary.failed.append((job.source, error.reason))
+            hint = "; --max-pixels raises it" if isinstance(error, ImageTooLargeError) else ""
+            summary.failed.append((job.source, error.reason + hint))
             progress.update(1)
         if batch and (len(batch) >= step or index == len(jobs) - 1):
             _run_batch(pipe, batch, options, summary)

@@ -10,12 +10,17 @@
 
 from __future__ import annotations
 
+import logging
 import os
-import warnings
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+logger = logging.getLogger(__name__)
 
 #: Default decompression-bomb guard: images with more pixels than this are refused (about 16k × 16k).
 DEFAULT_MAX_PIXELS: int = 256_000_000
@@ -35,15 +40,38 @@ class ImageLoadError(ValueError):
         super().__init__(f"{source}: {reason}")
 
 
+class ImageTooLargeError(ImageLoadError):
+    """An image with more pixels than allowed (the guard against decompression bombs); `pixels` and `limit` say by
+    how much, so each surface can say how its own limit is raised."""
+
+    def __init__(self, source: str, width: int, height: int, limit: int):
+        self.pixels, self.limit = width * height, limit
+        super().__init__(
+            source, f"image too large: {width}×{height} = {width * height:,} pixels, the limit is {limit:,}"
+        )
+
+
 def _check_pixel_limit(source: str, width: int, height: int, max_pixels: int | None) -> None:
     if width <= 0 or height <= 0:
         raise ImageLoadError(source, f"zero-sized image ({width}×{height})")
     if max_pixels is not None and width * height > max_pixels:
-        raise ImageLoadError(
-            source,
-            f"image too large: {width}×{height} = {width * height:,} pixels exceeds the limit of {max_pixels:,} "
-            "(decompression-bomb guard; raise max_pixels to allow it)",
-        )
+        raise ImageTooLargeError(source, width, height, max_pixels)
+
+
+#: PIL's own decompression-bomb limit is process-wide; it is lifted (under this lock) while `load_image` opens and
+#: decodes a file, whose size `max_pixels` has already checked, so that a caller's larger limit takes effect.
+_PIL_LIMIT_LOCK = threading.Lock()
+
+
+@contextmanager
+def _own_pixel_limit() -> Iterator[None]:
+    with _PIL_LIMIT_LOCK:
+        previous = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
 
 
 def load_image(path: PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -51,7 +79,8 @@ def load_image(path: PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> I
 
     Args:
         path: a local file (URLs are refused: nothing is downloaded).
-        max_pixels: refuse images with more pixels than this before decoding them (`None`: no limit besides PIL's).
+        max_pixels: refuse images with more pixels than this before decoding them (`None`: no limit at all; PIL's
+            own limit is replaced by this one).
 
     Returns:
         The decoded `PIL.Image.Image` in its own mode (EXIF orientation not yet applied; the processor applies it).
@@ -60,20 +89,10 @@ def load_image(path: PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> I
         ImageLoadError: missing file, empty file, not an image, truncated or corrupt data, too many pixels.
     """
     source = os.fspath(path)
-    if isinstance(source, str) and source.startswith(("http://", "https://")):
-        raise ImageLoadError(source, "URLs are not supported; download the file and pass a local path")
-    if not os.path.exists(source):
-        raise ImageLoadError(source, "no such file")
-    if os.path.isdir(source):
-        raise ImageLoadError(source, "is a directory, not an image file")
-    if os.path.getsize(source) == 0:
-        raise ImageLoadError(source, "empty file (0 bytes)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    _check_file(source)
+    with _own_pixel_limit():
         try:
             image = Image.open(source)
-        except Image.DecompressionBombError as error:
-            raise ImageLoadError(source, f"image too large (decompression-bomb guard): {error}") from None
         except UnidentifiedImageError:
             raise ImageLoadError(source, "not an image (unrecognised file format)") from None
         except OSError as error:
@@ -81,23 +100,42 @@ def load_image(path: PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> I
                 raise ImageLoadError(source, f"truncated image data ({error})") from None
             raise ImageLoadError(source, f"cannot open image: {error}") from None
         _check_pixel_limit(source, image.width, image.height, max_pixels)
-        previous = ImageFile.LOAD_TRUNCATED_IMAGES
-        ImageFile.LOAD_TRUNCATED_IMAGES = False
-        try:
-            image.load()
-        except Image.DecompressionBombError as error:
-            raise ImageLoadError(source, f"image too large (decompression-bomb guard): {error}") from None
-        except (OSError, SyntaxError, ValueError) as error:
-            message = str(error)
-            reason = (
-                "truncated image data"
-                if "truncated" in message.lower()
-                else f"corrupt image data ({message})"
-            )
-            raise ImageLoadError(source, reason) from None
-        finally:
-            ImageFile.LOAD_TRUNCATED_IMAGES = previous
+        _decode(image, source)
+    if getattr(image, "n_frames", 1) > 1:
+        logger.warning(
+            "%s: an animated image of %d frames; only the first frame is used", source, image.n_frames
+        )
     return image
+
+
+def _check_file(source: str) -> None:
+    """Refuse, with the reason, what is not a readable local file."""
+    if isinstance(source, str) and source.startswith(("http://", "https://")):
+        raise ImageLoadError(source, "URLs are not supported; download the file and pass a local path")
+    if os.path.islink(source) and not os.path.exists(source):
+        raise ImageLoadError(source, "a symbolic link that leads nowhere (broken, or a loop)")
+    if not os.path.exists(source):
+        raise ImageLoadError(source, "no such file")
+    if os.path.isdir(source):
+        raise ImageLoadError(source, "is a directory, not an image file")
+    if os.path.getsize(source) == 0:
+        raise ImageLoadError(source, "empty file (0 bytes)")
+
+
+def _decode(image: Image.Image, source: str) -> None:
+    """Decode all pixel data now, refusing truncated files (PIL would otherwise fill them in grey)."""
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError) as error:
+        message = str(error)
+        reason = (
+            "truncated image data" if "truncated" in message.lower() else f"corrupt image data ({message})"
+        )
+        raise ImageLoadError(source, reason) from None
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
 
 def _composite_on_white(rgb: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:

@@ -174,15 +174,15 @@ class UpocrPipeline(Pipeline):
         if max_pixels != "unset":  # None is a value here: no pixel limit
             preprocess["max_pixels"] = max_pixels
         forward = _given(
-            tile_size=None if tile_size is None else int(tile_size),
-            tile_overlap=None if tile_overlap is None else int(tile_overlap),
-            tile_batch_size=None if tile_batch_size is None else max(1, int(tile_batch_size)),
+            tile_size=_checked("tile_size", tile_size, int, 32, None),
+            tile_overlap=_checked("tile_overlap", tile_overlap, int, 0, None),
+            tile_batch_size=_checked("batch_size", tile_batch_size, int, 1, None),
         )
         postprocess = _given(
-            threshold=None if threshold is None else float(threshold),
-            dilation=None if dilation is None else int(dilation),
-            difference_threshold=None if difference_threshold is None else float(difference_threshold),
-            min_region_area=None if min_region_area is None else int(min_region_area),
+            threshold=_checked("threshold", threshold, float, 0.0, 1.0),
+            dilation=_checked("dilation", dilation, int, 0, None),
+            difference_threshold=_checked("difference_threshold", difference_threshold, float, 0.0, 1.0),
+            min_region_area=_checked("min_region_area", min_region_area, int, 1, None),
         )
         return preprocess, forward, postprocess
 
@@ -364,6 +364,22 @@ class UpocrPipeline(Pipeline):
             kwargs.setdefault("tile_batch_size", batch_size or self._batch_size or 1)
             batch_size = 1
         return super().__call__(inputs, *args, batch_size=batch_size, **kwargs)
+
+
+def _checked(name: str, value: Any, kind: type, low: float, high: float | None) -> Any:
+    """`value` as `kind` when it lies in [low, high] (None: not given); `ValueError` naming the option otherwise."""
+    if value is None:
+        return None
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not (low <= number and (high is None or number <= high)) or number != value:
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ValueError(
+            f"{name} must be {'an integer' if kind is int else 'a number'} {bounds}, got {value!r}"
+        )
+    return number
 
 
 def _given(**options: Any) -> dict[str, Any]:

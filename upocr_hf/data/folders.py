@@ -364,7 +364,7 @@ def _check_items(
             if on_error == "raise":
                 raise DatasetFolderError(
                     result.path,
-                    result.reason + " (pass on_error='skip' to leave such samples out)",
+                    result.reason + " (to leave such samples out: on_error='skip', or --on_bad_sample skip)",
                     result.line,
                 )
             report.skipped.append(result)
