@@ -31,7 +31,7 @@ from typing import Any
 
 from PIL import Image
 
-from .file_utils import atomic_write, remove_stale_temporaries
+from .file_utils import atomic_write, check_model_location, remove_stale_temporaries
 from .image_io import DEFAULT_MAX_PIXELS, ImageLoadError, ImageTooLargeError, load_image
 from .tasks import TAMPER_ID2LABEL, get_task, registered_tasks
 
@@ -159,6 +159,7 @@ def _load_pipeline(args: argparse.Namespace) -> Any:
     import torch
     from transformers import pipeline
 
+    check_model_location(args.model)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
     return pipeline("upocr", model=str(args.model), device=device, dtype=dtype)
@@ -246,7 +247,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         pipe = _load_pipeline(args)
     except Exception as error:  # any loading problem ends the run with a clear message
-        print(f"upocr: error: cannot load the model from {args.model}: {error}", file=sys.stderr)
+        reason = (
+            str(error)
+            if isinstance(error, FileNotFoundError)
+            else f"cannot load the model from {args.model}: {error}"
+        )
+        print(f"upocr: error: {reason}", file=sys.stderr)
         return 2
     _process(jobs, pipe, args, summary)
     if not jobs and not missing:

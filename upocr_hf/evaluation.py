@@ -27,7 +27,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .data import load_task_datasets
-from .file_utils import atomic_write
+from .file_utils import atomic_write, check_model_location
 from .image_processing_upocr import UpocrImageProcessor
 from .metrics import load_metric
 from .metrics.paper_results import format_results_table
@@ -164,6 +164,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.baseline:
         pipe, label, protocol = TrivialBaseline(), TrivialBaseline.name, "none (trivial baseline)"
     else:
+        try:
+            check_model_location(args.model)
+        except FileNotFoundError as error:
+            parser.error(str(error))
         model = UpocrModel.from_pretrained(args.model).eval()
         processor = UpocrImageProcessor.for_model(model.config, args.model)
         pipe = UpocrPipeline(model=model, image_processor=processor, device=args.device)

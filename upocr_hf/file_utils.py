@@ -88,3 +88,15 @@ def staged_folder(target: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def check_model_location(model: str | os.PathLike) -> None:
+    """Refuse, with a plain reason, a model named by a local path that is not a folder. A name that looks like a
+    Hub id (`name` or `owner/name`) is left for the Hub client to resolve."""
+    name = os.fspath(model)
+    looks_local = (
+        os.path.isabs(name) or name.startswith((".", "~")) or name.count("/") > 1 or os.path.exists(name)
+    )
+    if looks_local and not os.path.isdir(os.path.expanduser(name)):
+        reason = "is a file, not a model folder" if os.path.exists(name) else "no such model folder"
+        raise FileNotFoundError(f"{name}: {reason}")
