@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import pickle
+import re
 import shutil
 import sys
 from dataclasses import asdict, dataclass, field
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import yaml
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, set_seed
 from accelerate.utils import (
@@ -104,7 +105,12 @@ class TrainArguments:
     weight_decay: float = field(default=1e-4)
     max_grad_norm: float = field(default=0.1)
     gradient_accumulation_steps: int = field(default=1)
-    mixed_precision: str = field(default="no", metadata={"help": "no | bf16 | fp16 (through Accelerate)."})
+    mixed_precision: str | None = field(
+        default=None,
+        metadata={
+            "help": "no | bf16 | fp16; left out, `accelerate config` / `accelerate launch --mixed_precision` decide."
+        },
+    )
     gradient_checkpointing: bool = field(default=False)
     torch_compile: bool = field(
         default=False,
@@ -161,10 +167,25 @@ class TrainArguments:
     )
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """YAML where only true/false are booleans (YAML 1.2): `perceptual_loss: off` and `mixed_precision: no` stay the
+    strings they are options of, instead of YAML 1.1's False."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
 def parse_args(argv: list[str]) -> TrainArguments:
     parser = HfArgumentParser(TrainArguments)
     if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
-        (args,) = parser.parse_yaml_file(os.path.abspath(argv[0]))
+        recipe = yaml.load(Path(argv[0]).read_text(), Loader=_Yaml12Loader)  # a SafeLoader: plain data only
+        (args,) = parser.parse_dict(recipe)
     else:
         (args,) = parser.parse_args_into_dataclasses(argv)
     if not args.data:
@@ -196,6 +217,7 @@ def build_accelerator(args: TrainArguments) -> Accelerator:
         dynamo_backend="inductor" if args.torch_compile else None,
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    logger.info("mixed precision: %s; %d process(es)", accelerator.mixed_precision, accelerator.num_processes)
     return accelerator
 
 

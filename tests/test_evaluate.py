@@ -138,3 +138,16 @@ def test_keep_background_removal_scores_the_composited_output(test_data, model_d
         main(["--baseline", "--task", TEXT_REMOVAL, "--data", data, "--keep-background"])
     with pytest.raises(SystemExit):
         main(["--model", str(model_dir), "--task", TEXT_SEGMENTATION, "--data", data, "--keep-background"])
+
+
+def test_evaluation_defaults_to_the_shipped_model(test_data, tmp_path, monkeypatch, capsys):
+    import upocr_hf
+
+    output = tmp_path / "shipped.json"
+    data = str(test_data / get_task(TEXT_SEGMENTATION).dataset)
+    assert main(["--task", TEXT_SEGMENTATION, "--data", data, "--output-json", str(output), "--no-progress"]) == 0
+    assert json.loads(output.read_text())["model"] == upocr_hf.DEFAULT_MODEL
+    monkeypatch.setattr(upocr_hf, "DEFAULT_MODEL", str(tmp_path / "absent"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--task", TEXT_SEGMENTATION, "--data", data])
+    assert exit_info.value.code == 2 and "--model is required" in capsys.readouterr().err

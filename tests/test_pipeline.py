@@ -148,7 +148,7 @@ def test_all_three_tasks_end_to_end(pipe, tmp_path):
     processor = pipe.image_processor
     inputs = processor(image)
     with torch.no_grad():
-        outputs = pipe.model(inputs["pixel_values"], task="text-segmentation")
+        outputs = pipe.model(**inputs, task="text-segmentation")  # the processor's output as it is
     expected = processor.post_process_text_segmentation(outputs, inputs["original_sizes"])[0]
     direct = pipe(image, task="text-segmentation")
     assert np.array_equal(direct["mask"], expected["mask"].numpy())

@@ -237,10 +237,17 @@ def test_yaml_configuration_and_initialisations(tmp_path, synthetic_root, tiny_m
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(
         f"data:\n  - text-removal={synthetic_root / 'SCUT-EnsText'}\nmax_steps: 12\nmixed_precision: bf16\n"
+        "perceptual_loss: off\nrecord_samples: true\n"
     )
     args = train_script.parse_args([str(recipe)])
     assert args.data == [f"text-removal={synthetic_root / 'SCUT-EnsText'}"]
     assert (args.max_steps, args.mixed_precision, args.learning_rate) == (12, "bf16", 5e-4)
+    assert (args.perceptual_loss, args.record_samples) == (
+        "off",
+        True,
+    )  # YAML 1.2: only true/false are booleans
+    # left out, the mixed precision is Accelerate's to decide (`accelerate config`, `accelerate launch --mixed_precision`)
+    assert train_script.parse_args(["--data", "text-removal=x"]).mixed_precision is None
     with pytest.raises(SystemExit):
         train_script.parse_args(["--image_size", "100", "--data", "text-removal=x"])
 
@@ -265,8 +272,12 @@ def test_task_loss_weights_reach_the_loss(synthetic_root, tmp_path):
         with pytest.raises(ValueError, match="TASK=WEIGHT"):
             parse_task_weights([bad])
     extra = ["--task_loss_weights", "deblur=2"]  # not a task of the run: the loss refuses it by name
-    result = run_train(tiny_run_args(synthetic_root, tmp_path / "run", 1, extra))
+    # (run as `accelerate launch --mixed_precision bf16` runs it: the launcher's setting is honoured)
+    result = run_train(
+        tiny_run_args(synthetic_root, tmp_path / "run", 1, extra), {"ACCELERATE_MIXED_PRECISION": "bf16"}
+    )
     assert result.returncode != 0 and "Unknown task 'deblur'" in result.stderr
+    assert "mixed precision: bf16" in result.stderr
 
 
 def test_nonfinite_losses_are_skipped_then_stop_the_run(synthetic_root, tmp_path, monkeypatch):

@@ -128,8 +128,10 @@ def _json_ready(value: Any) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="a save_pretrained UPOCR folder")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--model", help="a save_pretrained UPOCR folder (default: the model shipped with the package)"
+    )
     source.add_argument(
         "--baseline",
         action="store_true",
@@ -161,6 +163,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.keep_background and (not get_task(args.task).text_mask or args.baseline):
         parser.error("--keep-background scores a model's text removal (--task text-removal, not --baseline)")
 
+    if not args.baseline and args.model is None:
+        from . import default_model_path
+
+        args.model = default_model_path() or parser.error(
+            "--model is required (this installation has no shipped model)"
+        )
     if args.baseline:
         pipe, label, protocol = TrivialBaseline(), TrivialBaseline.name, "none (trivial baseline)"
     else:

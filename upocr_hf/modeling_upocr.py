@@ -549,6 +549,7 @@ class UpocrModel(UpocrPreTrainedModel):
         task: TaskSpec = 0,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        original_sizes: torch.LongTensor | None = None,
     ) -> UpocrModelOutput | tuple:
         r"""
         Args:
@@ -563,7 +564,11 @@ class UpocrModel(UpocrPreTrainedModel):
                 Also return the encoder and decoder maps.
             return_dict (`bool`, *optional*):
                 Return a [`UpocrModelOutput`] (default) or a plain tuple.
+            original_sizes (`torch.LongTensor` of shape `(batch_size, 2)`, *optional*):
+                Not used by the model: the image processor returns it beside `pixel_values` for its
+                `post_process_*` methods, and accepting it lets `model(**processor(images), task=...)` work.
         """
+        del original_sizes
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
