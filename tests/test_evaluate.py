@@ -145,7 +145,10 @@ def test_evaluation_defaults_to_the_shipped_model(test_data, tmp_path, monkeypat
 
     output = tmp_path / "shipped.json"
     data = str(test_data / get_task(TEXT_SEGMENTATION).dataset)
-    assert main(["--task", TEXT_SEGMENTATION, "--data", data, "--output-json", str(output), "--no-progress"]) == 0
+    assert (
+        main(["--task", TEXT_SEGMENTATION, "--data", data, "--output-json", str(output), "--no-progress"])
+        == 0
+    )
     assert json.loads(output.read_text())["model"] == upocr_hf.DEFAULT_MODEL
     monkeypatch.setattr(upocr_hf, "DEFAULT_MODEL", str(tmp_path / "absent"))
     with pytest.raises(SystemExit) as exit_info:
