@@ -28,6 +28,7 @@ from typing import Any, Literal
 import torch
 import yaml
 from accelerate import Accelerator
+from accelerate.logging import get_logger
 from accelerate.utils import broadcast_object_list, set_seed
 from accelerate.utils import (
     load as load_tensors_only,
@@ -55,7 +56,8 @@ from upocr_hf.training import (
     parse_task_weights,
 )
 
-logger = logging.getLogger("upocr_hf.train")
+#: Accelerate's logger: a line is written by the main process only.
+logger = get_logger("upocr_hf.train")
 
 
 @dataclass
@@ -279,10 +281,13 @@ class RunningLog:
             self.sums[key] = self.sums.get(key, 0.0) + value
         self.steps += 1
 
-    def flush(self) -> dict[str, float]:
-        means = {key: value / max(self.steps, 1) for key, value in self.sums.items()}
+    def flush(self, accelerator: Accelerator) -> dict[str, float]:
+        """The means since the last flush, averaged over all processes (every rank logs the same keys)."""
+        keys = sorted(self.sums)
+        local = torch.tensor([self.sums[key] / max(self.steps, 1) for key in keys], device=accelerator.device)
+        means = accelerator.reduce(local, reduction="mean").tolist() if keys else []
         self.sums, self.steps = {}, 0
-        return means
+        return dict(zip(keys, means))
 
 
 class SampleRecorder:
@@ -336,7 +341,7 @@ def forward_backward(
 def log_step(
     accelerator: Accelerator, running: RunningLog, optimizer: Any, progress: TrainingProgress, bar: Any
 ) -> None:
-    logs = running.flush()
+    logs = running.flush(accelerator)
     for group in optimizer.param_groups:
         logs[f"lr/{group.get('name', 'group')}"] = group["lr"]
     logs["skipped_nonfinite"] = progress.skipped_nonfinite
