@@ -463,3 +463,26 @@ def test_a_broken_sample_stops_the_run_in_one_line_or_is_skipped_when_asked(synt
     skipped = run_train(tiny_run_args(data, tmp_path / "skipped", 1, ["--on_bad_sample", "skip"]))
     assert skipped.returncode == 0, skipped.stderr[-3000:]
     assert "loaded 11, skipped 1" in skipped.stderr and f"skipped: {broken}" in skipped.stderr
+
+
+@pytest.mark.parametrize(
+    "name, kind, machines",
+    [("multi_gpu", "MULTI_GPU", 1), ("multi_node", "MULTI_GPU", 2), ("deepspeed_zero2", "DEEPSPEED", 1)],
+)
+def test_shipped_accelerate_configs_parse(name, kind, machines):
+    """The README's multi-GPU, multi-node and DeepSpeed examples are valid `accelerate launch --config_file`s (they
+    need GPUs to run, which this machine has not)."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    folder = REPO / "configs" / "accelerate"
+    assert sorted(p.stem for p in folder.glob("*.yaml")) == ["deepspeed_zero2", "multi_gpu", "multi_node"]
+    config = load_config_from_file(str(folder / f"{name}.yaml"))
+    assert (config.distributed_type.value, config.num_machines, config.mixed_precision) == (
+        kind,
+        machines,
+        "bf16",
+    )
+    if kind == "DEEPSPEED":
+        assert (
+            config.deepspeed_config["zero_stage"] == 2 and config.deepspeed_config["gradient_clipping"] == 0.1
+        )
