@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
+from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard
 
 from .tasks import order_tasks
 
@@ -173,7 +173,35 @@ def render_model_card(
     card = ModelCard(text)  # parses the front matter: a broken template fails here, not on the Hub
     if not card.data.to_dict().get("library_name"):
         raise ValueError(f"{path}: the model card's front matter lacks library_name")
+    if metrics:
+        card.data.model_name = repo_id or PLACEHOLDER_REPO_ID
+        card.data.eval_results = eval_results(metrics)
+        card.data.metrics = sorted({result.metric_type for result in card.data.eval_results})
+        text = str(card)
     return text
+
+
+def eval_results(metrics: Mapping[str, Mapping[str, Any]]) -> list[EvalResult]:
+    """The evaluation records as the Hub's `model-index` entries: each task's table figures, under the task's name
+    and the evaluation data the record names (keep-background figures as their own task entry)."""
+    from .metrics.paper_results import table_columns
+
+    results = []
+    for key, record in metrics.items():
+        task = record.get("task", key)
+        figures = record.get("metrics", record)
+        data = str(record.get("dataset") or record.get("data") or task)
+        for column in table_columns(task):
+            value = figures.get(column.key)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                results.append(
+                    EvalResult(
+                        task_type="image-to-image", task_name=key, dataset_type=Path(data).name or data,
+                        dataset_name=data, dataset_split=record.get("split"), metric_type=column.key,
+                        metric_name=column.header, metric_value=float(value),
+                    )
+                )  # fmt: skip
+    return results
 
 
 def write_model_card(
