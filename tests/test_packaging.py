@@ -120,6 +120,35 @@ def test_a_refused_model_leaves_the_shipped_folder_untouched(trained_dir, tmp_pa
     assert {p.name: p.read_bytes() for p in output.iterdir()} == before
 
 
+def test_a_full_disk_while_packaging_leaves_the_shipped_folder_untouched(
+    trained_dir, tmp_path, monkeypatch, capsys
+):
+    import errno
+
+    output = package_model(trained_dir, tmp_path / "default_model", EVALUATIONS, BASELINES)
+    before = {p.name: p.read_bytes() for p in output.iterdir()}
+
+    def full_disk(self, folder, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(UpocrModel, "save_pretrained", full_disk)
+    paths = {
+        "eval": write_records(tmp_path / "eval", EVALUATIONS),
+        "base": write_records(tmp_path / "base", BASELINES),
+    }
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model", str(trained_dir), "--output", str(output), "--evaluations", *paths["eval"],
+              "--baselines", *paths["base"]])  # fmt: skip
+    assert exit_info.value.code == 2
+    message = (
+        capsys.readouterr().err.strip().splitlines()[-1].split("\r")[-1]
+    )  # after transformers' progress bar
+    assert message.startswith(f"not packaged: cannot write {output}: [Errno 28] No space left on device (")
+    assert message.endswith("MiB free there)")
+    assert {p.name: p.read_bytes() for p in output.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base", "default_model", "eval"]
+
+
 def test_a_folder_shipped_inside_the_package_leaves_the_code_out_and_still_loads(trained_dir, tmp_path):
     from transformers import AutoModel, pipeline
 

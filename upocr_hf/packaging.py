@@ -234,6 +234,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except (BaselineNotBeatenError, IncumbentNotBeatenError) as error:
         parser.exit(1, f"not packaged: {error}\n")
+    except (
+        OSError
+    ) as error:  # a full disk, an unwritable folder: the staged folder is gone, the old one intact
+        free = shutil.disk_usage(Path(args.output).resolve().parent).free
+        parser.exit(
+            2, f"not packaged: cannot write {args.output}: {error} ({free / 2**20:,.0f} MiB free there)\n"
+        )
     if incumbent is not None:
         new, old = compare_to_incumbent(evaluations, incumbent)
         print(f"selection score {new:.4f} beats the incumbent's {old:.4f}")
