@@ -153,6 +153,13 @@ def test_bad_file_gives_a_clear_error_and_the_app_keeps_serving(client, photo, t
     bad.write_text("this is a text file, not a PNG\n")
     with pytest.raises(AppError, match=r"not-an-image\.png.*not an image"):
         client.predict(handle_file(str(bad)), False, False, api_name="/remove")
+    huge = tmp_path / "huge.png"
+    Image.new("1", (5001, 5001)).save(huge)  # 25,010,001 pixels in a few kB: one past the demo's limit
+    with pytest.raises(
+        AppError,
+        match=r"huge\.png.*has 25,010,001 pixels and this demo takes at most 25,000,000; resize it first",
+    ):
+        client.predict(handle_file(str(huge)), False, False, api_name="/remove")
     mask, overlay, _ = client.predict(handle_file(str(photo)), 0.4, False, api_name="/segment")
     assert size_of(mask) == (80, 48)
 
