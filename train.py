@@ -21,7 +21,7 @@ import pickle
 import re
 import shutil
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -183,11 +183,37 @@ _Yaml12Loader.add_implicit_resolver(
 )
 
 
+_FLAG_WORDS = {
+    "true": True,
+    "yes": True,
+    "on": True,
+    "1": True,
+    "false": False,
+    "no": False,
+    "off": False,
+    "0": False,
+}
+
+
+def _yaml_flags(recipe: dict) -> dict:
+    """The recipe with its on/off options as booleans (`gradient_checkpointing: no` means False, as on the command
+    line); `ValueError` naming the option for anything else."""
+    flags = {f.name for f in fields(TrainArguments) if f.type in ("bool", bool)}
+    converted = dict(recipe)
+    for name in flags & set(converted):
+        value = converted[name]
+        if isinstance(value, str) and value.lower() in _FLAG_WORDS:
+            converted[name] = _FLAG_WORDS[value.lower()]
+        elif not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false (yes/no, on/off), got {value!r}")
+    return converted
+
+
 def parse_args(argv: list[str]) -> TrainArguments:
     parser = HfArgumentParser(TrainArguments)
     if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
         recipe = yaml.load(Path(argv[0]).read_text(), Loader=_Yaml12Loader)  # a SafeLoader: plain data only
-        (args,) = parser.parse_dict(recipe)
+        (args,) = parser.parse_dict(_yaml_flags(recipe))
     else:
         (args,) = parser.parse_args_into_dataclasses(argv)
     if not args.data:
@@ -388,6 +414,9 @@ def prepare_run(args: TrainArguments) -> Run:
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     progress = TrainingProgress()
     checkpoints = CheckpointFolders(Path(args.output_dir) / "checkpoints", keep=args.checkpoints_total_limit)
+    if accelerator.is_main_process:
+        checkpoints.recover()
+    accelerator.wait_for_everyone()
     if args.resume_from_checkpoint:
         resume(accelerator, checkpoints.resolve(args.resume_from_checkpoint), progress, loader)
     validation = validation_datasets(args, list(folders))
@@ -406,27 +435,38 @@ def resume(
         state = json.loads((folder / "trainer_state.json").read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise CheckpointError(f"{folder}: unreadable checkpoint ({error})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{folder}/trainer_state.json: expected an object, got {type(state).__name__}")
     # every pickle-format file is read as tensors and plain data first, with Accelerate's own reader (Accelerate
     # itself would skip an unreadable RNG state silently, and the resumed run would not repeat the original)
-    for path in sorted([*folder.glob("*.bin"), *folder.glob("*.pkl")]):
-        try:
-            load_tensors_only(path, map_location="cpu")
-        except pickle.UnpicklingError:
-            raise CheckpointError(
-                f"{folder}: refused to load {path.name}: it holds more than tensors and plain data"
-            ) from None
-    accelerator.load_state(str(folder))
-    if not isinstance(state, dict) or not isinstance(state.get("data_loader"), dict):
+    loaded = {
+        path.name: _tensors_only(folder, path)
+        for path in sorted([*folder.rglob("*.bin"), *folder.rglob("*.pkl")])
+    }
+    if any(name.startswith("custom_checkpoint_") for name in loaded):
         raise CheckpointError(
-            f"{folder}/trainer_state.json: no data_loader position (a checkpoint of an older version, which kept it "
-            "in a pickle this version does not load)"
+            f"{folder}: written by an earlier version (custom_checkpoint_*.pkl), which kept its progress in pickles; "
+            "this version keeps it in trainer_state.json and cannot continue it: finish that run with its version"
         )
+    accelerator.load_state(str(folder))
     try:
         progress.load_state_dict(state)
         loader.load_state_dict(state["data_loader"])
     except (KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(f"{folder}/trainer_state.json: {error}") from None
+        raise CheckpointError(f"{folder}/trainer_state.json: {error!s}") from None
     logger.info("resumed from %s at step %d", folder, progress.step)
+
+
+def _tensors_only(folder: Path, path: Path) -> Any:
+    try:
+        return load_tensors_only(path, map_location="cpu")
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{folder}: refused to load {path.name}: it holds more than tensors and plain data"
+        ) from None
+    except Exception as error:  # truncated or otherwise unreadable
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise CheckpointError(f"{folder}: cannot read {path.name} ({reason})") from None
 
 
 def check_nonfinite(run: Run, consecutive: int) -> None:
@@ -550,11 +590,18 @@ def save_checkpoint(
     if accelerator.is_main_process:
         checkpoints.staging(progress.step)
     accelerator.wait_for_everyone()
+    failure = None
     try:
         accelerator.save_state(str(staging))
     except Exception as error:  # a full disk shows as OSError, SafetensorError or torch's RuntimeError alike
-        shutil.rmtree(staging, ignore_errors=True)
-        raise CheckpointError(checkpoint_write_failure(checkpoints, progress.step, error)) from error
+        failure = error
+    # every rank learns whether any failed, so that all stop together instead of waiting for the failed one
+    failed = accelerator.reduce(torch.tensor(float(failure is not None), device=accelerator.device), "sum")
+    if failed.item() > 0:
+        if accelerator.is_main_process:
+            shutil.rmtree(staging, ignore_errors=True)
+        reason = failure or RuntimeError("another process could not write its part")
+        raise CheckpointError(checkpoint_write_failure(checkpoints, progress.step, reason)) from failure
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         state = {**progress.state_dict(), "data_loader": loader.state_dict()}

@@ -380,6 +380,14 @@ def test_resuming_never_unpickles_code_planted_in_a_checkpoint(synthetic_root, t
     assert not list(checkpoint.glob("custom_checkpoint_*"))
     pickled = sorted(p.name for p in checkpoint.iterdir() if p.suffix in (".bin", ".pkl"))
     assert pickled == ["optimizer.bin", "random_states_0.pkl", "scheduler.bin"]
+    # a checkpoint of the previous version (progress in pickles of plain data) is refused in plain words
+    old = tmp_path / "old-version"
+    shutil.copytree(tmp_path / "run" / "checkpoints", old / "checkpoints")
+    old_state = json.loads((old / "checkpoints" / "step_2" / "trainer_state.json").read_text())
+    torch.save(old_state.pop("data_loader"), old / "checkpoints" / "step_2" / "custom_checkpoint_0.pkl")
+    (old / "checkpoints" / "step_2" / "trainer_state.json").write_text(json.dumps(old_state))
+    with pytest.raises(train_script.CheckpointError, match="written by an earlier version"):
+        train_in_process(tiny_run_args(synthetic_root, old, 3, ["--resume_from_checkpoint", "latest"]))
     marker = tmp_path / "planted-code-ran"
     for name in [*pickled, "custom_checkpoint_0.pkl", "custom_checkpoint_1.pkl"]:
         run = tmp_path / f"planted-{name}"
@@ -445,6 +453,8 @@ def test_a_checkpoint_saved_again_replaces_the_old_one_only_when_complete(tmp_pa
     # a crash between moving the old one aside and renaming the new one in: the old one is found again
     (tmp_path / "step_5").rename(tmp_path / ".old-step_5")
     folders.staging(6).mkdir(parents=True)
+    assert folders.latest() is None  # looking changes nothing
+    folders.recover()  # as a run does at its start
     assert folders.latest() == tmp_path / "step_5"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-step_6", "step_5"]
 

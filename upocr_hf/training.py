@@ -192,10 +192,9 @@ class CheckpointFolders:
         self.keep = keep
 
     def completed(self) -> list[Path]:
-        """Complete checkpoints, oldest first (a checkpoint an interrupted save moved aside is put back first)."""
+        """Complete checkpoints, oldest first (read-only: call `recover` first after a crash)."""
         if not self.root.is_dir():
             return []
-        self._restore_moved_aside()
         found = [(int(m.group(1)), p) for p in self.root.iterdir() if (m := _CHECKPOINT_NAME.match(p.name))]
         return [p for _, p in sorted(found)]
 
@@ -232,9 +231,11 @@ class CheckpointFolders:
                 shutil.rmtree(old, ignore_errors=True)
         return final
 
-    def _restore_moved_aside(self) -> None:
-        """A checkpoint an interrupted save moved aside goes back into place when its replacement never arrived,
-        and is deleted otherwise."""
+    def recover(self) -> None:
+        """Undo what an interrupted save left (call on one process): a checkpoint moved aside goes back into place
+        when its replacement never arrived, and is deleted otherwise."""
+        if not self.root.is_dir():
+            return
         for aside in self.root.glob(".old-step_*"):
             original = self.root / aside.name.removeprefix(".old-")
             if original.exists():
