@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train UPOCR with the paper's multi-task recipe (spec §4), driven by 🤗 Accelerate.
+"""Train UPOCR with the paper's multi-task recipe, driven by 🤗 Accelerate.
 
     accelerate launch train.py --data text-removal=DIR text-segmentation=DIR tampered-text-detection=DIR \\
         --output_dir runs/upocr
@@ -66,7 +66,9 @@ class TrainArguments:
 
     data: list[str] = field(
         default_factory=list,
-        metadata={"help": "TASK=DIR for each task to train (dataset folders in the layouts of spec §5)."},
+        metadata={
+            "help": "TASK=DIR for each task to train (a folder in the layout of its public dataset: SCUT-EnsText, TextSeg, Tampered-IC13, or image pairs)."
+        },
     )
     train_splits: list[str] = field(
         default_factory=list,

@@ -61,16 +61,17 @@ def test_stale_temporaries_of_a_killed_write_are_removed(tmp_path):
     import time
 
     (tmp_path / "sub").mkdir()
-    stale = [
-        Path(tempfile.mkstemp(prefix=".a.png.", suffix=".tmp", dir=folder)[1])
-        for folder in (tmp_path, tmp_path / "sub")
-    ]
-    fresh = Path(tempfile.mkstemp(prefix=".b.png.", suffix=".tmp", dir=tmp_path)[1])
-    kept = [tmp_path / ".hidden.tmp", tmp_path / "notes.tmp", tmp_path / "a.png"]
-    for path in kept:
-        path.write_text("not ours")
+    targets = [tmp_path / "a.png", tmp_path / "sub" / "a.png"]
+    stale = [Path(tempfile.mkstemp(prefix=f".{t.name}.", suffix=".tmp", dir=t.parent)[1]) for t in targets]
+    fresh = Path(tempfile.mkstemp(prefix=".a.png.", suffix=".tmp", dir=tmp_path)[1])
+    others = [tmp_path / ".hidden.tmp", tmp_path / "notes.tmp", tmp_path / ".b.png.abcdefgh.tmp"]
+    for path in others:
+        path.write_text("not ours to delete")
     an_hour_ago = time.time() - 3600
-    for path in [*stale, *kept]:
+    for path in [*stale, *others]:
         os.utime(path, (an_hour_ago, an_hour_ago))
-    assert sorted(remove_stale_temporaries(tmp_path)) == sorted(stale)
-    assert fresh.exists() and all(path.exists() for path in kept)  # a young one may be a run still writing
+    removed = remove_stale_temporaries([*targets, tmp_path / "missing-folder" / "c.png"])
+    assert sorted(removed) == sorted(stale)
+    assert fresh.exists() and all(
+        path.exists() for path in others
+    )  # young ones, and other files' temporaries

@@ -144,7 +144,9 @@ def test_a_full_disk_while_packaging_leaves_the_shipped_folder_untouched(
     message = (
         capsys.readouterr().err.strip().splitlines()[-1].split("\r")[-1]
     )  # after transformers' progress bar
-    assert message.startswith(f"not packaged: cannot write {output}: [Errno 28] No space left on device (")
+    assert message.startswith(
+        f"not packaged: {trained_dir} into {output}: [Errno 28] No space left on device ("
+    )
     assert message.endswith("MiB free there)")
     assert {p.name: p.read_bytes() for p in output.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == listing  # no staging folder left behind

@@ -205,6 +205,10 @@ def test_batching_is_transformers_own_and_keeps_no_call_state(pipe):
         ).with_format("numpy")
         streamed = list(pipe(KeyDataset(dataset, "image"), task="segment", batch_size=3))
         assert len(streamed) == 3 and calls == [3] and streamed[0]["mask"].shape == (40, 40)
+        direct = list(
+            pipe(dataset, task="segment", batch_size=3)
+        )  # its `image` column, as upocr_hf.data names it
+        assert [r["mask"].tolist() for r in direct] == [r["mask"].tolist() for r in streamed]
     finally:
         hook.remove()
     assert not any(name.startswith("_call") for name in vars(pipe))

@@ -263,6 +263,15 @@ def test_yaml_configuration_and_initialisations(tmp_path, synthetic_root, tiny_m
     assert grown.config.tasks == [*DEFAULT_TASKS, "deblur"]
 
 
+def test_tasks_may_be_named_by_any_of_their_names():
+    assert parse_task_folders(["segment=a", "tampering=b", "deblur=c"]) == {
+        "tampered-text-detection": Path("b"),
+        "text-segmentation": Path("a"),
+        "deblur": Path("c"),
+    }
+    assert parse_split_overrides(["segmentation=train"]) == {"text-segmentation": ["train"]}
+
+
 def test_task_loss_weights_reach_the_loss(synthetic_root, tmp_path):
     assert parse_task_weights(["tampered-text-detection=4", "text-removal=0.5"]) == {
         "tampered-text-detection": 4.0,

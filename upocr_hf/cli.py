@@ -242,8 +242,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     jobs, missing = collect_jobs(args.inputs, args.output_dir)
     summary = Summary(failed=list(missing))
-    if args.output_dir.is_dir():  # what an earlier run that was killed mid-write left behind
-        remove_stale_temporaries(args.output_dir)
+    # what an earlier run killed mid-write left beside these outputs
+    remove_stale_temporaries(
+        job.output.with_name(job.output.name + suffix) for job in jobs for suffix in (".png", ".json")
+    )
     try:
         pipe = _load_pipeline(args)
     except Exception as error:  # any loading problem ends the run with a clear message

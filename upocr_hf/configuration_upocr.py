@@ -20,7 +20,7 @@ OUTPUT_DECODER_STAGES = (2, 3, 4)
 
 #: The range of each integer field (inclusive), each list-of-integers field's entries, each float field.
 INT_RANGES: dict[str, tuple[int, int]] = {
-    "image_size": (32, 16384),
+    "image_size": (1, 16384),
     "num_channels": (1, 16),
     "patch_size": (1, 64),
     "embed_dim": (1, 4096),
@@ -42,12 +42,14 @@ FLOAT_RANGES: dict[str, tuple[float, float]] = {  # (lowest, highest); the proba
     "attention_probs_dropout_prob": (0.0, 0.999),
     "drop_path_rate": (0.0, 0.999),
     "decoder_drop_path_rate": (0.0, 0.999),
-    "layer_norm_eps": (1e-12, 1.0),
+    "layer_norm_eps": (0.0, 1.0),
     "initializer_range": (1e-6, 10.0),
 }
 
 
 def _checked_int(name: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        value = int(value)  # 512.0 in a hand-edited config.json
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{name} must be an integer, got {value!r}")
     if not low <= value <= high:
@@ -189,9 +191,9 @@ class UpocrConfig(PretrainedConfig):
         for name, (low, high) in FLOAT_RANGES.items():
             setattr(self, name, _checked_float(name, given[name], low, high))
         self.hidden_act = _checked_activation(hidden_act)
-        if not isinstance(qkv_bias, bool):
+        if qkv_bias not in (True, False):  # 0 and 1 are accepted, as Python accepts them
             raise ValueError(f"qkv_bias must be true or false, got {qkv_bias!r}")
-        self.qkv_bias = qkv_bias
+        self.qkv_bias = bool(qkv_bias)
         self.tasks = _checked_tasks(tasks)
         super().__init__(**kwargs)
         self.validate_architecture()
@@ -218,7 +220,6 @@ class UpocrConfig(PretrainedConfig):
         self._validate_stages()
         self._validate_channels()
         self._validate_windows()
-        self._validate_image_size()
 
     def _validate_io(self) -> None:
         if self.patch_size != 4:
@@ -271,12 +272,6 @@ class UpocrConfig(PretrainedConfig):
         for name in ("encoder_pretrained_window_size", "decoder_pretrained_window_size"):
             if getattr(self, name) == 1 or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 (use the window size) or ≥ 2, got {getattr(self, name)}")
-
-    def _validate_image_size(self) -> None:
-        if self.image_size % 32:
-            raise ValueError(
-                f"image_size must be a multiple of 32 (the encoder downsamples ×32), got {self.image_size}"
-            )
 
 
 #: Named architectures for `--config`: the paper's model, the reference fixture's small model, the shipped default

@@ -202,6 +202,8 @@ def config_from_original_state_dict(
     """Build the `UpocrConfig` whose model has exactly the shapes of an original state dict."""
     try:
         return _config_from_original(original, tasks)
+    except CheckpointConversionError:
+        raise
     except KeyError as error:
         raise CheckpointConversionError(f"not a UPOCR checkpoint: missing key {error.args[0]!r}") from None
     except ValueError as error:  # the shapes read off the checkpoint make no valid UPOCR configuration

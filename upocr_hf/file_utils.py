@@ -7,7 +7,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -19,21 +19,26 @@ def _umask() -> int:
     return mask
 
 
-#: The temporary files `atomic_write` makes: `.NAME.` + mkstemp's 8 random characters + `.tmp`.
-_TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
-
-
-def remove_stale_temporaries(folder: str | os.PathLike, older_than: float = 600.0) -> list[Path]:
-    """Delete the temporary files a killed `atomic_write` left under `folder` (those older than `older_than`
-    seconds: a younger one may belong to a run still writing). Returns what was deleted."""
+def remove_stale_temporaries(targets: Iterable[str | os.PathLike], older_than: float = 600.0) -> list[Path]:
+    """Delete the temporary files a killed `atomic_write` of one of `targets` left beside it (`.NAME.` + mkstemp's
+    8 characters + `.tmp`), when older than `older_than` seconds (a younger one may belong to a run still
+    writing). Other files are never touched. Returns what was deleted."""
     removed = []
     cutoff = time.time() - older_than
-    for root, _dirs, files in os.walk(folder):
-        for name in files:
-            path = Path(root, name)
-            if _TEMPORARY.match(name) and path.stat().st_mtime < cutoff:
-                path.unlink(missing_ok=True)
-                removed.append(path)
+    for target in targets:
+        target = Path(target)
+        pattern = re.compile(rf"^\.{re.escape(target.name)}\.[A-Za-z0-9_]{{8}}\.tmp$")
+        try:
+            candidates = [p for p in target.parent.iterdir() if pattern.match(p.name)]
+        except OSError:  # the folder does not exist (yet): nothing to clean
+            continue
+        for path in candidates:
+            try:
+                if path.lstat().st_mtime < cutoff:
+                    path.unlink()
+                    removed.append(path)
+            except OSError:  # gone meanwhile, or not ours to delete
+                continue
     return removed
 
 

@@ -58,20 +58,20 @@ def _check_pixel_limit(source: str, width: int, height: int, max_pixels: int | N
         raise ImageTooLargeError(source, width, height, max_pixels)
 
 
-#: PIL's own decompression-bomb limit is process-wide; it is lifted (under this lock) while `load_image` opens and
-#: decodes a file, whose size `max_pixels` has already checked, so that a caller's larger limit takes effect.
+#: PIL's own decompression-bomb limit is process-wide. `load_image` checks the size against its own `max_pixels` from
+#: the header (read with PIL's check off for that moment), then decodes with PIL's limit raised to `max_pixels` when
+#: that is larger (never lowered), all under this lock.
 _PIL_LIMIT_LOCK = threading.Lock()
 
 
 @contextmanager
-def _own_pixel_limit() -> Iterator[None]:
-    with _PIL_LIMIT_LOCK:
-        previous = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = None
-        try:
-            yield
-        finally:
-            Image.MAX_IMAGE_PIXELS = previous
+def _pil_limit(limit: int | None) -> Iterator[None]:
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = limit
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
 
 
 def load_image(path: PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -90,9 +90,10 @@ def load_image(path: PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> I
     """
     source = os.fspath(path)
     _check_file(source)
-    with _own_pixel_limit():
+    with _PIL_LIMIT_LOCK:
         try:
-            image = Image.open(source)
+            with _pil_limit(None):  # the header only: the size is checked against ours just below
+                image = Image.open(source)
         except UnidentifiedImageError:
             raise ImageLoadError(source, "not an image (unrecognised file format)") from None
         except OSError as error:
@@ -100,7 +101,10 @@ def load_image(path: PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> I
                 raise ImageLoadError(source, f"truncated image data ({error})") from None
             raise ImageLoadError(source, f"cannot open image: {error}") from None
         _check_pixel_limit(source, image.width, image.height, max_pixels)
-        _decode(image, source)
+        previous = Image.MAX_IMAGE_PIXELS  # None: PIL's check is off already
+        raised = None if max_pixels is None or previous is None else max(max_pixels, previous)
+        with _pil_limit(raised):
+            _decode(image, source)
     if getattr(image, "n_frames", 1) > 1:
         logger.warning(
             "%s: an animated image of %d frames; only the first frame is used", source, image.n_frames

@@ -80,10 +80,13 @@ class UpocrImageProcessor(TorchvisionBackend):
 
     @classmethod
     def for_model(cls, config: Any, folder: str | os.PathLike | None = None) -> UpocrImageProcessor:
-        """The processor of a model: the one saved in its `folder` when there is one, else the default processor
-        at the model's input size (`config.image_size`, 512 when the config does not say)."""
-        if folder is not None and os.path.isfile(os.path.join(folder, "preprocessor_config.json")):
-            return cls.from_pretrained(folder)
+        """The processor of a model: the one saved with it in `folder` (a local folder or a Hub id) when there is
+        one, else the default processor at the model's input size (`config.image_size`, 512 when it does not say)."""
+        if folder is not None:
+            try:
+                return cls.from_pretrained(folder)
+            except OSError:  # no preprocessor_config.json there
+                pass
         size = getattr(config, "image_size", 512)
         return cls(size={"height": size, "width": size})
 

@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
+
 from .file_utils import staged_folder
 from .hub import load_evaluation_results, prepare_hub_folder
 from .tasks import get_task
@@ -235,12 +237,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BaselineNotBeatenError, IncumbentNotBeatenError) as error:
         parser.exit(1, f"not packaged: {error}\n")
     except (
-        OSError
-    ) as error:  # a full disk, an unwritable folder: the staged folder is gone, the old one intact
+        OSError,
+        SafetensorError,
+    ) as error:  # unreadable input or a full disk: the old folder stays intact
         free = shutil.disk_usage(Path(args.output).resolve().parent).free
-        parser.exit(
-            2, f"not packaged: cannot write {args.output}: {error} ({free / 2**20:,.0f} MiB free there)\n"
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        message = (
+            f"not packaged: {args.model} into {args.output}: {reason} ({free / 2**20:,.0f} MiB free there)"
         )
+        parser.exit(2, message + "\n")
     if incumbent is not None:
         new, old = compare_to_incumbent(evaluations, incumbent)
         print(f"selection score {new:.4f} beats the incumbent's {old:.4f}")

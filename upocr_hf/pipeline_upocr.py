@@ -360,6 +360,10 @@ class UpocrPipeline(Pipeline):
         """
         if isinstance(inputs, tuple):
             inputs = list(inputs)
+        elif _is_dataset_with_images(inputs):  # the `image` column of upocr_hf.data's schema
+            from transformers.pipelines.pt_utils import KeyDataset
+
+            inputs = KeyDataset(inputs, "image")
         if kwargs.get("tile", self._preprocess_params.get("tile", False)):
             kwargs.setdefault("tile_batch_size", batch_size or self._batch_size or 1)
             batch_size = 1
@@ -380,6 +384,10 @@ def _checked(name: str, value: Any, kind: type, low: float, high: float | None) 
             f"{name} must be {'an integer' if kind is int else 'a number'} {bounds}, got {value!r}"
         )
     return number
+
+
+def _is_dataset_with_images(inputs: Any) -> bool:
+    return type(inputs).__name__ == "Dataset" and "image" in (getattr(inputs, "column_names", None) or ())
 
 
 def _given(**options: Any) -> dict[str, Any]:

@@ -20,7 +20,14 @@ import torch
 
 from .configuration_upocr import CONFIG_PRESETS, UpocrConfig
 from .modeling_upocr import UpocrModel
-from .tasks import order_tasks
+from .tasks import find_task, order_tasks
+
+
+def task_id(name: str) -> str:
+    """A registered task's id for any of its names (`segment` → `text-segmentation`); other names as they are."""
+    task = find_task(name)
+    return task.id if task else name
+
 
 logger = logging.getLogger(__name__)
 
@@ -141,9 +148,10 @@ def parse_task_folders(specs: Iterable[str]) -> dict[str, Path]:
     """Parse `TASK=DIR` arguments into `{task: folder}` in the registry's task order."""
     folders: dict[str, Path] = {}
     for spec in specs:
-        task, sep, folder = spec.partition("=")
-        if not sep or not task or not folder:
+        name, sep, folder = spec.partition("=")
+        if not sep or not name or not folder:
             raise ValueError(f"expected TASK=DIR, got {spec!r}")
+        task = task_id(name)
         if task in folders:
             raise ValueError(f"task {task!r} given twice")
         folders[task] = Path(folder)
@@ -154,11 +162,11 @@ def parse_split_overrides(specs: Iterable[str]) -> dict[str, list[str]]:
     """Parse `TASK=SPLIT[,SPLIT...]` arguments into `{task: [splits]}`."""
     overrides = {}
     for spec in specs:
-        task, sep, splits = spec.partition("=")
+        name, sep, splits = spec.partition("=")
         names = [s for s in splits.split(",") if s]
-        if not sep or not task or not names:
+        if not sep or not name or not names:
             raise ValueError(f"expected TASK=SPLIT[,SPLIT], got {spec!r}")
-        overrides[task] = names
+        overrides[task_id(name)] = names
     return overrides
 
 

@@ -6,15 +6,15 @@
   registered layout (``upocr_hf.tasks``);
 * :mod:`.synthetic` -- a synthetic generator for all three tasks that writes the same folder layouts
   (``python -m upocr_hf.data.synthetic --num N --size S --out DIR --seed K``);
-* :mod:`.augment` -- the §4 per-task augmentation (torchvision v2, image and labels jointly) as a
+* :mod:`.augment` -- the paper's per-task augmentation (torchvision v2, image and labels jointly) as a
   ``set_transform`` callable, and the collate function;
-* :mod:`.multitask` -- the §4 multi-task batching: one batch per task per step, endless, sharded per rank,
+* :mod:`.multitask` -- the paper's multi-task batching: one batch per task per step, endless, sharded per rank,
   resumable.
 
 Uniform sample schema (every loader, every task)::
 
     image   datasets.Image()   input photo
-    target  datasets.Image()   §1 target: text-free photo (removal); white strokes on black, 128-gray
+    target  datasets.Image()   target in the task's encoding: text-free photo (removal); white strokes on black, 128-gray
                                ignore (segmentation); red background / green real / blue tampered text,
                                128-gray ignore (tampered text detection)
     mask    datasets.Image()   removal text-region mask, 8-bit, 255 on text (None for other tasks)
@@ -40,7 +40,7 @@ Example::
     for ds in train.values():
         ds.set_transform(UpocrAugment(512, tasks=model.config.tasks))
     loader = MultiTaskDataLoader.from_accelerator(accelerator, train, batch_size=8, num_workers=4)
-    accelerator.register_for_checkpointing(loader)
+    # with each checkpoint, save loader.state_dict() (plain data) as JSON; load_state_dict() continues from it
     for step, batch in zip(range(80_000), loader):
         ...
 """

@@ -36,7 +36,7 @@ Each transformed sample is a dict of tensors (S = ``size``):
 key             shape / dtype       meaning
 =============== =================== =========================================================================
 pixel_values    (3, S, S) float32   input in [0, 1], no mean/std normalisation
-labels          (3, S, S) float32   the §1 target in [0, 1]
+labels          (3, S, S) float32   the target in [0, 1]
 text_mask       (1, S, S) float32   removal text mask m (1 on text); zeros for other tasks
 ignore_mask     (1, S, S) bool      True where the target is 128 gray on all channels (ignored); all False
                                     for removal
@@ -195,7 +195,7 @@ class UpocrAugment:
 
     Args:
         size: output side (or ``(height, width)``); multiples of 32 (paper: 512).
-        train: apply the §4 random augmentation (``False``: resize only, for validation).
+        train: apply the task's random augmentation (``False``: resize only, for validation).
         tasks: task order defining ``task_id`` (pass the model's ``config.tasks``); each task is augmented by its
             registry entry's recipe (a task nobody registered: horizontal flips).
         overrides: replace a task's :class:`~upocr_hf.tasks.Augmentation` (e.g. to switch a step off).

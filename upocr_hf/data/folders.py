@@ -7,7 +7,7 @@ Every loader returns a :class:`datasets.DatasetDict` (one entry per split) in th
 column   feature           content
 ======== ================= ===========================================================================
 image    ``Image()``       the input photo (the original file's bytes, not re-encoded)
-target   ``Image()``       the §1 target: the text-free photo (removal), white-on-black strokes with
+target   ``Image()``       the target in the task's encoding: the text-free photo (removal), white-on-black strokes with
                            128-gray ignore (segmentation), red/green/blue classes with 128-gray ignore
                            (tampered text detection)
 mask     ``Image()``       removal only: 8-bit text-region mask, 255 on text, 0 elsewhere; ``None`` for
@@ -185,7 +185,7 @@ class TamperBox:
 
 
 def textseg_label_to_target(label: np.ndarray, *, strict: bool = True, path: str = "<array>") -> np.ndarray:
-    """Turn a TextSeg ``*_maskfg.png`` array (H, W) of 0/100/200/255 into the §1 RGB target (H, W, 3) uint8.
+    """Turn a TextSeg ``*_maskfg.png`` array (H, W) of 0/100/200/255 into the segmentation target (RGB) (H, W, 3) uint8.
 
     100 -> white text, 0 and 200 (word effect) -> black, 255 -> 128 gray (ignore). Other values raise a
     :class:`DatasetFolderError` when ``strict``, else become ignore.
@@ -250,7 +250,7 @@ def parse_tampered_ic13_gt(text: str, path: str = "<gt>") -> list[TamperBox]:
 
 
 def tampered_boxes_to_target(width: int, height: int, boxes: Iterable[TamperBox]) -> np.ndarray:
-    """Fill Tampered-IC13 boxes into the §1 three-colour target (H, W, 3) uint8.
+    """Fill Tampered-IC13 boxes into the tampered-text target (three colours) (H, W, 3) uint8.
 
     Red background; boxes in order (later ones overwrite earlier ones), corners inclusive and clipped to the
     image; green for real text (1), blue for tampered text (2).

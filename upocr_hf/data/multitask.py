@@ -1,4 +1,4 @@
-"""Multi-task batching of the paper: every step takes one batch from each task and concatenates them.
+"""The paper's multi-task batching: every step takes one batch from each task and concatenates them.
 
 :class:`MultiTaskDataLoader` wraps one ``torch.utils.data.DataLoader`` per task (workers optional) over a
 map-style dataset (a ``datasets.Dataset`` with :class:`~upocr_hf.data.augment.UpocrAugment` set as its
@@ -20,7 +20,9 @@ ranks make the same number of steps per epoch (``drop_last`` semantics; the cut 
 Resuming: :meth:`state_dict` holds each task's epoch and the number of batches already *yielded* in it
 (prefetched batches do not count); :meth:`load_state_dict` continues from there exactly in sample order,
 without loading the skipped samples. All ranks are in the same state, so the main process's saved state is
-valid for every rank: ``accelerator.register_for_checkpointing(loader)`` works. Random augmentation uses
+valid for every rank: save it as JSON beside a checkpoint (``train.py`` keeps it in ``trainer_state.json``;
+Accelerate's ``register_for_checkpointing`` would pickle it, and unpickling a checkpoint can run code). Random
+augmentation uses
 torch's RNG in each worker, seeded from ``seed``, the task and the rank when the workers start (it is not
 part of the resumable state).
 """
@@ -165,8 +167,8 @@ class MultiTaskDataLoader:
     def from_accelerator(
         cls, accelerator: Any, datasets: Mapping[str, Any], batch_size: int | Mapping[str, int], **kwargs: Any
     ) -> MultiTaskDataLoader:
-        """Build for an ``accelerate.Accelerator``: its rank, world size and device. Register the result with
-        ``accelerator.register_for_checkpointing`` to save and restore the position with ``save_state``."""
+        """Build for an ``accelerate.Accelerator``: its rank, world size and device. Save :meth:`state_dict` (plain
+        data) as JSON with each checkpoint to continue from the same position."""
         kwargs.setdefault("device", accelerator.device)
         kwargs.setdefault("pin_memory", accelerator.device.type == "cuda")
         return cls(
