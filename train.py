@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train UPOCR with the paper's multi-task recipe (spec §4), driven by 🤗 Accelerate.
+"""Train UPOCR with the paper's multi-task recipe, driven by 🤗 Accelerate.
 
     accelerate launch train.py --data text-removal=DIR text-segmentation=DIR tampered-text-detection=DIR \\
         --output_dir runs/upocr
@@ -17,40 +17,47 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
+import pickle
+import re
+import shutil
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any, Literal
 
 import torch
+import yaml
 from accelerate import Accelerator
+from accelerate.logging import get_logger
 from accelerate.utils import broadcast_object_list, set_seed
+from accelerate.utils import (
+    load as load_tensors_only,
+)  # torch.load(weights_only=True) with numpy's safe types
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
-from upocr_hf.data import MultiTaskDataLoader, UpocrAugment
-from upocr_hf.evaluate import evaluate_model
+from upocr_hf.configuration_upocr import CONFIG_PRESETS
+from upocr_hf.data import DatasetFolderError, MultiTaskDataLoader, UpocrAugment, load_task_datasets
+from upocr_hf.evaluation import evaluate_model
 from upocr_hf.file_utils import staged_folder
 from upocr_hf.hub import prepare_hub_folder
 from upocr_hf.image_processing_upocr import UpocrImageProcessor
 from upocr_hf.losses import PERCEPTUAL_CHOICES, UpocrLoss
-from upocr_hf.packaging import SELECTION_METRICS
 from upocr_hf.pipeline_upocr import UpocrPipeline
+from upocr_hf.tasks import get_task
 from upocr_hf.training import (
-    CONFIG_PRESETS,
-    TRAIN_SPLITS,
     CheckpointFolders,
     PaperSchedule,
     TrainingProgress,
     build_model,
-    load_task_datasets,
     optimizer_param_groups,
     parse_split_overrides,
     parse_task_folders,
     parse_task_weights,
 )
 
-logger = logging.getLogger("upocr_hf.train")
+#: Accelerate's logger: a line is written by the main process only.
+logger = get_logger("upocr_hf.train")
 
 
 @dataclass
@@ -59,36 +66,55 @@ class TrainArguments:
 
     data: list[str] = field(
         default_factory=list,
-        metadata={"help": "TASK=DIR for each task to train (dataset folders in the layouts of spec §5)."},
+        metadata={
+            "help": "TASK=DIR for each task to train (a folder in the layout of its public dataset: SCUT-EnsText, TextSeg, Tampered-IC13, or image pairs)."
+        },
     )
     train_splits: list[str] = field(
         default_factory=list,
-        metadata={"help": "TASK=SPLIT[,SPLIT] overrides of the paper's training splits (TextSeg: train,val)."},
+        metadata={
+            "help": "TASK=SPLIT[,SPLIT] overrides of the paper's training splits (TextSeg: train,val)."
+        },
     )
-    output_dir: str = field(default="runs/upocr", metadata={"help": "Where checkpoints and the final model go."})
+    output_dir: str = field(
+        default="runs/upocr", metadata={"help": "Where checkpoints and the final model go."}
+    )
     init_from: str = field(
-        default="scratch", metadata={"help": "'scratch', a save_pretrained folder, or an authors' checkpoint file."}
+        default="scratch",
+        metadata={"help": "'scratch', a save_pretrained folder, or an authors' checkpoint file."},
     )
     config: str = field(
-        default="paper", metadata={"help": f"For scratch: a preset {sorted(CONFIG_PRESETS)} or a config.json path."}
+        default="paper",
+        metadata={"help": f"For scratch: a preset {sorted(CONFIG_PRESETS)} or a config.json path."},
     )
     image_size: int = field(default=512, metadata={"help": "Training resolution (a multiple of 32)."})
     max_steps: int = field(default=80_000, metadata={"help": "Optimizer updates in all."})
     batch_size_per_task: int = field(default=8, metadata={"help": "Images per task per process per step."})
-    learning_rate: float = field(default=5e-4, metadata={"help": "Peak learning rate (decoder, bottleneck, prompts)."})
+    learning_rate: float = field(
+        default=5e-4, metadata={"help": "Peak learning rate (decoder, bottleneck, prompts)."}
+    )
     encoder_lr_ratio: float = field(default=0.1, metadata={"help": "The encoder's learning rate factor."})
     lateral_lr_ratio: float = field(
         default=1.0,
-        metadata={"help": "The lateral skip branches' learning rate factor (paper: 1; from scratch 0.1 keeps the task prompt alive)."},
+        metadata={
+            "help": "The lateral skip branches' learning rate factor (paper: 1; from scratch 0.1 keeps the task prompt alive)."
+        },
     )
     warmup_start_lr: float = field(default=1e-4)
     final_lr: float = field(default=1e-5)
     warmup_steps: int = field(default=2_000)
-    lr_block: int = field(default=200, metadata={"help": "The rate is held constant within blocks of this many steps."})
+    lr_block: int = field(
+        default=200, metadata={"help": "The rate is held constant within blocks of this many steps."}
+    )
     weight_decay: float = field(default=1e-4)
     max_grad_norm: float = field(default=0.1)
     gradient_accumulation_steps: int = field(default=1)
-    mixed_precision: str = field(default="no", metadata={"help": "no | bf16 | fp16 (through Accelerate)."})
+    mixed_precision: str | None = field(
+        default=None,
+        metadata={
+            "help": "no | bf16 | fp16; left out, `accelerate config` / `accelerate launch --mixed_precision` decide."
+        },
+    )
     gradient_checkpointing: bool = field(default=False)
     torch_compile: bool = field(
         default=False,
@@ -102,34 +128,94 @@ class TrainArguments:
         metadata={"help": "TASK=WEIGHT factors of each task's loss in the total (paper: every task 1)."},
     )
     perceptual_loss: str = field(
-        default="imagenet", metadata={"help": f"VGG-16 for the perceptual/style losses: {' | '.join(PERCEPTUAL_CHOICES)}."}
+        default="imagenet",
+        metadata={"help": f"VGG-16 for the perceptual/style losses: {' | '.join(PERCEPTUAL_CHOICES)}."},
     )
-    vgg_weights_path: str | None = field(default=None, metadata={"help": "torchvision VGG-16 weights for 'local'."})
+    vgg_weights_path: str | None = field(
+        default=None, metadata={"help": "torchvision VGG-16 weights for 'local'."}
+    )
     num_workers: int = field(default=2, metadata={"help": "DataLoader workers per task."})
     seed: int = field(default=0)
     logging_steps: int = field(default=50)
     checkpointing_steps: int = field(default=2_000)
     checkpoints_total_limit: int = field(default=3)
-    resume_from_checkpoint: str | None = field(default=None, metadata={"help": "'latest' or a checkpoint folder."})
+    resume_from_checkpoint: str | None = field(
+        default=None, metadata={"help": "'latest' or a checkpoint folder."}
+    )
     max_consecutive_nonfinite: int = field(
-        default=5, metadata={"help": "Stop after this many non-finite losses in a row (each such step is skipped)."}
+        default=5,
+        metadata={"help": "Stop after this many non-finite losses in a row (each such step is skipped)."},
     )
     validation_data: list[str] = field(
         default_factory=list,
-        metadata={"help": "TASK=DIR of held-out data (its --validation_split) for periodic validation with the metrics."},
+        metadata={
+            "help": "TASK=DIR of held-out data (its --validation_split) for periodic validation with the metrics."
+        },
     )
     validation_split: str = field(default="test")
-    eval_steps: int = field(default=2_000, metadata={"help": "Validate every this many steps (and at the end)."})
-    report_to: str = field(default="none", metadata={"help": "Accelerate trackers: none | all | tensorboard | wandb."})
-    record_samples: bool = field(
-        default=False, metadata={"help": "Append the sample names each rank trains on to OUTPUT_DIR/samples_rank<R>.jsonl."}
+    on_bad_sample: Literal["error", "skip"] = field(
+        default="error",
+        metadata={
+            "help": "A sample whose files are missing or broken stops the run (error) or is left out (skip, counted in the log)."
+        },
     )
+    eval_steps: int = field(
+        default=2_000, metadata={"help": "Validate every this many steps (and at the end)."}
+    )
+    report_to: str = field(
+        default="none", metadata={"help": "Accelerate trackers: none | all | tensorboard | wandb."}
+    )
+    record_samples: bool = field(
+        default=False,
+        metadata={"help": "Append the sample names each rank trains on to OUTPUT_DIR/samples_rank<R>.jsonl."},
+    )
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """YAML where only true/false are booleans (YAML 1.2): `perceptual_loss: off` and `mixed_precision: no` stay the
+    strings they are options of, instead of YAML 1.1's False."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+_FLAG_WORDS = {
+    "true": True,
+    "yes": True,
+    "on": True,
+    "1": True,
+    "false": False,
+    "no": False,
+    "off": False,
+    "0": False,
+}
+
+
+def _yaml_flags(recipe: dict) -> dict:
+    """The recipe with its on/off options as booleans (`gradient_checkpointing: no` means False, as on the command
+    line); `ValueError` naming the option for anything else."""
+    flags = {f.name for f in fields(TrainArguments) if f.type in ("bool", bool)}
+    converted = dict(recipe)
+    for name in flags & set(converted):
+        value = converted[name]
+        if isinstance(value, str) and value.lower() in _FLAG_WORDS:
+            converted[name] = _FLAG_WORDS[value.lower()]
+        elif not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false (yes/no, on/off), got {value!r}")
+    return converted
 
 
 def parse_args(argv: list[str]) -> TrainArguments:
     parser = HfArgumentParser(TrainArguments)
     if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
-        (args,) = parser.parse_yaml_file(os.path.abspath(argv[0]))
+        recipe = yaml.load(Path(argv[0]).read_text(), Loader=_Yaml12Loader)  # a SafeLoader: plain data only
+        (args,) = parser.parse_dict(_yaml_flags(recipe))
     else:
         (args,) = parser.parse_args_into_dataclasses(argv)
     if not args.data:
@@ -139,39 +225,185 @@ def parse_args(argv: list[str]) -> TrainArguments:
     return args
 
 
+#: `--on_bad_sample` → the data loaders' `on_error`.
+LOADER_ON_ERROR = {"error": "raise", "skip": "skip"}
+
+
 class NonFiniteLossError(RuntimeError):
     """Raised when too many consecutive steps have a non-finite loss."""
 
 
-def train(args: TrainArguments) -> Path:
-    """Run (or resume) a training run; returns the final `save_pretrained` folder."""
-    output_dir = Path(args.output_dir)
+class CheckpointError(RuntimeError):
+    """A checkpoint to resume from is unreadable, incomplete or holds more than data."""
+
+
+def build_accelerator(args: TrainArguments) -> Accelerator:
     accelerator = Accelerator(
         mixed_precision=args.mixed_precision,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         log_with=None if args.report_to == "none" else args.report_to,
-        project_dir=str(output_dir),
+        project_dir=args.output_dir,
         step_scheduler_with_optimizer=False,  # the schedule is in optimizer updates, whatever the world size
         dynamo_backend="inductor" if args.torch_compile else None,
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    set_seed(args.seed)
+    logger.info("mixed precision: %s; %d process(es)", accelerator.mixed_precision, accelerator.num_processes)
+    return accelerator
 
+
+def training_loader(
+    args: TrainArguments, folders: dict[str, Path], model: torch.nn.Module, accelerator: Accelerator
+) -> MultiTaskDataLoader:
+    """One endless loader over every task's training splits, each augmented by its task's recipe."""
+    overrides = parse_split_overrides(args.train_splits)
+    splits = {task: overrides.get(task, list(get_task(task).train_splits)) for task in folders}
+    datasets = load_task_datasets(folders, splits, on_error=LOADER_ON_ERROR[args.on_bad_sample])
+    for dataset in datasets.values():
+        dataset.set_transform(UpocrAugment(args.image_size, tasks=model.config.tasks))
+    return MultiTaskDataLoader.from_accelerator(
+        accelerator, datasets, args.batch_size_per_task, seed=args.seed, num_workers=args.num_workers
+    )
+
+
+def validation_datasets(args: TrainArguments, tasks: list[str]) -> dict:
+    """`{task: Dataset}` of `--validation_data` (empty without it); every task must be trained and scored."""
+    if not args.validation_data:
+        return {}
+    folders = parse_task_folders(args.validation_data)
+    unknown = [t for t in folders if t not in tasks]
+    if unknown:
+        raise ValueError(f"--validation_data for task(s) {unknown} that --data does not train")
+    unscored = [t for t in folders if not get_task(t).selection_metric]
+    if unscored:
+        raise ValueError(f"--validation_data: task(s) {unscored} have no selection metric to validate with")
+    splits = dict.fromkeys(folders, [args.validation_split])
+    return load_task_datasets(folders, splits, on_error=LOADER_ON_ERROR[args.on_bad_sample])
+
+
+def optimization(args: TrainArguments, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW over the recipe's parameter groups and the paper's block-wise schedule."""
+    groups = optimizer_param_groups(
+        model, args.learning_rate, args.encoder_lr_ratio, args.weight_decay, args.lateral_lr_ratio
+    )
+    optimizer = torch.optim.AdamW(groups, lr=args.learning_rate)
+    schedule = PaperSchedule(
+        args.learning_rate,
+        args.warmup_start_lr,
+        args.final_lr,
+        args.warmup_steps,
+        args.max_steps,
+        args.lr_block,
+    )
+    return optimizer, schedule.scheduler(optimizer)
+
+
+class RunningLog:
+    """Loss figures averaged over the steps since the last log line."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.steps = 0
+
+    def add(self, figures: dict[str, float]) -> None:
+        for key, value in figures.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+        self.steps += 1
+
+    def flush(self, accelerator: Accelerator) -> dict[str, float]:
+        """The means since the last flush, averaged over all processes (every rank logs the same keys)."""
+        keys = sorted(self.sums)
+        local = torch.tensor([self.sums[key] / max(self.steps, 1) for key in keys], device=accelerator.device)
+        means = accelerator.reduce(local, reduction="mean").tolist() if keys else []
+        self.sums, self.steps = {}, 0
+        return dict(zip(keys, means))
+
+
+class SampleRecorder:
+    """`--record_samples`: the sample names each rank trains on, one JSON line per step."""
+
+    def __init__(self, args: TrainArguments, accelerator: Accelerator) -> None:
+        self.file = None
+        if args.record_samples:
+            Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+            path = Path(args.output_dir) / f"samples_rank{accelerator.process_index}.jsonl"
+            self.file = open(path, "a")  # closed by close(), after the training loop
+
+    def write(self, step: int, batch: dict) -> None:
+        if self.file is not None:
+            self.file.write(json.dumps({"step": step, "names": batch.get("names", [])}) + "\n")
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+def forward_backward(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    loss_fn: UpocrLoss,
+    optimizer: Any,
+    batch: dict,
+    args: TrainArguments,
+) -> tuple[Any, bool]:
+    """One (micro-)step; the update is skipped on every rank when any rank's loss is not finite. Returns the losses
+    and whether they were finite everywhere."""
+    with accelerator.accumulate(model):
+        with accelerator.autocast():
+            outputs = model(batch["pixel_values"], task=batch["task_ids"])
+        losses = loss_fn(
+            outputs.multi_scale_predictions, batch["pixel_values"], batch["labels"], batch["text_mask"],
+            batch["ignore_mask"], batch["task_ids"],
+        )  # fmt: skip
+        finite = torch.isfinite(losses.loss.detach()).float()
+        all_finite = accelerator.reduce(finite, reduction="sum").item() == accelerator.num_processes
+        if all_finite:
+            accelerator.backward(losses.loss)
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return losses, all_finite
+
+
+def log_step(
+    accelerator: Accelerator, running: RunningLog, optimizer: Any, progress: TrainingProgress, bar: Any
+) -> None:
+    logs = running.flush(accelerator)
+    for group in optimizer.param_groups:
+        logs[f"lr/{group.get('name', 'group')}"] = group["lr"]
+    logs["skipped_nonfinite"] = progress.skipped_nonfinite
+    accelerator.log(logs, step=progress.step)
+    bar.set_postfix(loss=f"{logs.get('loss', math.nan):.4f}")
+    logger.info("step %d: %s", progress.step, json.dumps({k: round(v, 6) for k, v in logs.items()}))
+
+
+@dataclass
+class Run:
+    """Everything a training loop touches, prepared by Accelerate."""
+
+    args: TrainArguments
+    accelerator: Accelerator
+    model: torch.nn.Module
+    loader: MultiTaskDataLoader
+    loss_fn: UpocrLoss
+    optimizer: Any
+    scheduler: Any
+    progress: TrainingProgress
+    checkpoints: CheckpointFolders
+    validation: dict
+
+
+def prepare_run(args: TrainArguments) -> Run:
+    """Model, data, loss and optimisation of a run, prepared by Accelerate and resumed when asked."""
+    accelerator = build_accelerator(args)
+    set_seed(args.seed)
     folders = parse_task_folders(args.data)
-    tasks = list(folders)
-    model = build_model(args.init_from, args.config, tasks, args.image_size)
+    model = build_model(args.init_from, args.config, list(folders), args.image_size)
     if args.gradient_checkpointing:
         model.activation_checkpointing_enable()
     model.train()
-
-    overrides = parse_split_overrides(args.train_splits)
-    splits = {task: overrides.get(task, TRAIN_SPLITS[task]) for task in folders}
-    datasets = load_task_datasets(folders, splits)
-    for dataset in datasets.values():
-        dataset.set_transform(UpocrAugment(args.image_size, tasks=model.config.tasks))
-    loader = MultiTaskDataLoader.from_accelerator(
-        accelerator, datasets, args.batch_size_per_task, seed=args.seed, num_workers=args.num_workers
-    )
+    loader = training_loader(args, folders, model, accelerator)
     loss_fn = UpocrLoss(
         model.config.tasks,
         perceptual=args.perceptual_loss,
@@ -179,112 +411,124 @@ def train(args: TrainArguments) -> Path:
         task_weights=parse_task_weights(args.task_loss_weights),
     )
     loss_fn.to(accelerator.device)
-    logger.info("tasks %s; %s", tasks, loss_fn.perceptual_description)
-
-    optimizer = torch.optim.AdamW(
-        optimizer_param_groups(
-            model, args.learning_rate, args.encoder_lr_ratio, args.weight_decay, args.lateral_lr_ratio
-        ),
-        lr=args.learning_rate,
-    )
-    schedule = PaperSchedule(
-        args.learning_rate, args.warmup_start_lr, args.final_lr, args.warmup_steps, args.max_steps, args.lr_block
-    )
-    scheduler = schedule.scheduler(optimizer)
+    logger.info("tasks %s; %s", list(folders), loss_fn.perceptual_description)
+    optimizer, scheduler = optimization(args, model)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     progress = TrainingProgress()
-    accelerator.register_for_checkpointing(loader, progress)
-    checkpoints = CheckpointFolders(output_dir / "checkpoints", keep=args.checkpoints_total_limit)
-
-    if args.resume_from_checkpoint:
-        resume_dir = checkpoints.resolve(args.resume_from_checkpoint)
-        accelerator.load_state(str(resume_dir))
-        logger.info("resumed from %s at step %d", resume_dir, progress.step)
+    checkpoints = CheckpointFolders(Path(args.output_dir) / "checkpoints", keep=args.checkpoints_total_limit)
     if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "train_args.json").write_text(json.dumps(asdict(args), indent=2))
-    accelerator.init_trackers("upocr", config={k: v for k, v in asdict(args).items() if not isinstance(v, list)})
+        checkpoints.recover()
+    accelerator.wait_for_everyone()
+    if args.resume_from_checkpoint:
+        resume(accelerator, checkpoints.resolve(args.resume_from_checkpoint), progress, loader)
+    validation = validation_datasets(args, list(folders))
+    return Run(
+        args, accelerator, model, loader, loss_fn, optimizer, scheduler, progress, checkpoints, validation
+    )
 
-    samples_log = None
-    if args.record_samples:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        samples_log = open(output_dir / f"samples_rank{accelerator.process_index}.jsonl", "a")  # noqa: SIM115
 
-    validation = {}
-    if args.validation_data:
-        validation_folders = parse_task_folders(args.validation_data)
-        unknown = [t for t in validation_folders if t not in tasks]
-        if unknown:
-            raise ValueError(f"--validation_data for task(s) {unknown} that --data does not train")
-        unscored = [t for t in validation_folders if t not in SELECTION_METRICS]
-        if unscored:
-            raise ValueError(f"--validation_data: no metric for task(s) {unscored}; metrics exist for {list(SELECTION_METRICS)}")
-        validation = load_task_datasets(validation_folders, dict.fromkeys(validation_folders, [args.validation_split]))
+def resume(
+    accelerator: Accelerator, folder: Path, progress: TrainingProgress, loader: MultiTaskDataLoader
+) -> None:
+    """Continue from a checkpoint. Accelerate reads the weights (safetensors) and the optimizer, scheduler and RNG
+    states (tensors only: `weights_only=True` refuses any pickled code); the counters and the data position come
+    from the folder's JSON `trainer_state.json`. Nothing in the folder is unpickled beyond plain tensors."""
+    try:
+        state = json.loads((folder / "trainer_state.json").read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{folder}: unreadable checkpoint ({error})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{folder}/trainer_state.json: expected an object, got {type(state).__name__}")
+    # every pickle-format file is read as tensors and plain data first, with Accelerate's own reader (Accelerate
+    # itself would skip an unreadable RNG state silently, and the resumed run would not repeat the original)
+    loaded = {
+        path.name: _tensors_only(folder, path)
+        for path in sorted([*folder.rglob("*.bin"), *folder.rglob("*.pkl")])
+    }
+    if any(name.startswith("custom_checkpoint_") for name in loaded):
+        raise CheckpointError(
+            f"{folder}: written by an earlier version (custom_checkpoint_*.pkl), which kept its progress in pickles; "
+            "this version keeps it in trainer_state.json and cannot continue it: finish that run with its version"
+        )
+    accelerator.load_state(str(folder))
+    try:
+        progress.load_state_dict(state)
+        loader.load_state_dict(state["data_loader"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{folder}/trainer_state.json: {error!s}") from None
+    logger.info("resumed from %s at step %d", folder, progress.step)
 
-    bar = tqdm(total=args.max_steps, initial=progress.step, disable=not accelerator.is_local_main_process)
+
+def _tensors_only(folder: Path, path: Path) -> Any:
+    try:
+        return load_tensors_only(path, map_location="cpu")
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{folder}: refused to load {path.name}: it holds more than tensors and plain data"
+        ) from None
+    except Exception as error:  # truncated or otherwise unreadable
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise CheckpointError(f"{folder}: cannot read {path.name} ({reason})") from None
+
+
+def check_nonfinite(run: Run, consecutive: int) -> None:
+    """Log a skipped step; stop the run after `--max_consecutive_nonfinite` of them in a row."""
+    logger.warning("non-finite loss at step %d: step skipped (%d in a row)", run.progress.step, consecutive)
+    if consecutive >= run.args.max_consecutive_nonfinite:
+        raise NonFiniteLossError(
+            f"{consecutive} consecutive non-finite losses at step {run.progress.step}; stopping. "
+            f"The last good checkpoint is {run.checkpoints.latest()}"
+        )
+
+
+def train_steps(run: Run) -> None:
+    """Optimizer updates until `--max_steps`, logging, validating and checkpointing on their schedules."""
+    args, progress = run.args, run.progress
+    samples = SampleRecorder(args, run.accelerator)
+    bar = tqdm(total=args.max_steps, initial=progress.step, disable=not run.accelerator.is_local_main_process)
     consecutive_nonfinite = 0
-    running: dict[str, float] = {}
-    running_steps = 0
+    running = RunningLog()
     while progress.step < args.max_steps:
-        batch = loader.next_batch()
-        if samples_log is not None:
-            samples_log.write(json.dumps({"step": progress.step, "names": batch.get("names", [])}) + "\n")
-            samples_log.flush()
-        with accelerator.accumulate(model):
-            with accelerator.autocast():
-                outputs = model(batch["pixel_values"], task=batch["task_ids"])
-            losses = loss_fn(
-                outputs.multi_scale_predictions,
-                batch["pixel_values"],
-                batch["labels"],
-                batch["text_mask"],
-                batch["ignore_mask"],
-                batch["task_ids"],
-            )
-            finite = torch.isfinite(losses.loss.detach()).float()
-            all_finite = accelerator.reduce(finite, reduction="sum").item() == accelerator.num_processes
-            if all_finite:
-                accelerator.backward(losses.loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        if not accelerator.sync_gradients:
+        batch = run.loader.next_batch()
+        samples.write(progress.step, batch)
+        losses, all_finite = forward_backward(
+            run.accelerator, run.model, run.loss_fn, run.optimizer, batch, args
+        )
+        if not run.accelerator.sync_gradients:
             continue
         if not all_finite:
             progress.skipped_nonfinite += 1
             consecutive_nonfinite += 1
-            logger.warning("non-finite loss at step %d: step skipped (%d in a row)", progress.step, consecutive_nonfinite)
-            if consecutive_nonfinite >= args.max_consecutive_nonfinite:
-                raise NonFiniteLossError(
-                    f"{consecutive_nonfinite} consecutive non-finite losses at step {progress.step}; stopping. "
-                    f"The last good checkpoint is {checkpoints.latest()}"
-                )
+            check_nonfinite(run, consecutive_nonfinite)
             continue
         consecutive_nonfinite = 0
-        scheduler.step()
+        run.scheduler.step()
         progress.step += 1
         bar.update(1)
-        for key, value in losses.to_log_dict().items():
-            running[key] = running.get(key, 0.0) + value
-        running_steps += 1
-        if progress.step % args.logging_steps == 0 or progress.step == args.max_steps:
-            logs = {key: value / running_steps for key, value in running.items()}
-            for group in optimizer.param_groups:
-                logs[f"lr/{group.get('name', 'group')}"] = group["lr"]
-            logs["skipped_nonfinite"] = progress.skipped_nonfinite
-            accelerator.log(logs, step=progress.step)
-            bar.set_postfix(loss=f"{logs.get('loss', math.nan):.4f}")
-            logger.info("step %d: %s", progress.step, json.dumps({k: round(v, 6) for k, v in logs.items()}))
-            running.clear()
-            running_steps = 0
-        if validation and (progress.step % args.eval_steps == 0 or progress.step == args.max_steps):
-            validate(accelerator, model, validation, progress, args)
-        if progress.step % args.checkpointing_steps == 0 or progress.step == args.max_steps:
-            save_checkpoint(accelerator, checkpoints, progress)
+        running.add(losses.to_log_dict())
+        last = progress.step == args.max_steps
+        if progress.step % args.logging_steps == 0 or last:
+            log_step(run.accelerator, running, run.optimizer, progress, bar)
+        if run.validation and (progress.step % args.eval_steps == 0 or last):
+            validate(run.accelerator, run.model, run.validation, progress, args)
+        if progress.step % args.checkpointing_steps == 0 or last:
+            save_checkpoint(run.accelerator, run.checkpoints, progress, run.loader)
     bar.close()
-    if samples_log is not None:
-        samples_log.close()
+    samples.close()
+
+
+def train(args: TrainArguments) -> Path:
+    """Run (or resume) a training run; returns the final `save_pretrained` folder."""
+    output_dir = Path(args.output_dir)
+    run = prepare_run(args)
+    accelerator, model = run.accelerator, run.model
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "train_args.json").write_text(json.dumps(asdict(args), indent=2))
+    accelerator.init_trackers(
+        "upocr", config={k: v for k, v in asdict(args).items() if not isinstance(v, list)}
+    )
+    train_steps(run)
 
     final_dir = output_dir / "final"
     accelerator.wait_for_everyone()
@@ -304,16 +548,15 @@ def validate(
 ) -> None:
     """Score the model on each validation set (main process) and keep the best model in `OUTPUT_DIR/best`.
 
-    The selection score is the mean over tasks of one figure in [0, 1] each, higher is better: MSSIM for text
-    removal, fgIoU for text segmentation, mF for tampered text detection (`SELECTION_METRICS`).
+    The selection score is the mean over tasks of one figure in [0, 1] each, higher is better: each task's
+    `Task.selection_metric` (MSSIM for text removal, fgIoU for text segmentation, mF for tampered text detection).
     """
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
-        size = unwrapped.config.image_size
         pipe = UpocrPipeline(
             model=unwrapped,
-            image_processor=UpocrImageProcessor(size={"height": size, "width": size}),
+            image_processor=UpocrImageProcessor.for_model(unwrapped.config),
             device=accelerator.device,
         )
         logs, scores = {}, []
@@ -322,7 +565,7 @@ def validate(
             for key, value in figures.items():
                 if isinstance(value, int | float) and not isinstance(value, bool):
                     logs[f"eval/{task}/{key}"] = value
-            scores.append(figures.get(SELECTION_METRICS[task]) or 0.0)
+            scores.append(figures.get(get_task(task).selection_metric) or 0.0)
         score = sum(scores) / len(scores)
         logs["eval/score"] = score
         accelerator.log(logs, step=progress.step)
@@ -337,18 +580,49 @@ def validate(
     progress.best_metric, progress.best_step = best
 
 
-def save_checkpoint(accelerator: Accelerator, checkpoints: CheckpointFolders, progress: TrainingProgress) -> None:
-    """`save_state` into a staging folder on every rank, then rename it into place on the main process."""
-    staging = checkpoints.root / f".tmp-step_{progress.step}"
+def save_checkpoint(
+    accelerator: Accelerator,
+    checkpoints: CheckpointFolders,
+    progress: TrainingProgress,
+    loader: MultiTaskDataLoader,
+) -> None:
+    """`save_state` into a staging folder on every rank, then rename it into place on the main process with the
+    counters and the data position as JSON (`trainer_state.json`; every rank's loader is at the same position)."""
+    staging = checkpoints.staging_path(progress.step)
     if accelerator.is_main_process:
         checkpoints.staging(progress.step)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(staging))
+    failure = None
+    try:
+        accelerator.save_state(str(staging))
+    except Exception as error:  # a full disk shows as OSError, SafetensorError or torch's RuntimeError alike
+        failure = error
+    # every rank learns whether any failed, so that all stop together instead of waiting for the failed one
+    failed = accelerator.reduce(torch.tensor(float(failure is not None), device=accelerator.device), "sum")
+    if failed.item() > 0:
+        if accelerator.is_main_process:
+            shutil.rmtree(staging, ignore_errors=True)
+        reason = failure or RuntimeError("another process could not write its part")
+        raise CheckpointError(checkpoint_write_failure(checkpoints, progress.step, reason)) from failure
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        final = checkpoints.commit(progress.step, extra=progress.state_dict())
+        state = {**progress.state_dict(), "data_loader": loader.state_dict()}
+        final = checkpoints.commit(progress.step, extra=state)
         logger.info("saved %s", final)
     accelerator.wait_for_everyone()
+
+
+def checkpoint_write_failure(checkpoints: CheckpointFolders, step: int, error: BaseException) -> str:
+    """One line: which checkpoint could not be written, why, the free space and what a checkpoint needs."""
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    free = shutil.disk_usage(checkpoints.root).free
+    needed = checkpoints.size_of_latest()
+    kept = checkpoints.latest()
+    return (
+        f"cannot write checkpoint step_{step} in {checkpoints.root}: {reason}; {free / 2**20:,.0f} MiB free there"
+        + (f", a checkpoint needs about {needed / 2**20:,.0f} MiB" if needed else "")
+        + (f"; the last complete checkpoint, {kept.name}, is intact" if kept else "")
+    )
 
 
 def save_final_model(model: torch.nn.Module, final_dir: Path, args: TrainArguments) -> None:
@@ -364,16 +638,21 @@ def save_final_model(model: torch.nn.Module, final_dir: Path, args: TrainArgumen
             "resolution": f"{size}×{size}",
             "perceptual/style loss": args.perceptual_loss,
         }
-        prepare_hub_folder(
-            model, UpocrImageProcessor(size={"height": size, "width": size}), staging, training=training
-        )
+        prepare_hub_folder(model, UpocrImageProcessor.for_model(model.config), staging, training=training)
         (staging / "training_args.json").write_text(json.dumps(asdict(args), indent=2))
     logger.info("saved the trained model to %s", final_dir)
 
 
-def main(argv: list[str] | None = None) -> None:
-    train(parse_args(sys.argv[1:] if argv is None else argv))
+def main(argv: list[str] | None = None) -> int:
+    """Train; a run that cannot start or go on ends with a one-line reason and exit status 2."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        train(args)
+    except (CheckpointError, NonFiniteLossError, DatasetFolderError, FileNotFoundError) as error:
+        print(f"train.py: error: {error}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

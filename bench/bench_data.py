@@ -40,10 +40,15 @@ def bench_generator(out: Path, num: int, size: int) -> dict[str, float]:
     return results
 
 
-def bench_loader(root: Path, size: int, steps: int, batch_size: int, workers: int, cache: str) -> dict[str, float]:
+def bench_loader(
+    root: Path, size: int, steps: int, batch_size: int, workers: int, cache: str
+) -> dict[str, float]:
     t0 = time.perf_counter()
     data = load_synthetic_folders(root, cache_dir=cache)
-    results = {"folder_load_seconds": time.perf_counter() - t0, "rows_per_task": float(len(next(iter(data.values()))))}
+    results = {
+        "folder_load_seconds": time.perf_counter() - t0,
+        "rows_per_task": float(len(next(iter(data.values())))),
+    }
     for ds in data.values():
         ds.set_transform(UpocrAugment(size))
     for num_workers in sorted({0, workers}):
@@ -65,17 +70,27 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12, help="timed loader steps")
     parser.add_argument("--batch-size", type=int, default=8, help="per task (the paper's 8)")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--torch-threads", type=int, default=1,
-                        help="intra-op threads of the main process (1 avoids contention on small machines)")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="intra-op threads of the main process (1 avoids contention on small machines)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.torch_threads)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         gen = bench_generator(tmp_path, args.num, args.size)
-        load = bench_loader(tmp_path / "gen1", args.size, args.steps, args.batch_size, args.workers,
-                            str(tmp_path / "cache"))
-    report = {"machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPU(s), torch threads "
-                         f"{args.torch_threads}", "size": args.size, **gen, **load}
+        load = bench_loader(
+            tmp_path / "gen1", args.size, args.steps, args.batch_size, args.workers, str(tmp_path / "cache")
+        )
+    report = {
+        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPU(s), torch threads "
+        f"{args.torch_threads}",
+        "size": args.size,
+        **gen,
+        **load,
+    }
     print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in report.items()}, indent=2))
 
 

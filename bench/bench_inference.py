@@ -26,8 +26,8 @@ import torch
 from transformers import pipeline
 
 from upocr_hf import UpocrConfig, UpocrModel
+from upocr_hf.configuration_upocr import CONFIG_PRESETS
 from upocr_hf.tiling import tile_starts
-from upocr_hf.training import CONFIG_PRESETS
 
 CONFIGS: dict[str, dict] = {
     "tiny": {**CONFIG_PRESETS["tiny"], "image_size": 64},
@@ -56,7 +56,9 @@ def bench_config(name: str, kwargs: dict, image: np.ndarray, args: argparse.Name
     height, width = image.shape[:2]
     tiles = len(tile_starts(height, size, size // 4)) * len(tile_starts(width, size, size // 4))
     resize = timed(lambda: pipe(image, task="text-removal"), args.repeats)
-    tile = timed(lambda: pipe(image, task="text-removal", tile=True, batch_size=args.tile_batch), args.repeats)
+    tile = timed(
+        lambda: pipe(image, task="text-removal", tile=True, batch_size=args.tile_batch), args.repeats
+    )
     keep = timed(
         lambda: pipe(image, task="text-removal", tile=True, keep_background=True, batch_size=args.tile_batch),
         args.repeats,

@@ -24,7 +24,13 @@ MODES = ("eager", "compile", "bf16", "compile+bf16")
 
 
 def measure(
-    config: str, size: int, per_task: int, steps: int, perceptual: str, checkpointing: bool, mode: str = "eager"
+    config: str,
+    size: int,
+    per_task: int,
+    steps: int,
+    perceptual: str,
+    checkpointing: bool,
+    mode: str = "eager",
 ) -> dict:
     import contextlib
 
@@ -55,7 +61,9 @@ def measure(
         start = time.perf_counter()
         with autocast():
             outputs = forward(pixel_values, task=task_ids)
-        loss = loss_fn(outputs.multi_scale_predictions, pixel_values, labels, text_mask, ignore_mask, task_ids).loss
+        loss = loss_fn(
+            outputs.multi_scale_predictions, pixel_values, labels, text_mask, ignore_mask, task_ids
+        ).loss
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)

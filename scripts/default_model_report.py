@@ -38,7 +38,9 @@ def read_curve(log: Path) -> dict[str, list]:
 
 
 def lineage(args: argparse.Namespace) -> None:
-    previous = json.loads(Path(args.previous).read_text()) if args.previous and Path(args.previous).is_file() else []
+    previous = (
+        json.loads(Path(args.previous).read_text()) if args.previous and Path(args.previous).is_file() else []
+    )
     train_args = json.loads((Path(args.run) / "train_args.json").read_text())
     from upocr_hf.hub import load_evaluation_results
 
@@ -95,7 +97,7 @@ def contact_sheet(args: argparse.Namespace) -> None:
     """Held-out inputs, outputs and targets of each task: one row per image, 256-px tiles."""
     from transformers import pipeline
 
-    import upocr_hf  # noqa: F401  (registers the "upocr" pipeline)
+    import upocr_hf  # noqa: F401 - registers the "upocr" pipeline
     from upocr_hf.data.synthetic import load_synthetic_folders
 
     pipe = pipeline("upocr", model=args.model, device="cpu")

@@ -28,10 +28,12 @@ import importlib
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
@@ -65,6 +67,8 @@ OVERLAY_ALPHA = 0.55
 ANNOTATION_ALPHA = 0.6
 #: Removal downloads kept on disk (older ones are deleted; Gradio keeps its own copy while serving them).
 MAX_KEPT_DOWNLOADS = 64
+#: Gradio's own copies of uploads and results: swept every 10 minutes, each kept for at most an hour.
+DELETE_CACHE = (600, 3600)
 #: Where input images may come from (no webcam: these are photos and scans of text).
 SOURCES = ["upload", "clipboard"]
 
@@ -84,16 +88,16 @@ def default_model() -> str:
     if (LOCAL_MODEL_DIR / "config.json").is_file():
         return str(LOCAL_MODEL_DIR)
     try:
-        import upocr_hf
+        from upocr_hf import default_model_path
     except ImportError:
-        upocr_hf = None
-    shipped = getattr(upocr_hf, "DEFAULT_MODEL", None)
-    if shipped and Path(shipped, "config.json").is_file():
-        return str(shipped)
+        default_model_path = None
+    shipped = default_model_path() if default_model_path else None
+    if shipped:
+        return shipped
     raise RuntimeError(
         "No UPOCR model to serve. Set UPOCR_MODEL to a save_pretrained folder or a Hub model id, copy a model "
         f"folder to {LOCAL_MODEL_DIR}, or install the upocr_hf package with its default model "
-        f"(upocr_hf importable: {upocr_hf is not None}; upocr_hf.DEFAULT_MODEL = {shipped!r})."
+        f"(upocr_hf importable: {default_model_path is not None}; its default model found: no)."
     )
 
 
@@ -180,8 +184,10 @@ class UpocrDemo:
         ) or sys.modules.get(type(pipe.image_processor).__module__)
         self._to_uint8 = getattr(processing_module, "to_uint8_rgb", None)
         self._lock = threading.Lock()
-        self._downloads_dir = Path(tempfile.mkdtemp(prefix="upocr-space-"))
+        self.downloads_dir = Path(tempfile.mkdtemp(prefix="upocr-space-"))
         self._downloads: deque[Path] = deque()
+        # the folder goes when the app object does, or at the latest when the process exits
+        self.close = weakref.finalize(self, shutil.rmtree, self.downloads_dir, ignore_errors=True)
 
     # ------------------------------------------------------------------------------------------ helpers
 
@@ -207,6 +213,8 @@ class UpocrDemo:
             image = self.pipe.image_processor.convert_image(path, max_pixels=self.max_pixels)
         except ValueError as error:  # ImageLoadError (a ValueError) carries a human-readable reason
             reason = getattr(error, "reason", None) or str(error)
+            if getattr(error, "limit", None):  # too many pixels: the visitor can only make the image smaller
+                reason = f"it has {error.pixels:,} pixels and this demo takes at most {error.limit:,}; resize it first"
             raise gr.Error(
                 f"“{name}” cannot be used: {reason}.", title="Not a usable image", print_exception=False
             ) from None
@@ -232,7 +240,7 @@ class UpocrDemo:
             ) from None
 
     def _save_download(self, image: Image.Image, name: str, suffix: str) -> str:
-        path = self._downloads_dir / f"{time.time_ns()}" / f"{Path(name).stem or 'image'}_{suffix}.png"
+        path = self.downloads_dir / f"{time.time_ns()}" / f"{Path(name).stem or 'image'}_{suffix}.png"
         path.parent.mkdir(parents=True)
         image.save(path, format="PNG")
         self._downloads.append(path)
@@ -343,6 +351,101 @@ Model: `{model}` — Peng et al., *UPOCR: Towards Unified Pixel-Level OCR Interf
 """
 
 
+def _add_examples(prefix: str, target: gr.Image, elem_id: str) -> None:
+    if examples := _examples(prefix):
+        gr.Examples(examples, inputs=[target], label="Examples (synthetic)", elem_id=elem_id)
+
+
+def _removal_tab(app: UpocrDemo, shared: dict[str, Any]) -> None:
+    with gr.Row():
+        with gr.Column():
+            remove_input = gr.Image(type="filepath", label="Image", sources=SOURCES, elem_id="remove-input")
+            with gr.Accordion("Options", open=False):
+                remove_tile = gr.Checkbox(False, label="High resolution (tiles at native size)")
+                remove_keep = gr.Checkbox(
+                    True,
+                    label="Keep background (only text pixels may change)",
+                    info="Pixels outside the detected text region stay byte-identical to the input "
+                    "(off: the model's whole output image, the paper's protocol).",
+                )
+            remove_button = gr.Button("Run", variant="primary", elem_id="remove-run")
+        with gr.Column():
+            remove_output = gr.ImageSlider(
+                label="Before / after", format="png", type="pil", elem_id="remove-output"
+            )
+            remove_download = gr.DownloadButton("Download PNG", elem_id="remove-download")
+            remove_info = gr.Markdown(label="info", elem_id="remove-info")
+    _add_examples("text", remove_input, "remove-examples")
+    remove_button.click(
+        app.remove,
+        inputs=[remove_input, remove_tile, remove_keep],
+        outputs=[remove_output, remove_download, remove_info],
+        api_name="remove",
+        **shared,
+    )
+
+
+def _segmentation_tab(app: UpocrDemo, shared: dict[str, Any]) -> None:
+    with gr.Row():
+        with gr.Column():
+            segment_input = gr.Image(type="filepath", label="Image", sources=SOURCES, elem_id="segment-input")
+            with gr.Accordion("Options", open=False):
+                segment_threshold = gr.Slider(
+                    0.05,
+                    0.95,
+                    value=app.threshold,
+                    step=0.05,
+                    label="Threshold",
+                    info="A pixel is text when the prediction's channel mean exceeds this.",
+                )
+                segment_tile = gr.Checkbox(False, label="High resolution (tiles at native size)")
+            segment_button = gr.Button("Run", variant="primary", elem_id="segment-run")
+        with gr.Column():
+            with gr.Row():
+                segment_mask = gr.Image(label="Text mask", format="png", elem_id="segment-mask")
+                segment_overlay = gr.Image(label="Overlay", format="png", elem_id="segment-overlay")
+            segment_info = gr.Markdown(label="info", elem_id="segment-info")
+    _add_examples("text", segment_input, "segment-examples")
+    segment_button.click(
+        app.segment,
+        inputs=[segment_input, segment_threshold, segment_tile],
+        outputs=[segment_mask, segment_overlay, segment_info],
+        api_name="segment",
+        **shared,
+    )
+
+
+def _tampering_tab(app: UpocrDemo, shared: dict[str, Any], model_name: str) -> None:
+    if warning := tamper_warning(model_name):
+        gr.Markdown(warning, elem_id="detect-warning")
+    with gr.Row():
+        with gr.Column():
+            detect_input = gr.Image(type="filepath", label="Image", sources=SOURCES, elem_id="detect-input")
+            with gr.Accordion("Options", open=False):
+                detect_tile = gr.Checkbox(False, label="High resolution (tiles at native size)")
+            detect_button = gr.Button("Run", variant="primary", elem_id="detect-run")
+        with gr.Column():
+            detect_annotated = gr.AnnotatedImage(
+                label="Real and tampered text",
+                format="png",
+                color_map={app.class_names[i]: _hex(app.class_rgb[i]) for i in (1, 2)},
+                elem_id="detect-annotated",
+            )
+            detect_shares = gr.Label(label="Share of the text area", elem_id="detect-shares")
+            detect_info = gr.Markdown(label="info", elem_id="detect-info")
+            with gr.Accordion("Class map", open=False):
+                detect_map = gr.Image(label="Class map", format="png", elem_id="detect-map")
+                gr.HTML(app.legend_html())
+    _add_examples("tampered", detect_input, "detect-examples")
+    detect_button.click(
+        app.detect,
+        inputs=[detect_input, detect_tile],
+        outputs=[detect_annotated, detect_map, detect_shares, detect_info],
+        api_name="detect",
+        **shared,
+    )
+
+
 def build_demo(model: str | Any | None = None, *, max_pixels: int | None = MAX_PIXELS) -> gr.Blocks:
     """Build the app around a model folder / Hub id (default: `default_model()`) or a ready pipeline object.
 
@@ -360,123 +463,19 @@ def build_demo(model: str | Any | None = None, *, max_pixels: int | None = MAX_P
     app = UpocrDemo(pipe, max_pixels=max_pixels)
     shared = dict(concurrency_id="upocr-model", concurrency_limit=CONCURRENCY, preprocess=False)
 
-    with gr.Blocks(title="UPOCR: text removal, segmentation and tampering detection") as demo:
+    with gr.Blocks(
+        title="UPOCR: text removal, segmentation and tampering detection", delete_cache=DELETE_CACHE
+    ) as demo:
         gr.Markdown(
             DESCRIPTION.format(model=Path(model_name).name if os.path.isdir(model_name) else model_name)
         )
         with gr.Tabs():
             with gr.Tab("Text removal", id="removal"):
-                with gr.Row():
-                    with gr.Column():
-                        remove_input = gr.Image(
-                            type="filepath", label="Image", sources=SOURCES, elem_id="remove-input"
-                        )
-                        with gr.Accordion("Options", open=False):
-                            remove_tile = gr.Checkbox(False, label="High resolution (tiles at native size)")
-                            remove_keep = gr.Checkbox(
-                                True,
-                                label="Keep background (only text pixels may change)",
-                                info="Pixels outside the detected text region stay byte-identical to the input "
-                                "(off: the model's whole output image, the paper's protocol).",
-                            )
-                        remove_button = gr.Button("Run", variant="primary", elem_id="remove-run")
-                    with gr.Column():
-                        remove_output = gr.ImageSlider(
-                            label="Before / after", format="png", type="pil", elem_id="remove-output"
-                        )
-                        remove_download = gr.DownloadButton("Download PNG", elem_id="remove-download")
-                        remove_info = gr.Markdown(label="info", elem_id="remove-info")
-                if examples := _examples("text"):
-                    gr.Examples(
-                        examples,
-                        inputs=[remove_input],
-                        label="Examples (synthetic)",
-                        elem_id="remove-examples",
-                    )
-                remove_button.click(
-                    app.remove,
-                    inputs=[remove_input, remove_tile, remove_keep],
-                    outputs=[remove_output, remove_download, remove_info],
-                    api_name="remove",
-                    **shared,
-                )
-
+                _removal_tab(app, shared)
             with gr.Tab("Text segmentation", id="segmentation"):
-                with gr.Row():
-                    with gr.Column():
-                        segment_input = gr.Image(
-                            type="filepath", label="Image", sources=SOURCES, elem_id="segment-input"
-                        )
-                        with gr.Accordion("Options", open=False):
-                            segment_threshold = gr.Slider(
-                                0.05,
-                                0.95,
-                                value=app.threshold,
-                                step=0.05,
-                                label="Threshold",
-                                info="A pixel is text when the prediction's channel mean exceeds this.",
-                            )
-                            segment_tile = gr.Checkbox(False, label="High resolution (tiles at native size)")
-                        segment_button = gr.Button("Run", variant="primary", elem_id="segment-run")
-                    with gr.Column():
-                        with gr.Row():
-                            segment_mask = gr.Image(label="Text mask", format="png", elem_id="segment-mask")
-                            segment_overlay = gr.Image(
-                                label="Overlay", format="png", elem_id="segment-overlay"
-                            )
-                        segment_info = gr.Markdown(label="info", elem_id="segment-info")
-                if examples := _examples("text"):
-                    gr.Examples(
-                        examples,
-                        inputs=[segment_input],
-                        label="Examples (synthetic)",
-                        elem_id="segment-examples",
-                    )
-                segment_button.click(
-                    app.segment,
-                    inputs=[segment_input, segment_threshold, segment_tile],
-                    outputs=[segment_mask, segment_overlay, segment_info],
-                    api_name="segment",
-                    **shared,
-                )
-
+                _segmentation_tab(app, shared)
             with gr.Tab("Tampered text", id="tampering"):
-                if warning := tamper_warning(model_name):
-                    gr.Markdown(warning, elem_id="detect-warning")
-                with gr.Row():
-                    with gr.Column():
-                        detect_input = gr.Image(
-                            type="filepath", label="Image", sources=SOURCES, elem_id="detect-input"
-                        )
-                        with gr.Accordion("Options", open=False):
-                            detect_tile = gr.Checkbox(False, label="High resolution (tiles at native size)")
-                        detect_button = gr.Button("Run", variant="primary", elem_id="detect-run")
-                    with gr.Column():
-                        detect_annotated = gr.AnnotatedImage(
-                            label="Real and tampered text",
-                            format="png",
-                            color_map={app.class_names[i]: _hex(app.class_rgb[i]) for i in (1, 2)},
-                            elem_id="detect-annotated",
-                        )
-                        detect_shares = gr.Label(label="Share of the text area", elem_id="detect-shares")
-                        detect_info = gr.Markdown(label="info", elem_id="detect-info")
-                        with gr.Accordion("Class map", open=False):
-                            detect_map = gr.Image(label="Class map", format="png", elem_id="detect-map")
-                            gr.HTML(app.legend_html())
-                if examples := _examples("tampered"):
-                    gr.Examples(
-                        examples,
-                        inputs=[detect_input],
-                        label="Examples (synthetic)",
-                        elem_id="detect-examples",
-                    )
-                detect_button.click(
-                    app.detect,
-                    inputs=[detect_input, detect_tile],
-                    outputs=[detect_annotated, detect_map, detect_shares, detect_info],
-                    api_name="detect",
-                    **shared,
-                )
+                _tampering_tab(app, shared, model_name)
 
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY)
     demo.upocr = app  # for tests and embedding: the callbacks and the pipeline

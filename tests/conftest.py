@@ -5,9 +5,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import pytest  # noqa: E402
+import pytest
 
 #: The read-only fixtures shared beside the repository (spec, reference outputs).
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -41,7 +41,7 @@ def fixed_synthetic_config(**fields):
 
 def tiny_config_kwargs() -> dict:
     """A UPOCR small enough for fast tests that still has shifted blocks in both encoder and decoder at 64 px."""
-    from upocr_hf.training import CONFIG_PRESETS
+    from upocr_hf.configuration_upocr import CONFIG_PRESETS
 
     return {**CONFIG_PRESETS["tiny"], "image_size": 64}
 

@@ -1,6 +1,8 @@
 """The `upocr` command line on a tiny random model: all three commands, folders, bad files, atomic writes."""
 
 import json
+import os
+import time
 
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ from conftest import tiny_config_kwargs
 from PIL import Image
 
 from upocr_hf import UpocrConfig, UpocrModel
-from upocr_hf.cli import atomic_write, collect_jobs, main
+from upocr_hf.cli import collect_jobs, main
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +55,21 @@ def no_temporary_files(folder):
 def test_commands_walk_folders_and_skip_bad_files(model_dir, inputs, tmp_path, capsys, command, extra):
     folder, single = inputs
     out = tmp_path / "out"
-    status = main([command, str(folder), str(single), "-o", str(out), "--model", str(model_dir), "--batch-size", "2", "-q", *extra])
+    status = main(
+        [
+            command,
+            str(folder),
+            str(single),
+            "-o",
+            str(out),
+            "--model",
+            str(model_dir),
+            "--batch-size",
+            "2",
+            "-q",
+            *extra,
+        ]
+    )
     captured = capsys.readouterr()
     assert status == 1
     assert "4 written" in captured.out and "3 failed" in captured.out
@@ -80,11 +96,28 @@ def test_commands_walk_folders_and_skip_bad_files(model_dir, inputs, tmp_path, c
 def test_all_good_inputs_exit_zero_and_tile_mode(model_dir, tmp_path, capsys):
     pixels = write_image(tmp_path / "in" / "big.png", 100, 140)
     out = tmp_path / "out"
+    out.mkdir()
+    killed_write = (
+        out / ".big.png.k1ll3d0x.tmp"
+    )  # what a run killed mid-write leaves; the next run removes it
+    killed_write.write_bytes(b"half a PNG")
+    os.utime(killed_write, (time.time() - 3600, time.time() - 3600))
     status = main(
-        ["remove", str(tmp_path / "in"), "-o", str(out), "--model", str(model_dir), "--tile", "--keep-background", "-q"]
+        [
+            "remove",
+            str(tmp_path / "in"),
+            "-o",
+            str(out),
+            "--model",
+            str(model_dir),
+            "--tile",
+            "--keep-background",
+            "-q",
+        ]
     )
     assert status == 0
     assert "1 written" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["big.png"]
     result = np.asarray(Image.open(out / "big.png"))
     assert result.shape == pixels.shape
     assert (result == pixels).any()  # keep-background kept some pixels exactly
@@ -110,7 +143,7 @@ def test_pixel_limit_and_missing_inputs_are_reported(model_dir, tmp_path, capsys
     )
     captured = capsys.readouterr()
     assert status == 1
-    assert "large.png: image too large" in captured.err
+    assert "large.png: image too large" in captured.err and "--max-pixels raises it" in captured.err
     assert "missing.png: no such file or folder" in captured.err
     assert (out / "small.png").exists() and not (out / "large.png").exists()
 
@@ -127,9 +160,35 @@ def test_model_is_required_without_a_default(tmp_path, capsys, monkeypatch):
 
 def test_unloadable_model_is_a_clear_error(tmp_path, capsys):
     write_image(tmp_path / "a.png", 10, 10)
-    status = main(["remove", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--model", str(tmp_path / "nope")])
+    status = main(
+        ["remove", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--model", str(tmp_path / "nope")]
+    )
     assert status == 2
-    assert "cannot load the model" in capsys.readouterr().err
+    assert f"upocr: error: {tmp_path / 'nope'}: no such model folder" in capsys.readouterr().err
+    (tmp_path / "weights.bin").write_bytes(b"")
+    status = main(
+        [
+            "remove",
+            str(tmp_path / "a.png"),
+            "-o",
+            str(tmp_path / "out"),
+            "--model",
+            str(tmp_path / "weights.bin"),
+        ]
+    )
+    assert status == 2 and "weights.bin: is a file, not a model folder" in capsys.readouterr().err
+    (tmp_path / "empty-model").mkdir()  # a folder that holds no model: transformers' own reason
+    status = main(
+        [
+            "remove",
+            str(tmp_path / "a.png"),
+            "-o",
+            str(tmp_path / "out"),
+            "--model",
+            str(tmp_path / "empty-model"),
+        ]
+    )
+    assert status == 2 and "cannot load the model from" in capsys.readouterr().err
 
 
 def test_unknown_command_lists_the_known_ones(capsys):
@@ -144,17 +203,3 @@ def test_same_stem_inputs_do_not_collide(tmp_path):
     jobs, missing = collect_jobs([tmp_path / "in"], tmp_path / "out")
     assert not missing
     assert len({job.output for job in jobs}) == 2
-
-
-def test_atomic_write_leaves_nothing_on_failure(tmp_path):
-    target = tmp_path / "result.png"
-
-    def failing(file):
-        file.write(b"partial")
-        raise RuntimeError("disk full")
-
-    with pytest.raises(RuntimeError):
-        atomic_write(target, failing)
-    assert list(tmp_path.iterdir()) == []
-    atomic_write(target, lambda file: file.write(b"done"))
-    assert target.read_bytes() == b"done" and list(tmp_path.iterdir()) == [target]

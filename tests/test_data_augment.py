@@ -9,13 +9,7 @@ from datasets import Dataset
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from upocr_hf.data.augment import (
-    TASK_AUGMENTATIONS,
-    AugmentationConfig,
-    UpocrAugment,
-    build_task_transform,
-    upocr_collate,
-)
+from upocr_hf.data.augment import UpocrAugment, build_task_transform, upocr_collate
 from upocr_hf.data.folders import SAMPLE_FEATURES
 from upocr_hf.tasks import (
     DEFAULT_TASKS,
@@ -23,14 +17,22 @@ from upocr_hf.tasks import (
     TAMPERED_TEXT_DETECTION,
     TEXT_REMOVAL,
     TEXT_SEGMENTATION,
+    Augmentation,
+    get_task,
 )
 
 SIZE = 64
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-ALWAYS = AugmentationConfig(crop_prob=1.0, crop_min_ratio=0.5, crop_max_ratio=0.9, hflip_prob=1.0, rotate_prob=1.0,
-                            rotate_degrees=30.0)
+ALWAYS = Augmentation(
+    crop_prob=1.0,
+    crop_min_ratio=0.5,
+    crop_max_ratio=0.9,
+    hflip_prob=1.0,
+    rotate_prob=1.0,
+    rotate_degrees=30.0,
+)
 
 
 def _blocks(seed: int, h: int = 96, w: int = 128, cell: int = 16) -> np.ndarray:
@@ -44,8 +46,9 @@ def _agree(pred: torch.Tensor, truth: torch.Tensor, valid: torch.Tensor) -> floa
 
 
 def _run(aug: UpocrAugment, image, target, mask, task) -> dict:
-    return aug.transform_sample(Image.fromarray(image), Image.fromarray(target),
-                                None if mask is None else Image.fromarray(mask), task)
+    return aug.transform_sample(
+        Image.fromarray(image), Image.fromarray(target), None if mask is None else Image.fromarray(mask), task
+    )
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -112,7 +115,8 @@ def test_resize_keeps_labels_on_the_image_grid() -> None:
     image = np.where(cls[..., None], 255, 0).astype(np.uint8).repeat(3, -1)
     for size in [(50, 70), (64, 64), (200, 300)]:
         out = UpocrAugment(size, train=False).transform_sample(
-            Image.fromarray(image), Image.fromarray(image), None, TEXT_SEGMENTATION)
+            Image.fromarray(image), Image.fromarray(image), None, TEXT_SEGMENTATION
+        )
         agree = ((out["pixel_values"][0] > 0.5) == (out["labels"][0] > 0.5)).float().mean()
         assert agree > 0.995, size
 
@@ -123,9 +127,10 @@ def test_horizontal_flip_is_joint() -> None:
     image[:, :8] = 255  # bright left edge
     target = np.zeros((32, 32, 3), np.uint8)
     target[:, :8] = 255
-    flip = AugmentationConfig(hflip_prob=1.0)
+    flip = Augmentation(hflip_prob=1.0)
     out = UpocrAugment(32, overrides={TEXT_SEGMENTATION: flip}).transform_sample(
-        Image.fromarray(image), Image.fromarray(target), None, TEXT_SEGMENTATION)
+        Image.fromarray(image), Image.fromarray(target), None, TEXT_SEGMENTATION
+    )
     assert out["pixel_values"][:, :, -1].min() > 0.9 and out["labels"][:, :, -1].min() == 1.0
     assert out["pixel_values"][:, :, 0].max() < 0.1 and out["labels"][:, :, 0].max() == 0.0
 
@@ -135,7 +140,7 @@ def test_colour_jitter_touches_the_image_only() -> None:
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
     target = np.where(rng.random((40, 40, 1)) > 0.5, 255, 0).astype(np.uint8).repeat(3, -1)
-    jitter = AugmentationConfig(color_jitter_prob=1.0)
+    jitter = Augmentation(color_jitter_prob=1.0)
     aug = UpocrAugment(40, overrides={TEXT_SEGMENTATION: jitter})
     out = aug.transform_sample(Image.fromarray(image), Image.fromarray(target), None, TEXT_SEGMENTATION)
     np.testing.assert_array_equal((out["labels"] * 255).round().byte().permute(1, 2, 0).numpy(), target)
@@ -143,12 +148,32 @@ def test_colour_jitter_touches_the_image_only() -> None:
 
 
 def test_recipes_match_the_paper() -> None:
-    rem, seg, tam = (TASK_AUGMENTATIONS[t] for t in (TEXT_REMOVAL, TEXT_SEGMENTATION, TAMPERED_TEXT_DETECTION))
-    assert (rem.crop_prob, rem.hflip_prob, rem.rotate_prob, rem.rotate_degrees, rem.color_jitter_prob) == (0, 0.3, 0.5, 30, 0)
+    rem, seg, tam = (
+        get_task(t).augmentation for t in (TEXT_REMOVAL, TEXT_SEGMENTATION, TAMPERED_TEXT_DETECTION)
+    )
+    assert (rem.crop_prob, rem.hflip_prob, rem.rotate_prob, rem.rotate_degrees, rem.color_jitter_prob) == (
+        0,
+        0.3,
+        0.5,
+        30,
+        0,
+    )
     assert (seg.crop_min_ratio, seg.crop_max_ratio, seg.crop_prob, seg.hflip_prob) == (0.7, 1.0, 1.0, 0.3)
-    assert (seg.color_jitter_prob, seg.brightness, seg.contrast, seg.saturation, seg.hue) == (0.5, 0.5, 0.5, 0.5, 0.5)
+    assert (seg.color_jitter_prob, seg.brightness, seg.contrast, seg.saturation, seg.hue) == (
+        0.5,
+        0.5,
+        0.5,
+        0.5,
+        0.5,
+    )
     assert (seg.rotate_prob, seg.rotate_degrees) == (0.5, 30)
-    assert (tam.crop_min_ratio, tam.crop_max_ratio, tam.crop_prob, tam.hflip_prob, tam.rotate_prob) == (0.5, 1.0, 1.0, 0.5, 0)
+    assert (tam.crop_min_ratio, tam.crop_max_ratio, tam.crop_prob, tam.hflip_prob, tam.rotate_prob) == (
+        0.5,
+        1.0,
+        1.0,
+        0.5,
+        0,
+    )
     # eval pipelines only resize
     assert len(build_task_transform(TEXT_SEGMENTATION, 64, train=False).transforms) == 1
 
@@ -160,8 +185,11 @@ def test_probabilities_are_respected() -> None:
     target = np.zeros((48, 48, 3), np.uint8)
     aug = UpocrAugment(32)
     hits = sum(
-        bool(aug.transform_sample(Image.fromarray(image), Image.fromarray(target), None, TEXT_SEGMENTATION)[
-            "ignore_mask"].any())
+        bool(
+            aug.transform_sample(Image.fromarray(image), Image.fromarray(target), None, TEXT_SEGMENTATION)[
+                "ignore_mask"
+            ].any()
+        )
         for _ in range(200)
     )
     assert 70 < hits < 130
@@ -174,8 +202,11 @@ def test_set_transform_and_collate() -> None:
         h, w = 40 + 8 * i, 56 - 4 * i
         rows["image"].append(Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)))
         rows["target"].append(Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)))
-        rows["mask"].append(Image.fromarray((rng.random((h, w)) > 0.7).astype(np.uint8) * 255)
-                            if task == TEXT_REMOVAL else None)
+        rows["mask"].append(
+            Image.fromarray((rng.random((h, w)) > 0.7).astype(np.uint8) * 255)
+            if task == TEXT_REMOVAL
+            else None
+        )
         rows["task"].append(task)
         rows["name"].append(f"s{i}")
     ds = Dataset.from_dict(rows, features=SAMPLE_FEATURES)
@@ -203,5 +234,5 @@ def test_bad_inputs() -> None:
         aug.transform_sample(img, img, None, TEXT_REMOVAL)
     with pytest.raises(ValueError, match="differs from image size"):
         aug.transform_sample(img, Image.new("RGB", (21, 20)), None, TEXT_SEGMENTATION)
-    with pytest.raises(ValueError, match="no augmentation for task"):
+    with pytest.raises(ValueError, match="'ocr' is not in the task order"):
         aug.transform_sample(img, img, None, "ocr")

@@ -47,7 +47,9 @@ def _photo(seed: int, h: int = 12, w: int = 16) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------------
 
 
-def make_scut(root: Path, names=("a", "b"), split="train") -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def make_scut(
+    root: Path, names=("a", "b"), split="train"
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     made = {}
     for k, name in enumerate(names):
         image, label = _photo(k), _photo(100 + k)
@@ -107,7 +109,9 @@ def test_scut_enstext_columns_and_values(tmp_path: Path) -> None:
 
 def test_scut_enstext_white_text_masks(tmp_path: Path) -> None:
     made = make_scut(tmp_path / "scut", names=("a",))
-    dd = load_scut_enstext(tmp_path / "scut", ["train"], mask_text_value="white", cache_dir=str(tmp_path / "c"))
+    dd = load_scut_enstext(
+        tmp_path / "scut", ["train"], mask_text_value="white", cache_dir=str(tmp_path / "c")
+    )
     np.testing.assert_array_equal(_arr(dd["train"][0]["mask"]), np.where(made["a"][2] >= 128, 255, 0))
 
 
@@ -274,8 +278,9 @@ def test_skip_counts_and_reports(tmp_path: Path, caplog: pytest.LogCaptureFixtur
 
     make_scut(tmp_path / "scut", names=("a", "b", "c"))
     (tmp_path / "scut" / "train" / "mask" / "c.png").unlink()
-    dd, reports = load_scut_enstext(tmp_path / "scut", on_error="skip", return_report=True,
-                                    cache_dir=str(tmp_path / "cache"))
+    dd, reports = load_scut_enstext(
+        tmp_path / "scut", on_error="skip", return_report=True, cache_dir=str(tmp_path / "cache")
+    )
     assert dd["train"]["name"] == ["a", "b"] and reports["train"].num_skipped == 1
 
 
@@ -299,7 +304,9 @@ def test_image_pairs_of_a_new_task(tmp_path: Path) -> None:
     assert sample["task"] == "deblur" and sample["name"] == "p" and sample["mask"] is None
     assert np.array_equal(np.asarray(sample["target"]), target)
     _save(image, root / "train" / "image" / "q.png")
-    with pytest.raises(DatasetFolderError, match=r"image/q\.png: image without its target image in 'target/'"):
+    with pytest.raises(
+        DatasetFolderError, match=r"image/q\.png: image without its target image in 'target/'"
+    ):
         load_image_pairs(root, "deblur", ["train"])
     ds, reports = load_image_pairs(root, "deblur", ["train"], on_error="skip", return_report=True)
     assert len(ds["train"]) == 1 and len(reports["train"].skipped) == 1

@@ -86,8 +86,10 @@ def test_two_processes_see_disjoint_samples(datasets: dict[str, Dataset]) -> Non
 
 def test_sampler_shards_partition_an_epoch() -> None:
     for world in (1, 2, 3):
-        parts = [ShardedEpochBatchSampler(23, 3, seed=4, epoch=2, process_index=r, num_processes=world)
-                 for r in range(world)]
+        parts = [
+            ShardedEpochBatchSampler(23, 3, seed=4, epoch=2, process_index=r, num_processes=world)
+            for r in range(world)
+        ]
         flat = [i for p in parts for batch in p for i in batch]
         assert len(flat) == len(set(flat)) == (23 // (3 * world)) * 3 * world
         assert len({len(list(p)) for p in parts}) == 1
@@ -119,7 +121,10 @@ def test_workers_give_the_same_order(datasets: dict[str, Dataset]) -> None:
 
 def test_rewind_with_persistent_workers(datasets: dict[str, Dataset]) -> None:
     """Loading a state into a loader whose workers have already prefetched ahead drops the stale batches."""
-    subset = {TAMPERED_TEXT_DETECTION: datasets[TAMPERED_TEXT_DETECTION], TEXT_REMOVAL: datasets[TEXT_REMOVAL]}
+    subset = {
+        TAMPERED_TEXT_DETECTION: datasets[TAMPERED_TEXT_DETECTION],
+        TEXT_REMOVAL: datasets[TEXT_REMOVAL],
+    }
     loader = MultiTaskDataLoader(subset, 2, seed=6, num_workers=1)
     _names(loader, 2)
     state = loader.state_dict()

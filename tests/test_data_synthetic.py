@@ -15,9 +15,7 @@ from PIL import Image
 from upocr_hf.data.folders import DatasetFolderError, tampered_boxes_to_target
 from upocr_hf.data.resources import RESERVED_NAME_PARTS, font_group, photo_group, style_split
 from upocr_hf.data.synthetic import (
-    ALL_TASKS,
     FORGERY_CHANGE_THRESHOLD,
-    LAYOUT_DIRS,
     STYLE_FORGERY_METHODS,
     SyntheticConfig,
     available_fonts,
@@ -28,10 +26,12 @@ from upocr_hf.data.synthetic import (
     render_sample,
 )
 from upocr_hf.tasks import (
+    DEFAULT_TASKS,
     TAMPER_CLASS_RGB,
     TAMPERED_TEXT_DETECTION,
     TEXT_REMOVAL,
     TEXT_SEGMENTATION,
+    get_task,
 )
 
 SIZE = (128, 96)
@@ -49,8 +49,11 @@ def samples(cfg: SyntheticConfig) -> list:
 
 
 def _digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_resources_are_local_and_never_reserved() -> None:
@@ -58,7 +61,9 @@ def test_resources_are_local_and_never_reserved() -> None:
     assert any("DejaVuSans.ttf" in f for f in fonts)
     assert len(fonts) >= 10
     photos = available_photos()
-    assert photos and all(Path(p).is_file() for p in photos)  # local files: skimage's wheel, Debian's wallpapers
+    assert photos and all(
+        Path(p).is_file() for p in photos
+    )  # local files: skimage's wheel, Debian's wallpapers
     for path in fonts + photos:
         assert not any(part in path.lower() for part in RESERVED_NAME_PARTS), path
 
@@ -74,7 +79,10 @@ def test_style_split_holds_out_whole_families() -> None:
     bare = [f"/fonts/dejavu/DejaVu{i}.ttf" for i in range(20)]
     assert style_split(bare, "train", font_group) and style_split(bare, "held-out", font_group)
     assert photo_group("/usr/share/wallpapers/Kite/contents/images/1920x1080.jpg") == "Kite"
-    assert photo_group("/usr/share/backgrounds/sway/Sway_Wallpaper_Blue_768x1024_Portrait.png") == "Sway_Wallpaper_Blue"
+    assert (
+        photo_group("/usr/share/backgrounds/sway/Sway_Wallpaper_Blue_768x1024_Portrait.png")
+        == "Sway_Wallpaper_Blue"
+    )
     with pytest.raises(ValueError, match="unknown style"):
         style_split(fonts, "test", font_group)
 
@@ -162,7 +170,9 @@ def test_forgeries_leave_traces_beyond_the_new_letters(samples: list) -> None:
             if b.label != 2:
                 continue
             region = (slice(b.y1, b.y2 + 1), slice(b.x1, b.x2 + 1))
-            plain = ~text[region] & (np.abs(s.tampered[region].astype(int) - s.background[region]).max(-1) > 0)
+            plain = ~text[region] & (
+                np.abs(s.tampered[region].astype(int) - s.background[region]).max(-1) > 0
+            )
             traced += bool(plain.mean() > 0.2)
     assert traced >= 3
 
@@ -177,11 +187,11 @@ def test_folders_identical_for_any_worker_count(tmp_path: Path, cfg: SyntheticCo
 
 def test_real_loaders_read_the_synthetic_layouts(tmp_path: Path, cfg: SyntheticConfig) -> None:
     roots = generate_folders(tmp_path / "syn", 4, size=SIZE, seed=3, config=cfg)
-    assert {t: r.name for t, r in roots.items()} == LAYOUT_DIRS
+    assert {t: r.name for t, r in roots.items()} == {t: get_task(t).dataset for t in DEFAULT_TASKS}
     split = json.loads((roots[TEXT_SEGMENTATION] / "split.json").read_text())
     assert split == {"train": [f"syn3_{i:07d}" for i in range(4)]}
     data = load_synthetic_folders(tmp_path / "syn", cache_dir=str(tmp_path / "cache"))
-    assert set(data) == set(ALL_TASKS) and all(len(ds) == 4 for ds in data.values())
+    assert set(data) == set(DEFAULT_TASKS) and all(len(ds) == 4 for ds in data.values())
     ref = render_sample(2, 3, cfg)
     rem, seg, tam = data[TEXT_REMOVAL][2], data[TEXT_SEGMENTATION][2], data[TAMPERED_TEXT_DETECTION][2]
     np.testing.assert_array_equal(np.asarray(rem["image"]), ref.image)
@@ -191,7 +201,9 @@ def test_real_loaders_read_the_synthetic_layouts(tmp_path: Path, cfg: SyntheticC
     np.testing.assert_array_equal((seg_target == 255).all(-1), ref.stroke_label == 100)
     np.testing.assert_array_equal((seg_target == 128).all(-1), ref.stroke_label == 255)
     np.testing.assert_array_equal(np.asarray(tam["image"]), ref.tampered)
-    np.testing.assert_array_equal(np.asarray(tam["target"]), tampered_boxes_to_target(*SIZE, ref.tamper_boxes))
+    np.testing.assert_array_equal(
+        np.asarray(tam["target"]), tampered_boxes_to_target(*SIZE, ref.tamper_boxes)
+    )
     # a second run with another seed extends the same folders
     generate_folders(tmp_path / "syn", 2, size=SIZE, seed=4, tasks=[TEXT_SEGMENTATION], config=cfg)
     assert len(json.loads((roots[TEXT_SEGMENTATION] / "split.json").read_text())["train"]) == 6
@@ -199,11 +211,26 @@ def test_real_loaders_read_the_synthetic_layouts(tmp_path: Path, cfg: SyntheticC
 
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cli"
-    code = main(["--num", "2", "--size", "64", "--out", str(out), "--seed", "9", "--tasks", "removal,tampered",
-                 "--save-to-disk", str(tmp_path / "hf"), "--no-photos"])
+    code = main(
+        [
+            "--num",
+            "2",
+            "--size",
+            "64",
+            "--out",
+            str(out),
+            "--seed",
+            "9",
+            "--tasks",
+            "removal,tampered",
+            "--save-to-disk",
+            str(tmp_path / "hf"),
+            "--no-photos",
+        ]
+    )
     assert code == 0
     assert "wrote 2 samples" in capsys.readouterr().out
-    assert not (out / LAYOUT_DIRS[TEXT_SEGMENTATION]).exists()
+    assert not (out / get_task(TEXT_SEGMENTATION).dataset).exists()
     img = Image.open(out / "SCUT-EnsText" / "train" / "image" / "syn9_0000001.png")
     assert img.size == (64, 64)
     from datasets import load_from_disk
@@ -215,8 +242,14 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_generated_folder_errors_are_caught(tmp_path: Path, cfg: SyntheticConfig) -> None:
-    generate_folders(tmp_path / "syn", 2, size=(64, 48), seed=0, tasks=[TAMPERED_TEXT_DETECTION],
-                     config=replace(cfg, size=(64, 48)))
+    generate_folders(
+        tmp_path / "syn",
+        2,
+        size=(64, 48),
+        seed=0,
+        tasks=[TAMPERED_TEXT_DETECTION],
+        config=replace(cfg, size=(64, 48)),
+    )
     gt = tmp_path / "syn" / "Tampered-IC13" / "train_gt" / "syn0_0000001.txt"
     gt.write_text(gt.read_text() + "oops\n")
     with pytest.raises(DatasetFolderError, match=r"syn0_0000001\.txt, line \d+: expected 5"):

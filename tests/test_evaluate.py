@@ -10,10 +10,17 @@ from PIL import Image
 from transformers import pipeline
 
 from upocr_hf import UpocrConfig, UpocrModel
-from upocr_hf.data.synthetic import LAYOUT_DIRS, generate_folders
-from upocr_hf.evaluate import evaluate_model, main
-from upocr_hf.tasks import TAMPER_CLASS_RGB, TAMPERED_TEXT_DETECTION, TEXT_REMOVAL, TEXT_SEGMENTATION
-from upocr_hf.training import load_task_datasets
+from upocr_hf.data import load_task_datasets
+from upocr_hf.data.synthetic import generate_folders
+from upocr_hf.evaluation import evaluate_model, main
+from upocr_hf.tasks import (
+    DEFAULT_TASKS,
+    TAMPER_CLASS_RGB,
+    TAMPERED_TEXT_DETECTION,
+    TEXT_REMOVAL,
+    TEXT_SEGMENTATION,
+    get_task,
+)
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +40,12 @@ def model_dir(tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("task", list(LAYOUT_DIRS))
+@pytest.mark.parametrize("task", list(DEFAULT_TASKS))
 def test_command_runs_end_to_end_and_writes_json(task, test_data, model_dir, tmp_path, capsys):
     output = tmp_path / "figures.json"
     predictions = tmp_path / "predictions"
     code = main([
-        "--model", str(model_dir), "--task", task, "--data", str(test_data / LAYOUT_DIRS[task]),
+        "--model", str(model_dir), "--task", task, "--data", str(test_data / get_task(task).dataset),
         "--output-json", str(output), "--save-predictions", str(predictions), "--no-progress", "--batch-size", "2",
     ])  # fmt: skip
     assert code == 0
@@ -81,10 +88,12 @@ class OraclePipeline:
         return results
 
 
-@pytest.mark.parametrize("task", list(LAYOUT_DIRS))
+@pytest.mark.parametrize("task", list(DEFAULT_TASKS))
 def test_a_perfect_prediction_scores_perfectly(task, test_data):
-    dataset = load_task_datasets({task: test_data / LAYOUT_DIRS[task]}, {task: ["test"]})[task]
-    oracle = OraclePipeline({dataset[i]["image"].convert("RGB").tobytes(): dataset[i]["target"] for i in range(3)})
+    dataset = load_task_datasets({task: test_data / get_task(task).dataset}, {task: ["test"]})[task]
+    oracle = OraclePipeline(
+        {dataset[i]["image"].convert("RGB").tobytes(): dataset[i]["target"] for i in range(3)}
+    )
     figures = evaluate_model(oracle, dataset, task, progress=False, batch_size=2)
     if task == TEXT_REMOVAL:  # identical images are left out of every average, as the published script does
         assert figures["num_identical"] == 3 and figures["psnr"] is None
@@ -94,10 +103,10 @@ def test_a_perfect_prediction_scores_perfectly(task, test_data):
         assert figures["miou"] == pytest.approx(1.0) and figures["mf"] == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("task", list(LAYOUT_DIRS))
+@pytest.mark.parametrize("task", list(DEFAULT_TASKS))
 def test_trivial_baseline_scores(task, test_data, tmp_path):
     output = tmp_path / "baseline.json"
-    assert main(["--baseline", "--task", task, "--data", str(test_data / LAYOUT_DIRS[task]),
+    assert main(["--baseline", "--task", task, "--data", str(test_data / get_task(task).dataset),
                  "--output-json", str(output), "--no-progress"]) == 0  # fmt: skip
     metrics = json.loads(output.read_text())["metrics"]
     if task == TEXT_REMOVAL:  # the input itself: finite PSNR (text pixels differ), no identical pairs
@@ -109,7 +118,7 @@ def test_trivial_baseline_scores(task, test_data, tmp_path):
 
 
 def test_keep_background_removal_scores_the_composited_output(test_data, model_dir, tmp_path):
-    data = str(test_data / LAYOUT_DIRS[TEXT_REMOVAL])
+    data = str(test_data / get_task(TEXT_REMOVAL).dataset)
     output, predictions = tmp_path / "kept.json", tmp_path / "kept"
     assert main(["--model", str(model_dir), "--task", TEXT_REMOVAL, "--data", data, "--keep-background",
                  "--output-json", str(output), "--save-predictions", str(predictions), "--no-progress"]) == 0  # fmt: skip
@@ -129,3 +138,19 @@ def test_keep_background_removal_scores_the_composited_output(test_data, model_d
         main(["--baseline", "--task", TEXT_REMOVAL, "--data", data, "--keep-background"])
     with pytest.raises(SystemExit):
         main(["--model", str(model_dir), "--task", TEXT_SEGMENTATION, "--data", data, "--keep-background"])
+
+
+def test_evaluation_defaults_to_the_shipped_model(test_data, tmp_path, monkeypatch, capsys):
+    import upocr_hf
+
+    output = tmp_path / "shipped.json"
+    data = str(test_data / get_task(TEXT_SEGMENTATION).dataset)
+    assert (
+        main(["--task", TEXT_SEGMENTATION, "--data", data, "--output-json", str(output), "--no-progress"])
+        == 0
+    )
+    assert json.loads(output.read_text())["model"] == upocr_hf.DEFAULT_MODEL
+    monkeypatch.setattr(upocr_hf, "DEFAULT_MODEL", str(tmp_path / "absent"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--task", TEXT_SEGMENTATION, "--data", data])
+    assert exit_info.value.code == 2 and "--model is required" in capsys.readouterr().err

@@ -24,6 +24,7 @@ from upocr_hf.hub import (
 CODE_FILES = {
     "configuration_upocr.py",
     "modeling_upocr.py",
+    "image_io.py",
     "image_processing_upocr.py",
     "pipeline_upocr.py",
     "tasks.py",
@@ -109,7 +110,20 @@ def test_render_fills_metrics_training_and_repo_id(tmp_path):
     assert "- **steps**: 3000" in text and "embed_dim=48" in text
     assert "Synthetic images only." in text and "No evaluation results" not in text
     assert "someone/upocr-tiny" in text and PLACEHOLDER_REPO_ID not in text
-    assert ModelCard(text).data.library_name == "transformers"
+    card = ModelCard(text)
+    assert card.data.library_name == "transformers"
+    # the figures are in the front matter too, as the Hub's model-index reads them
+    results = {result.metric_type: result for result in card.data.eval_results}
+    assert (
+        results["fg_iou"].metric_value == pytest.approx(0.5123) and results["f_score"].metric_value == 0.646
+    )
+    assert (results["fg_iou"].task_name, results["fg_iou"].dataset_name, results["fg_iou"].dataset_split) == (
+        "text-segmentation",
+        "data/synthetic-eval/TextSeg",
+        "test",
+    )
+    assert card.data.model_name == "someone/upocr-tiny" and "fg_iou" in card.data.metrics
+    assert text.count("model-index") == 1 and "## Evaluation" in text
 
 
 def test_render_rejects_a_template_without_blocks(tmp_path):

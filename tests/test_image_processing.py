@@ -12,9 +12,7 @@ from upocr_hf import UpocrConfig
 from upocr_hf.image_processing_upocr import (
     ImageLoadError,
     UpocrImageProcessor,
-    compose_keep_background,
     connected_regions,
-    dilate_mask,
     load_image,
 )
 from upocr_hf.tasks import SEGMENTATION_THRESHOLD, TAMPER_CLASS_RGB
@@ -247,7 +245,9 @@ def test_load_image_errors_name_the_file_and_reason(tmp_path):
         truncated: "truncated",
         tmp_path / "missing.png": "no such file",
         tmp_path: "directory",
+        tmp_path / "loop.png": "symbolic link that leads nowhere",
     }
+    (tmp_path / "loop.png").symlink_to(tmp_path / "loop.png")
     for path, reason in cases.items():
         with pytest.raises(ImageLoadError, match=reason) as error:
             load_image(path)
@@ -258,6 +258,30 @@ def test_load_image_errors_name_the_file_and_reason(tmp_path):
     assert "good.png" in str(error.value)
     with pytest.raises(ImageLoadError, match="URL"):
         load_image("https://example.com/a.png")
+
+
+def test_the_pixel_limit_is_ours_even_above_pils_own(tmp_path):
+    """PIL refuses images above 178,956,970 pixels by itself; a caller's larger limit must take effect."""
+    from upocr_hf.image_io import ImageTooLargeError
+
+    path = tmp_path / "huge.png"
+    Image.new("1", (15000, 15000)).save(path)  # 225 million pixels, a few hundred kB on disk
+    with pytest.raises(
+        ImageTooLargeError, match="15000×15000 = 225,000,000 pixels, the limit is 200,000,000"
+    ) as error:
+        load_image(path, max_pixels=200_000_000)
+    assert (error.value.pixels, error.value.limit) == (225_000_000, 200_000_000)
+    assert load_image(path, max_pixels=300_000_000).size == (15000, 15000)
+    assert Image.MAX_IMAGE_PIXELS == 89_478_485  # PIL's own guard is back in place for everyone else
+
+
+def test_an_animated_image_says_only_its_first_frame_is_used(tmp_path, caplog):
+    path = tmp_path / "anim.gif"
+    frames = [Image.new("RGB", (40, 30), colour) for colour in ("red", "blue", "green")]
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    with caplog.at_level("WARNING", logger="upocr_hf.image_io"):
+        load_image(path)
+    assert "anim.gif: an animated image of 3 frames; only the first frame is used" in caplog.text
 
 
 def test_truncated_jpeg_is_refused(tmp_path):
@@ -279,7 +303,9 @@ def solid(colors, repeat=1):
 
 
 def test_text_removal_rounds_and_clamps_to_original_size(processor):
-    prediction = torch.tensor([[-0.2, 0.3 / 255, 0.7 / 255], [100.6 / 255, 1.2, 254.4 / 255]]).reshape(1, 1, 2, 3)
+    prediction = torch.tensor([[-0.2, 0.3 / 255, 0.7 / 255], [100.6 / 255, 1.2, 254.4 / 255]]).reshape(
+        1, 1, 2, 3
+    )
     prediction = prediction.expand(1, 3, 2, 3)
     image = processor.post_process_text_removal(prediction)[0]
     assert image.mode == "RGB" and image.size == (3, 2)
@@ -377,14 +403,5 @@ def test_post_processing_accepts_model_outputs(processor, tiny_model):
         processor.post_process_text_segmentation(outputs, target_sizes=[(50, 40)])
 
 
-def test_keep_background_helpers():
-    original = rgb_array(6, 7)
-    prediction = rgb_array(6, 7, seed=5)
-    mask = np.zeros((6, 7), dtype=bool)
-    mask[2, 3] = True
-    composed = compose_keep_background(original, prediction, mask)
-    assert np.array_equal(composed[~mask], original[~mask])
-    assert np.array_equal(composed[mask], prediction[mask])
-    dilated = dilate_mask(mask, 1)
-    assert dilated.sum() == 9 and dilated[1:4, 2:5].all()
+def test_no_tampered_pixels_no_regions():
     assert connected_regions(np.zeros((3, 3), dtype=bool)) == []

@@ -20,7 +20,7 @@ from upocr_hf.metrics import (
 )
 from upocr_hf.metrics import functional as F
 from upocr_hf.metrics.fid import find_fid_extractor
-from upocr_hf.metrics.paper_results import PAPER_RESULTS, TABLE_COLUMNS, format_results_table
+from upocr_hf.metrics.paper_results import PAPER_RESULTS, format_results_table, table_columns
 from upocr_hf.tasks import (
     IGNORE_VALUE_UINT8,
     TAMPER_CLASS_RGB,
@@ -445,6 +445,6 @@ def test_paper_table_data_and_formatting():
     upocr_removal = next(row for row in PAPER_RESULTS if row.task == TEXT_REMOVAL)
     assert upocr_removal.values == {"psnr": 37.14, "mssim": 97.62, "mse": 0.04, "fid": 10.47}
     for row in PAPER_RESULTS:
-        assert set(row.values) <= {column.key for column in TABLE_COLUMNS[row.task]}
+        assert set(row.values) <= {column.key for column in table_columns(row.task)}
     table = format_results_table(TEXT_REMOVAL, {"psnr": 30.0, "mssim": 0.95, "mse": 0.001, "fid": None})
     assert "| ours | 30.00 | 95.00 | 0.10 |" in table and "37.14" in table

@@ -2,9 +2,11 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -323,11 +325,33 @@ def test_bad_inputs_raise_clear_errors(tiny_model):
         ({"tasks": ["a", "a"]}, "unique"),
         ({"encoder_depths": [2, 2, 2]}, "encoder_depths must have 4 entries"),
         ({"decoder_window_size": 5}, "decoder_window_size must be an even number"),
+        # wrong types and ranges, as a hand-edited config.json has them: named, not a crash deep inside
+        ({"embed_dim": "32"}, "embed_dim must be an integer, got '32'"),
+        ({"embed_dim": 1e9}, "embed_dim must be between 1 and 4096, got 1000000000"),
+        ({"embed_dim": 32.5}, "embed_dim must be an integer, got 32.5"),
+        ({"embed_dim": 2**30}, "embed_dim must be between 1 and 4096"),
+        ({"tasks": 3}, "tasks must be a list of at least one task name, got 3"),
+        ({"tasks": "text-removal"}, "tasks must be a list"),
+        ({"mlp_ratio": -4}, "mlp_ratio must be between"),
+        ({"mlp_ratio": float("nan")}, "mlp_ratio must be a finite number"),
+        ({"hidden_act": "swishy"}, "hidden_act must be one of .*'gelu'"),
+        ({"image_size": -256}, "image_size must be between 1 and 16384, got -256"),
+        ({"qkv_bias": "no"}, "qkv_bias must be true or false, got 'no'"),
+        ({"encoder_depths": [2, "2", 2, 2]}, r"encoder_depths\[1\] must be an integer"),
+        ({"drop_path_rate": 1.5}, "drop_path_rate must be between 0.0 and 0.999"),
     ],
 )
 def test_config_validation(overrides, message):
     with pytest.raises(ValueError, match=message):
         UpocrConfig(**{**tiny_config_kwargs(), **overrides})
+
+
+def test_configs_that_loaded_before_still_load():
+    """Hand-edited or older config.json values that build a working model: whole-number floats, 0/1 flags, any
+    image size (inputs are padded to a multiple of 32 inside the model), no LayerNorm epsilon."""
+    config = UpocrConfig(**{**tiny_config_kwargs(), "image_size": 500.0, "qkv_bias": 1, "layer_norm_eps": 0})
+    assert (config.image_size, config.qkv_bias, config.layer_norm_eps) == (500, True, 0.0)
+    assert UpocrConfig(**{**tiny_config_kwargs(), "image_size": 16}).image_size == 16
 
 
 def test_new_task_lists_work(tiny_config):
@@ -371,6 +395,53 @@ def test_converter_needs_task_names_for_other_prompt_counts(tmp_path):
         original, tmp_path / "out", tasks=["text-removal", "text-segmentation"]
     )
     assert model.config.tasks == ["text-removal", "text-segmentation"]
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (
+            "reshape",
+            r"decoder\.stages\.0\.blocks\.0\.output\.dense\.weight: shape \(\d+, \d+\) in the checkpoint, \(\d+, \d+\) in the model",
+        ),
+        ("drop", r"not a UPOCR checkpoint: missing key 'decoder\.layers\.1\.blocks\.0\.attn\.logit_scale'"),
+        (
+            "full disk",
+            r"cannot write .*out: (\[Errno 28\] )?No space left on device \([\d,]+ MiB free there; the model needs about",
+        ),
+    ],
+)
+def test_converter_errors_name_the_key_and_leave_the_good_folder(
+    tmp_path, capsys, monkeypatch, damage, message
+):
+    import errno
+
+    original = load_file(str(REFERENCE / "upocr_small_original_state_dict.safetensors"))
+    good_source = tmp_path / "good.safetensors"
+    save_file(original, str(good_source))
+    main(["--checkpoint", str(good_source), "--output", str(tmp_path / "out")])
+    good = (tmp_path / "out" / "model.safetensors").read_bytes()
+    if damage == "reshape":
+        weight = original["decoder.layers.0.blocks.0.mlp.fc2.weight"]
+        original["decoder.layers.0.blocks.0.mlp.fc2.weight"] = weight[:, :-1].clone()
+    elif damage == "drop":
+        del original["decoder.layers.1.blocks.0.attn.logit_scale"]
+    else:
+
+        def full_disk(self, folder, **kwargs):
+            (Path(folder) / "model.safetensors").write_bytes(b"half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(UpocrModel, "save_pretrained", full_disk)
+    bad_source = tmp_path / "bad.safetensors"
+    save_file(original, str(bad_source))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--checkpoint", str(bad_source), "--output", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert (tmp_path / "out" / "model.safetensors").read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.safetensors", "good.safetensors", "out"]
 
 
 def convert_checkpoint_from_dict(original, output, tasks=None):

@@ -23,7 +23,7 @@ def record(task: str, **metrics: float) -> dict:
 
 
 def write_records(folder, records: dict) -> list[str]:
-    """Each record as `folder/KEY.json`, as `python -m upocr_hf.evaluate --output-json` writes them."""
+    """Each record as `folder/KEY.json`, as `python -m upocr_hf.evaluation --output-json` writes them."""
     folder.mkdir(parents=True, exist_ok=True)
     for key, rec in records.items():
         (folder / f"{key}.json").write_text(json.dumps(rec))
@@ -52,13 +52,17 @@ def test_comparison_lists_each_task_against_its_baseline():
 
 def test_a_model_within_the_margin_is_refused_naming_the_task():
     weak = {**EVALUATIONS, "text-removal": record("text-removal", psnr=26.0)}
-    with pytest.raises(BaselineNotBeatenError, match=r"text-removal: psnr 26.0000 .* 25.4000 by the required 1.0"):
+    with pytest.raises(
+        BaselineNotBeatenError, match=r"text-removal: psnr 26.0000 .* 25.4000 by the required 1.0"
+    ):
         compare_to_baselines(weak, BASELINES)
     with pytest.raises(BaselineNotBeatenError, match="text-segmentation: no baseline record"):
         compare_to_baselines(EVALUATIONS, {k: v for k, v in BASELINES.items() if k != "text-segmentation"})
 
 
-def test_a_task_passes_when_one_of_its_protocols_beats_the_baseline_and_the_card_says_which(trained_dir, tmp_path):
+def test_a_task_passes_when_one_of_its_protocols_beats_the_baseline_and_the_card_says_which(
+    trained_dir, tmp_path
+):
     plain = record("text-removal", psnr=24.0)
     kept = {**record("text-removal", psnr=28.0), "keep_background": True}
     evaluations = {**EVALUATIONS, "text-removal": plain, "text-removal (keep background)": kept}
@@ -91,16 +95,24 @@ def test_package_writes_a_loadable_folder_with_the_figures_in_its_card(trained_d
     assert (output / "train_default_model.sh").read_text() == command.read_text()
     assert (output / "preprocessor_config.json").exists()
     reloaded = UpocrModel.from_pretrained(output)
-    assert all((a == b).all() for a, b in zip(reloaded.state_dict().values(), tiny_model.state_dict().values()))
+    assert all(
+        (a == b).all() for a, b in zip(reloaded.state_dict().values(), tiny_model.state_dict().values())
+    )
     assert not [p.name for p in output.parent.iterdir() if p.name.startswith(".")]  # no staging left behind
-    assert output.stat().st_mode & 0o777 == 0o755 and (output / "model.safetensors").stat().st_mode & 0o777 == 0o644
+    assert (
+        output.stat().st_mode & 0o777 == 0o755
+        and (output / "model.safetensors").stat().st_mode & 0o777 == 0o644
+    )
 
 
 def test_a_refused_model_leaves_the_shipped_folder_untouched(trained_dir, tmp_path):
     output = package_model(trained_dir, tmp_path / "default_model", EVALUATIONS, BASELINES)
     before = {p.name: p.read_bytes() for p in output.iterdir()}
     weak = {**EVALUATIONS, "text-segmentation": record("text-segmentation", fg_iou=0.05)}
-    paths = {"eval": write_records(tmp_path / "eval", weak), "base": write_records(tmp_path / "base", BASELINES)}
+    paths = {
+        "eval": write_records(tmp_path / "eval", weak),
+        "base": write_records(tmp_path / "base", BASELINES),
+    }
     with pytest.raises(SystemExit) as exit_info:
         main(["--model", str(trained_dir), "--output", str(output), "--evaluations", *paths["eval"],
               "--baselines", *paths["base"]])  # fmt: skip
@@ -108,10 +120,44 @@ def test_a_refused_model_leaves_the_shipped_folder_untouched(trained_dir, tmp_pa
     assert {p.name: p.read_bytes() for p in output.iterdir()} == before
 
 
+def test_a_full_disk_while_packaging_leaves_the_shipped_folder_untouched(
+    trained_dir, tmp_path, monkeypatch, capsys
+):
+    import errno
+
+    output = package_model(trained_dir, tmp_path / "default_model", EVALUATIONS, BASELINES)
+    before = {p.name: p.read_bytes() for p in output.iterdir()}
+
+    def full_disk(self, folder, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(UpocrModel, "save_pretrained", full_disk)
+    paths = {
+        "eval": write_records(tmp_path / "eval", EVALUATIONS),
+        "base": write_records(tmp_path / "base", BASELINES),
+    }
+    listing = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model", str(trained_dir), "--output", str(output), "--evaluations", *paths["eval"],
+              "--baselines", *paths["base"]])  # fmt: skip
+    assert exit_info.value.code == 2
+    message = (
+        capsys.readouterr().err.strip().splitlines()[-1].split("\r")[-1]
+    )  # after transformers' progress bar
+    assert message.startswith(
+        f"not packaged: {trained_dir} into {output}: [Errno 28] No space left on device ("
+    )
+    assert message.endswith("MiB free there)")
+    assert {p.name: p.read_bytes() for p in output.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == listing  # no staging folder left behind
+
+
 def test_a_folder_shipped_inside_the_package_leaves_the_code_out_and_still_loads(trained_dir, tmp_path):
     from transformers import AutoModel, pipeline
 
-    output = package_model(trained_dir, tmp_path / "default_model", EVALUATIONS, BASELINES, include_code=False)
+    output = package_model(
+        trained_dir, tmp_path / "default_model", EVALUATIONS, BASELINES, include_code=False
+    )
     assert not list(output.glob("*.py"))
     config = json.loads((output / "config.json").read_text())
     assert "auto_map" not in config and "custom_pipelines" not in config
@@ -138,7 +184,9 @@ def test_a_model_replaces_the_shipped_one_only_when_it_scores_higher(trained_dir
 
     output = package_model(trained_dir, tmp_path / "default_model", EVALUATIONS, BASELINES)
     before = {p.name: p.read_bytes() for p in output.iterdir()}
-    shipped = {key: rec for key, rec in stronger.items() if key != "not-shared"}  # one record per task on disk
+    shipped = {
+        key: rec for key, rec in stronger.items() if key != "not-shared"
+    }  # one record per task on disk
     paths = {kind: write_records(tmp_path / kind, records)
              for kind, records in (("eval", EVALUATIONS), ("base", BASELINES), ("incumbent", shipped))}  # fmt: skip
     with pytest.raises(SystemExit) as exit_info:

@@ -16,7 +16,8 @@ from transformers import pipeline
 
 from upocr_hf import UpocrPipeline
 from upocr_hf.image_processing_upocr import ImageLoadError, UpocrImageProcessor
-from upocr_hf.pipeline_upocr import resolve_task
+from upocr_hf.pipeline_upocr import compose_keep_background, dilate_mask
+from upocr_hf.tasks import resolve_task
 from upocr_hf.tiling import tile_starts, tiled_predict
 
 
@@ -147,7 +148,7 @@ def test_all_three_tasks_end_to_end(pipe, tmp_path):
     processor = pipe.image_processor
     inputs = processor(image)
     with torch.no_grad():
-        outputs = pipe.model(inputs["pixel_values"], task="text-segmentation")
+        outputs = pipe.model(**inputs, task="text-segmentation")  # the processor's output as it is
     expected = processor.post_process_text_segmentation(outputs, inputs["original_sizes"])[0]
     direct = pipe(image, task="text-segmentation")
     assert np.array_equal(direct["mask"], expected["mask"].numpy())
@@ -179,6 +180,38 @@ def test_batches_match_single_images(pipe, pipe64):
         np.testing.assert_allclose(result["scores"], single["scores"], rtol=0, atol=1e-6)
     tiled = pipe(images, task="tampered-text-detection", tile=True, batch_size=4)
     assert [r["class_map"].shape for r in tiled] == [image.shape[:2] for image in images]
+
+
+def test_batching_is_transformers_own_and_keeps_no_call_state(pipe):
+    """`batch_size` images per model call in resize mode, tiles per call in tile mode; tuples and datasets work."""
+    from datasets import Dataset
+    from transformers.pipelines.pt_utils import KeyDataset
+
+    calls = []
+    hook = pipe.model.register_forward_hook(lambda module, args, kwargs, output: calls.append(len(output.prediction)),
+                                            with_kwargs=True)  # fmt: skip
+    try:
+        images = (photo(50, 90, seed=1), photo(64, 64, seed=2), photo(33, 70, seed=3))
+        assert len(pipe(images, task="segment", batch_size=2)) == 3
+        assert calls == [2, 1]
+        calls.clear()
+        pipe(
+            photo(150, 200, seed=5), task="segment", tile=True, batch_size=4
+        )  # 4×3 tiles of 64 with overlap 16
+        assert calls == [4, 4, 4]
+        calls.clear()
+        dataset = Dataset.from_dict(
+            {"image": [photo(40, 40, seed=i).tolist() for i in range(3)]}
+        ).with_format("numpy")
+        streamed = list(pipe(KeyDataset(dataset, "image"), task="segment", batch_size=3))
+        assert len(streamed) == 3 and calls == [3] and streamed[0]["mask"].shape == (40, 40)
+        direct = list(
+            pipe(dataset, task="segment", batch_size=3)
+        )  # its `image` column, as upocr_hf.data names it
+        assert [r["mask"].tolist() for r in direct] == [r["mask"].tolist() for r in streamed]
+    finally:
+        hook.remove()
+    assert not any(name.startswith("_call") for name in vars(pipe))
 
 
 def test_tile_mode_at_the_model_size_equals_resize_mode(pipe):
@@ -312,3 +345,36 @@ def test_a_grayscale_input_gets_a_grayscale_removal(pipe, keep_background):
     # a colour photo keeps its colours (the random model's output is not gray)
     output = np.asarray(pipe(colour, task="text-removal")["image"])
     assert not (output[..., 0] == output[..., 1]).all()
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ({"threshold": 5}, r"threshold must be a number between 0.0 and 1.0, got 5"),
+        ({"threshold": -0.1}, "threshold must be a number between"),
+        ({"threshold": float("nan")}, "threshold must be a number between"),
+        ({"threshold": "high"}, "threshold must be a number, got 'high'"),
+        ({"min_region_area": 0}, "min_region_area must be an integer at least 1, got 0"),
+        ({"dilation": 2.5}, "dilation must be an integer at least 0, got 2.5"),
+        ({"tile": True, "tile_size": 10}, "tile_size must be an integer at least 32, got 10"),
+        ({"tile": True, "batch_size": 0}, None),  # 0 means the default, as in transformers
+    ],
+)
+def test_options_out_of_range_are_refused_by_name(pipe, option, message):
+    if message is None:
+        assert pipe(photo(40, 40), task="segment", **option)["mask"].shape == (40, 40)
+        return
+    with pytest.raises(ValueError, match=message):
+        pipe(photo(40, 40), task="segment", **option)
+
+
+def test_keep_background_helpers():
+    original = np.random.default_rng(4).integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    prediction = np.random.default_rng(5).integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    mask = np.zeros((6, 7), dtype=bool)
+    mask[2, 3] = True
+    composed = compose_keep_background(original, prediction, mask)
+    assert np.array_equal(composed[~mask], original[~mask])
+    assert np.array_equal(composed[mask], prediction[mask])
+    dilated = dilate_mask(mask, 1)
+    assert dilated.sum() == 9 and dilated[1:4, 2:5].all()

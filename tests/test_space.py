@@ -153,6 +153,13 @@ def test_bad_file_gives_a_clear_error_and_the_app_keeps_serving(client, photo, t
     bad.write_text("this is a text file, not a PNG\n")
     with pytest.raises(AppError, match=r"not-an-image\.png.*not an image"):
         client.predict(handle_file(str(bad)), False, False, api_name="/remove")
+    huge = tmp_path / "huge.png"
+    Image.new("1", (5001, 5001)).save(huge)  # 25,010,001 pixels in a few kB: one past the demo's limit
+    with pytest.raises(
+        AppError,
+        match=r"huge\.png.*has 25,010,001 pixels and this demo takes at most 25,000,000; resize it first",
+    ):
+        client.predict(handle_file(str(huge)), False, False, api_name="/remove")
     mask, overlay, _ = client.predict(handle_file(str(photo)), 0.4, False, api_name="/segment")
     assert size_of(mask) == (80, 48)
 
@@ -238,6 +245,7 @@ def test_app_runs_without_the_package(tmp_path):
         print(json.dumps({{
             "sizes": [after.size, mask.size, overlay.size, class_map.size, list(base.shape[1::-1])],
             "legend": callbacks.class_names, "threshold": callbacks.threshold,
+            "downloads": str(callbacks.downloads_dir), "downloaded": download, "delete_cache": demo.delete_cache,
         }}))
         """
     )
@@ -252,6 +260,9 @@ def test_app_runs_without_the_package(tmp_path):
     assert all(tuple(size) == (72, 40) for size in report["sizes"])
     assert report["legend"] == {"0": "background", "1": "real text", "2": "tampered text"}
     assert report["threshold"] == 0.4
+    # uploads and results do not stay on the disk: Gradio sweeps its cache, the app's own folder goes at exit
+    assert report["downloaded"].startswith(report["downloads"]) and not Path(report["downloads"]).exists()
+    assert report["delete_cache"] == [600, 3600]
 
 
 @pytest.mark.parametrize("tampered_f, warned", [(0.07, True), (0.3, False), (None, False)])

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from upocr_hf import UpocrModel
 from upocr_hf.data.synthetic import generate_folders
 from upocr_hf.losses import UpocrLoss
-from upocr_hf.tasks import DEFAULT_TASKS
+from upocr_hf.tasks import DEFAULT_TASKS, get_task
 from upocr_hf.training import (
     CheckpointFolders,
     PaperSchedule,
@@ -92,7 +92,9 @@ def test_encoder_gets_a_tenth_of_the_rate_and_scheduler_scales_all_groups(tiny_m
     assert [g["name"] for g in groups] == ["encoder", "decoder", "lateral"]
     assert {id(p) for p in groups[0]["params"]} == encoder_ids
     assert {id(p) for p in groups[2]["params"]} == lateral_ids
-    assert [g["lr"] for g in groups] == pytest.approx([5e-5, 5e-4, 5e-4])  # the paper: laterals at the decoder's rate
+    assert [g["lr"] for g in groups] == pytest.approx(
+        [5e-5, 5e-4, 5e-4]
+    )  # the paper: laterals at the decoder's rate
     assert sum(len(g["params"]) for g in groups) == len(list(tiny_model.parameters()))
     optimizer = torch.optim.AdamW(groups, lr=5e-4)
     scheduler = PaperSchedule().scheduler(optimizer)
@@ -110,11 +112,12 @@ def test_lateral_lr_ratio_scales_only_the_lateral_branches(tiny_model):
 
 @pytest.mark.parametrize("task", DEFAULT_TASKS)
 def test_overfitting_a_fixed_batch_halves_the_loss(task, synthetic_root):
-    from upocr_hf.data import UpocrAugment, upocr_collate
-    from upocr_hf.training import TRAIN_SPLITS, load_task_datasets
+    from upocr_hf.data import UpocrAugment, load_task_datasets, upocr_collate
 
     folders = parse_task_folders(data_args(synthetic_root)[1:4])
-    splits = {**TRAIN_SPLITS, **parse_split_overrides(["text-segmentation=train"])}
+    splits = {t: list(get_task(t).train_splits) for t in DEFAULT_TASKS} | parse_split_overrides(
+        ["text-segmentation=train"]
+    )
     dataset = load_task_datasets({task: folders[task]}, splits)[task]
     dataset.set_transform(UpocrAugment(64, train=False))
     batch = upocr_collate([dataset[i] for i in range(2)])
@@ -144,7 +147,11 @@ def test_resume_after_kill_gives_the_same_weights(synthetic_root, tmp_path):
     lateral = ["--lateral_lr_ratio", "0.1"]
     straight = run_train(tiny_run_args(synthetic_root, tmp_path / "straight", 6, lateral))
     assert straight.returncode == 0, straight.stderr[-3000:]
-    logged = [json.loads(line.split("step 6: ", 1)[1]) for line in straight.stderr.splitlines() if "step 6: {" in line]
+    logged = [
+        json.loads(line.split("step 6: ", 1)[1])
+        for line in straight.stderr.splitlines()
+        if "step 6: {" in line
+    ]
     assert logged[0]["lr/lateral"] == pytest.approx(0.1 * logged[0]["lr/decoder"])
 
     killed_dir = tmp_path / "killed"
@@ -165,7 +172,10 @@ def test_resume_after_kill_gives_the_same_weights(synthetic_root, tmp_path):
 
     resumed = run_train(
         tiny_run_args(
-            synthetic_root, killed_dir, 6, [*lateral, "--checkpointing_steps", "3", "--resume_from_checkpoint", "latest"]
+            synthetic_root,
+            killed_dir,
+            6,
+            [*lateral, "--checkpointing_steps", "3", "--resume_from_checkpoint", "latest"],
         )
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -184,28 +194,36 @@ def test_two_cpu_ranks_train_on_different_data(synthetic_root, tmp_path):
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
     ]  # fmt: skip
-    validation = [f"--validation_data={task}={path}" for task, path in parse_task_folders(data_args(synthetic_root)[1:4]).items()]
+    validation = [
+        f"--validation_data={task}={path}"
+        for task, path in parse_task_folders(data_args(synthetic_root)[1:4]).items()
+    ]
     result = run_train(
-        tiny_run_args(synthetic_root, output_dir, 3, ["--record_samples", "true", "--eval_steps", "2", *validation]),
+        tiny_run_args(
+            synthetic_root, output_dir, 3, ["--record_samples", "true", "--eval_steps", "2", *validation]
+        ),
         env_extra={"ACCELERATE_USE_CPU": "true"},
         launcher=launcher,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     ranks = [
-        [json.loads(line) for line in (output_dir / f"samples_rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)
+        [json.loads(line) for line in (output_dir / f"samples_rank{r}.jsonl").read_text().splitlines()]
+        for r in (0, 1)
     ]
     assert [len(r) for r in ranks] == [3, 3]
     for step0, step1 in zip(*ranks):
         assert len(step0["names"]) == len(step1["names"]) == 6  # 2 per task, 3 tasks, in task order
         for task in range(3):  # one synthetic render feeds every task, so compare task by task
-            assert not set(step0["names"][2 * task : 2 * task + 2]) & set(step1["names"][2 * task : 2 * task + 2])
+            assert not set(step0["names"][2 * task : 2 * task + 2]) & set(
+                step1["names"][2 * task : 2 * task + 2]
+            )
     model = UpocrModel.from_pretrained(output_dir / "final")
     assert model.config.tasks == list(DEFAULT_TASKS)
     card = (output_dir / "final" / "README.md").read_text()  # the model card, with this run's details
     assert "library_name: transformers" in card and "--max_steps 3" in card
     assert (output_dir / "final" / "pipeline_upocr.py").is_file()
-    # periodic validation ran with the metrics at steps 2 and 3 and kept the best model
-    assert result.stderr.count("validation at step") == 2
+    # periodic validation ran with the metrics at steps 2 and 3 and kept the best model; the main process alone logs
+    assert result.stderr.count("validation at step") == 2 and result.stderr.count("step 3: {") == 1
     state = json.loads((output_dir / "checkpoints" / "step_3" / "trainer_state.json").read_text())
     assert state["best_step"] in (2, 3) and 0.0 <= state["best_metric"] <= 1.0
     assert UpocrModel.from_pretrained(output_dir / "best").config.tasks == list(DEFAULT_TASKS)
@@ -218,14 +236,18 @@ def test_yaml_configuration_and_initialisations(tmp_path, synthetic_root, tiny_m
 
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(
-        "data:\n"
-        f"  - text-removal={synthetic_root / 'SCUT-EnsText'}\n"
-        "max_steps: 12\n"
-        "mixed_precision: bf16\n"
+        f"data:\n  - text-removal={synthetic_root / 'SCUT-EnsText'}\nmax_steps: 12\nmixed_precision: bf16\n"
+        "perceptual_loss: off\nrecord_samples: true\n"
     )
     args = train_script.parse_args([str(recipe)])
     assert args.data == [f"text-removal={synthetic_root / 'SCUT-EnsText'}"]
     assert (args.max_steps, args.mixed_precision, args.learning_rate) == (12, "bf16", 5e-4)
+    assert (args.perceptual_loss, args.record_samples) == (
+        "off",
+        True,
+    )  # YAML 1.2: only true/false are booleans
+    # left out, the mixed precision is Accelerate's to decide (`accelerate config`, `accelerate launch --mixed_precision`)
+    assert train_script.parse_args(["--data", "text-removal=x"]).mixed_precision is None
     with pytest.raises(SystemExit):
         train_script.parse_args(["--image_size", "100", "--data", "text-removal=x"])
 
@@ -241,6 +263,15 @@ def test_yaml_configuration_and_initialisations(tmp_path, synthetic_root, tiny_m
     assert grown.config.tasks == [*DEFAULT_TASKS, "deblur"]
 
 
+def test_tasks_may_be_named_by_any_of_their_names():
+    assert parse_task_folders(["segment=a", "tampering=b", "deblur=c"]) == {
+        "tampered-text-detection": Path("b"),
+        "text-segmentation": Path("a"),
+        "deblur": Path("c"),
+    }
+    assert parse_split_overrides(["segmentation=train"]) == {"text-segmentation": ["train"]}
+
+
 def test_task_loss_weights_reach_the_loss(synthetic_root, tmp_path):
     assert parse_task_weights(["tampered-text-detection=4", "text-removal=0.5"]) == {
         "tampered-text-detection": 4.0,
@@ -249,9 +280,13 @@ def test_task_loss_weights_reach_the_loss(synthetic_root, tmp_path):
     for bad in ("tampered-text-detection", "=2", "text-removal=heavy"):
         with pytest.raises(ValueError, match="TASK=WEIGHT"):
             parse_task_weights([bad])
-    extra = ["--task_loss_weights", "tampering=2"]  # not a task of the run: the loss refuses it by name
-    result = run_train(tiny_run_args(synthetic_root, tmp_path / "run", 1, extra))
-    assert result.returncode != 0 and "unknown task 'tampering'" in result.stderr
+    extra = ["--task_loss_weights", "deblur=2"]  # not a task of the run: the loss refuses it by name
+    # (run as `accelerate launch --mixed_precision bf16` runs it: the launcher's setting is honoured)
+    result = run_train(
+        tiny_run_args(synthetic_root, tmp_path / "run", 1, extra), {"ACCELERATE_MIXED_PRECISION": "bf16"}
+    )
+    assert result.returncode != 0 and "Unknown task 'deblur'" in result.stderr
+    assert "mixed precision: bf16" in result.stderr
 
 
 def test_nonfinite_losses_are_skipped_then_stop_the_run(synthetic_root, tmp_path, monkeypatch):
@@ -275,10 +310,14 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(synthetic_root, tmp_path
     monkeypatch.setattr(upocr_hf.losses.UpocrLoss, "forward", poisoned)
     output_dir = tmp_path / "nan"
     args = train_script.parse_args(
-        tiny_run_args(synthetic_root, output_dir, 20, ["--checkpointing_steps", "2", "--max_consecutive_nonfinite", "3"])
+        tiny_run_args(
+            synthetic_root, output_dir, 20, ["--checkpointing_steps", "2", "--max_consecutive_nonfinite", "3"]
+        )
     )
     try:
-        with pytest.raises(train_script.NonFiniteLossError, match="3 consecutive non-finite losses at step 2"):
+        with pytest.raises(
+            train_script.NonFiniteLossError, match="3 consecutive non-finite losses at step 2"
+        ):
             train_script.train(args)
     finally:
         AcceleratorState._reset_state(True)
@@ -315,3 +354,154 @@ def test_a_new_task_trains_from_a_pretrained_folder(tmp_path, synthetic_root, ti
     model = UpocrModel.from_pretrained(tmp_path / "run" / "final")
     assert model.config.tasks == [*DEFAULT_TASKS, "deblur"]
     assert model.task_embeddings.num_embeddings == 4
+
+
+class _PlantedCode:
+    """A pickle that creates a file when unpickled: what a hostile checkpoint folder would carry."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_resuming_never_unpickles_code_planted_in_a_checkpoint(synthetic_root, tmp_path):
+    import pickle
+    import shutil
+
+    from accelerate.state import AcceleratorState, PartialState
+
+    sys.path.insert(0, str(REPO))
+    import train as train_script
+
+    def train_in_process(argv):
+        try:
+            return train_script.train(train_script.parse_args(argv))
+        finally:
+            AcceleratorState._reset_state(True)
+            PartialState._reset_state()
+
+    train_in_process(tiny_run_args(synthetic_root, tmp_path / "run", 2, ["--checkpointing_steps", "2"]))
+    checkpoint = tmp_path / "run" / "checkpoints" / "step_2"
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    assert state["step"] == 2 and state["data_loader"]["step"] == 2  # the position is JSON, not a pickle
+    assert not list(checkpoint.glob("custom_checkpoint_*"))
+    pickled = sorted(p.name for p in checkpoint.iterdir() if p.suffix in (".bin", ".pkl"))
+    assert pickled == ["optimizer.bin", "random_states_0.pkl", "scheduler.bin"]
+    # a checkpoint of the previous version (progress in pickles of plain data) is refused in plain words
+    old = tmp_path / "old-version"
+    shutil.copytree(tmp_path / "run" / "checkpoints", old / "checkpoints")
+    old_state = json.loads((old / "checkpoints" / "step_2" / "trainer_state.json").read_text())
+    torch.save(old_state.pop("data_loader"), old / "checkpoints" / "step_2" / "custom_checkpoint_0.pkl")
+    (old / "checkpoints" / "step_2" / "trainer_state.json").write_text(json.dumps(old_state))
+    with pytest.raises(train_script.CheckpointError, match="written by an earlier version"):
+        train_in_process(tiny_run_args(synthetic_root, old, 3, ["--resume_from_checkpoint", "latest"]))
+    marker = tmp_path / "planted-code-ran"
+    for name in [*pickled, "custom_checkpoint_0.pkl", "custom_checkpoint_1.pkl"]:
+        run = tmp_path / f"planted-{name}"
+        shutil.copytree(tmp_path / "run" / "checkpoints", run / "checkpoints")
+        (run / "checkpoints" / "step_2" / name).write_bytes(pickle.dumps(_PlantedCode(marker)))
+        argv = tiny_run_args(synthetic_root, run, 2, ["--resume_from_checkpoint", "latest"])
+        with pytest.raises(
+            train_script.CheckpointError, match=f"refused to load {name}: it holds more than tensors"
+        ):
+            train_in_process(argv)  # every pickle-format file is read as tensors and plain data only
+        if name == "optimizer.bin":  # from the command line: one line and exit status 2
+            result = run_train(argv)
+            assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith(
+                f"train.py: error: {run / 'checkpoints' / 'step_2'}: refused to load optimizer.bin: it holds more than"
+            )
+        assert not marker.exists(), f"code planted in {name} ran"
+        assert not (run / "final").exists()
+
+
+def test_a_full_disk_while_checkpointing_loses_nothing(synthetic_root, tmp_path, monkeypatch):
+    import errno
+
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, PartialState
+
+    sys.path.insert(0, str(REPO))
+    import train as train_script
+
+    original_save_state = Accelerator.save_state
+    calls = {"n": 0}
+
+    def save_state_on_a_full_disk(self, output_dir=None, **kwargs):
+        calls["n"] += 1
+        if calls["n"] < 2:
+            return original_save_state(self, output_dir, **kwargs)
+        Path(output_dir, "model.safetensors").write_bytes(b"half a file")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Accelerator, "save_state", save_state_on_a_full_disk)
+    output_dir = tmp_path / "full"
+    argv = tiny_run_args(synthetic_root, output_dir, 4, ["--checkpointing_steps", "1"])
+    try:
+        assert train_script.main(argv) == 2
+    finally:
+        AcceleratorState._reset_state(True)
+        PartialState._reset_state()
+    checkpoints = output_dir / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == [
+        "step_1"
+    ]  # the partial step_2 is gone, step_1 intact
+    assert json.loads((checkpoints / "step_1" / "trainer_state.json").read_text())["step"] == 1
+    assert not (output_dir / "final").exists()
+
+
+def test_a_checkpoint_saved_again_replaces_the_old_one_only_when_complete(tmp_path):
+    folders = CheckpointFolders(tmp_path, keep=3)
+    for attempt in ("first", "second"):
+        folders.staging(5).mkdir(parents=True)
+        (folders.staging_path(5) / "weights").write_text(attempt)
+        folders.commit(5, extra={"step": 5})
+    assert (tmp_path / "step_5" / "weights").read_text() == "second"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_5"]
+    # a crash between moving the old one aside and renaming the new one in: the old one is found again
+    (tmp_path / "step_5").rename(tmp_path / ".old-step_5")
+    folders.staging(6).mkdir(parents=True)
+    assert folders.latest() is None  # looking changes nothing
+    folders.recover()  # as a run does at its start
+    assert folders.latest() == tmp_path / "step_5"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-step_6", "step_5"]
+
+
+def test_a_broken_sample_stops_the_run_in_one_line_or_is_skipped_when_asked(synthetic_root, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_root, data)
+    broken = sorted((data / "Tampered-IC13" / "train_img").iterdir())[0]
+    broken.write_bytes(broken.read_bytes()[:100])  # a truncated PNG
+    stopped = run_train(tiny_run_args(data, tmp_path / "stopped", 1))
+    assert stopped.returncode == 2
+    last = stopped.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"train.py: error: {broken}: ") and "--on_bad_sample skip" in last
+    skipped = run_train(tiny_run_args(data, tmp_path / "skipped", 1, ["--on_bad_sample", "skip"]))
+    assert skipped.returncode == 0, skipped.stderr[-3000:]
+    assert "loaded 11, skipped 1" in skipped.stderr and f"skipped: {broken}" in skipped.stderr
+
+
+@pytest.mark.parametrize(
+    "name, kind, machines",
+    [("multi_gpu", "MULTI_GPU", 1), ("multi_node", "MULTI_GPU", 2), ("deepspeed_zero2", "DEEPSPEED", 1)],
+)
+def test_shipped_accelerate_configs_parse(name, kind, machines):
+    """The README's multi-GPU, multi-node and DeepSpeed examples are valid `accelerate launch --config_file`s (they
+    need GPUs to run, which this machine has not)."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    folder = REPO / "configs" / "accelerate"
+    assert sorted(p.stem for p in folder.glob("*.yaml")) == ["deepspeed_zero2", "multi_gpu", "multi_node"]
+    config = load_config_from_file(str(folder / f"{name}.yaml"))
+    assert (config.distributed_type.value, config.num_machines, config.mixed_precision) == (
+        kind,
+        machines,
+        "bf16",
+    )
+    if kind == "DEEPSPEED":
+        assert (
+            config.deepspeed_config["zero_stage"] == 2 and config.deepspeed_config["gradient_clipping"] == 0.1
+        )

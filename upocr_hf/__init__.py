@@ -6,16 +6,23 @@ from pathlib import Path
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
 from .configuration_upocr import UpocrConfig
-from .image_processing_upocr import ImageLoadError, UpocrImageProcessor, load_image
+from .image_io import ImageLoadError, load_image
+from .image_processing_upocr import UpocrImageProcessor
 from .modeling_upocr import UpocrModel, UpocrModelOutput, UpocrPreTrainedModel
 from .pipeline_upocr import UpocrPipeline, register_pipeline
 from .tasks import DEFAULT_TASKS, TAMPERED_TEXT_DETECTION, TEXT_REMOVAL, TEXT_SEGMENTATION
 
 __version__ = "0.1.0"
 
-#: Where the package's default model lives: a small UPOCR trained on synthetic data only. The CLI and the Space use
-#: it when it is present (`config.json` inside); this version does not ship it yet (see README).
+#: Where the package's default model lives: a small UPOCR trained on synthetic data only (its model card there gives
+#: its figures). The CLI and the Space use it when no model is named.
 DEFAULT_MODEL = str(Path(__file__).resolve().parent / "default_model")
+
+
+def default_model_path() -> str | None:
+    """`DEFAULT_MODEL` when this installation has it (a `config.json` inside), else None."""
+    return DEFAULT_MODEL if Path(DEFAULT_MODEL, "config.json").is_file() else None
+
 
 AutoConfig.register(UpocrConfig.model_type, UpocrConfig, exist_ok=True)
 AutoModel.register(UpocrConfig, UpocrModel, exist_ok=True)
@@ -35,6 +42,7 @@ register_pipeline()
 __all__ = [
     "DEFAULT_MODEL",
     "DEFAULT_TASKS",
+    "default_model_path",
     "ImageLoadError",
     "TAMPERED_TEXT_DETECTION",
     "TEXT_REMOVAL",

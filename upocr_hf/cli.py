@@ -24,21 +24,16 @@ import argparse
 import json
 import os
 import sys
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from .image_processing_upocr import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
-
-COMMANDS: dict[str, str] = {
-    "remove": "text-removal",
-    "segment": "text-segmentation",
-    "detect-tampering": "tampered-text-detection",
-}
+from .file_utils import atomic_write, check_model_location, remove_stale_temporaries
+from .image_io import DEFAULT_MAX_PIXELS, ImageLoadError, ImageTooLargeError, load_image
+from .tasks import TAMPER_ID2LABEL, get_task, registered_tasks
 
 
 def _image_extensions() -> set[str]:
@@ -60,7 +55,9 @@ class Summary:
     failed: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def collect_jobs(inputs: Sequence[str | os.PathLike], output_dir: Path) -> tuple[list[Job], list[tuple[Path, str]]]:
+def collect_jobs(
+    inputs: Sequence[str | os.PathLike], output_dir: Path
+) -> tuple[list[Job], list[tuple[Path, str]]]:
     """Expand files and folders into jobs; returns the jobs and the inputs that do not exist."""
     extensions = _image_extensions()
     jobs: list[Job] = []
@@ -89,36 +86,18 @@ def collect_jobs(inputs: Sequence[str | os.PathLike], output_dir: Path) -> tuple
     return jobs, missing
 
 
-def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    """Write `path` through `write(file_object)` into a temporary file in the same folder, then rename it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, mode) as file:
-            write(file)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-
-
 def write_result(job: Job, result: dict[str, Any]) -> list[Path]:
     """Write one pipeline result next to `job.output`; returns the files written."""
     image_path = job.output.with_name(job.output.name + ".png")
     atomic_write(image_path, lambda file: result["image"].save(file, format="PNG"))
     written = [image_path]
-    if result["task"] == "tampered-text-detection":
+    if get_task(result["task"]).readout == "class-map":
         class_map = result["class_map"]
         report = {
             "source": str(job.source),
             "height": int(class_map.shape[0]),
             "width": int(class_map.shape[1]),
-            "pixels_per_class": {
-                "background": int((class_map == 0).sum()),
-                "real text": int((class_map == 1).sum()),
-                "tampered text": int((class_map == 2).sum()),
-            },
+            "pixels_per_class": {name: int((class_map == i).sum()) for i, name in TAMPER_ID2LABEL.items()},
             "tampered_regions": result["regions"],
         }
         json_path = job.output.with_name(job.output.name + ".json")
@@ -131,55 +110,68 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="upocr", description="UPOCR: text removal, text segmentation and tampered text detection."
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{remove,segment,detect-tampering}")
-    for name, task in COMMANDS.items():
-        sub = commands.add_parser(name, help=f"{task} of images and folders")
-        sub.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders (walked recursively)")
+    tasks = [task for task in registered_tasks() if task.command]
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="{" + ",".join(task.command for task in tasks) + "}"
+    )
+    for task in tasks:
+        sub = commands.add_parser(task.command, help=f"{task.title.lower()}: {task.description}")
+        sub.add_argument(
+            "inputs", nargs="+", metavar="INPUT", help="image files or folders (walked recursively)"
+        )
         sub.add_argument("-o", "--output-dir", required=True, type=Path, help="folder for the results")
         sub.add_argument("--model", default=None, help="model folder (save_pretrained layout)")
-        sub.add_argument("--tile", action="store_true", help="high-resolution mode: overlapping native-size tiles")
-        sub.add_argument("--tile-overlap", type=int, default=None, help="tile overlap in pixels (default tile/4)")
-        sub.add_argument("--batch-size", type=int, default=1, help="images (or tiles with --tile) per model call")
-        sub.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
-        sub.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="inference precision")
         sub.add_argument(
-            "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images (decompression bombs)"
+            "--tile", action="store_true", help="high-resolution mode: overlapping native-size tiles"
+        )
+        sub.add_argument(
+            "--tile-overlap", type=int, default=None, help="tile overlap in pixels (default tile/4)"
+        )
+        sub.add_argument(
+            "--batch-size", type=int, default=1, help="images (or tiles with --tile) per model call"
+        )
+        sub.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+        sub.add_argument(
+            "--dtype", choices=("float32", "bfloat16"), default="float32", help="inference precision"
+        )
+        sub.add_argument(
+            "--max-pixels",
+            type=int,
+            default=DEFAULT_MAX_PIXELS,
+            help="refuse larger images (decompression bombs)",
         )
         sub.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-        if name == "remove":
+        if task.text_mask:
             sub.add_argument(
                 "--keep-background",
                 action="store_true",
                 help="only replace pixels in the detected text region; all others stay byte-identical",
             )
-        if name in ("remove", "segment"):
-            sub.add_argument("--threshold", type=float, default=None, help="text mask threshold (default 0.4)")
-        sub.set_defaults(task=task)
+        if task.readout == "mask" or task.text_mask:
+            sub.add_argument(
+                "--threshold", type=float, default=None, help="text mask threshold (default 0.4)"
+            )
+        sub.set_defaults(task=task.id)
     return parser
-
-
-def _default_model() -> str | None:
-    """The shipped default model's folder, or `None` when this installation lacks it."""
-    import upocr_hf
-
-    shipped = getattr(upocr_hf, "DEFAULT_MODEL", None)
-    return shipped if shipped and os.path.isfile(os.path.join(shipped, "config.json")) else None
 
 
 def _load_pipeline(args: argparse.Namespace) -> Any:
     import torch
     from transformers import pipeline
 
+    check_model_location(args.model)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
     return pipeline("upocr", model=str(args.model), device=device, dtype=dtype)
 
 
-def _run_batch(pipe: Any, batch: list[tuple[Job, Image.Image]], options: dict[str, Any], summary: Summary) -> None:
+def _run_batch(
+    pipe: Any, batch: list[tuple[Job, Image.Image]], options: dict[str, Any], summary: Summary
+) -> None:
     """Run one batch; if the batch call fails, retry its images one by one so each failure names its file."""
     try:
         results = pipe([image for _, image in batch], **options)
-    except Exception as error:  # noqa: BLE001 - reported per file, the run goes on
+    except Exception as error:  # reported per file, the run goes on
         if len(batch) > 1:
             for item in batch:
                 _run_batch(pipe, [item], options, summary)
@@ -196,38 +188,24 @@ def _run_batch(pipe: Any, batch: list[tuple[Job, Image.Image]], options: dict[st
             summary.done.append(job.source)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `upocr` console script; returns the exit status (0 ok, 1 some files failed, 2 usage)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.model is None:
-        args.model = _default_model()
-        if args.model is None:
-            parser.error("--model is required (this installation has no shipped default model)")
-    if args.batch_size < 1:
-        parser.error("--batch-size must be ≥ 1")
-    jobs, missing = collect_jobs(args.inputs, args.output_dir)
-    summary = Summary(failed=list(missing))
-    try:
-        pipe = _load_pipeline(args)
-    except Exception as error:  # noqa: BLE001 - any loading problem ends the run with a clear message
-        print(f"upocr: error: cannot load the model from {args.model}: {error}", file=sys.stderr)
-        return 2
-
+def _pipeline_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The pipeline call options of the parsed command line."""
     options: dict[str, Any] = {"task": args.task, "tile": args.tile, "max_pixels": args.max_pixels}
-    if args.tile:
-        options["batch_size"] = args.batch_size
+    options["batch_size"] = args.batch_size  # images per call, or tiles per call with --tile
     if args.tile_overlap is not None:
         options["tile_overlap"] = args.tile_overlap
     if getattr(args, "keep_background", False):
         options["keep_background"] = True
     if getattr(args, "threshold", None) is not None:
         options["threshold"] = args.threshold
-    if not args.tile:
-        options["batch_size"] = args.batch_size
+    return options
 
+
+def _process(jobs: list[Job], pipe: Any, args: argparse.Namespace, summary: Summary) -> None:
+    """Read the jobs' images and run them through the pipeline in batches (one image per call with --tile)."""
     from tqdm.auto import tqdm
 
+    options = _pipeline_options(args)
     progress = tqdm(total=len(jobs), unit="image", disable=args.quiet or not jobs, file=sys.stderr)
     step = 1 if args.tile else args.batch_size
     batch: list[tuple[Job, Image.Image]] = []
@@ -235,7 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             batch.append((job, load_image(job.source, max_pixels=args.max_pixels)))
         except ImageLoadError as error:
-            summary.failed.append((job.source, error.reason))
+            hint = "; --max-pixels raises it" if isinstance(error, ImageTooLargeError) else ""
+            summary.failed.append((job.source, error.reason + hint))
             progress.update(1)
         if batch and (len(batch) >= step or index == len(jobs) - 1):
             _run_batch(pipe, batch, options, summary)
@@ -243,9 +222,46 @@ def main(argv: Sequence[str] | None = None) -> int:
             batch = []
     progress.close()
 
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.model is None:
+        from . import default_model_path
+
+        args.model = default_model_path()
+        if args.model is None:
+            parser.error("--model is required (this installation has no shipped default model)")
+    if args.batch_size < 1:
+        parser.error("--batch-size must be ≥ 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `upocr` console script; returns the exit status (0 ok, 1 some files failed, 2 usage)."""
+    args = _parse(argv)
+    jobs, missing = collect_jobs(args.inputs, args.output_dir)
+    summary = Summary(failed=list(missing))
+    # what an earlier run killed mid-write left beside these outputs
+    remove_stale_temporaries(
+        job.output.with_name(job.output.name + suffix) for job in jobs for suffix in (".png", ".json")
+    )
+    try:
+        pipe = _load_pipeline(args)
+    except Exception as error:  # any loading problem ends the run with a clear message
+        reason = (
+            str(error)
+            if isinstance(error, FileNotFoundError)
+            else f"cannot load the model from {args.model}: {error}"
+        )
+        print(f"upocr: error: {reason}", file=sys.stderr)
+        return 2
+    _process(jobs, pipe, args, summary)
     if not jobs and not missing:
         print("upocr: no image files found in the inputs", file=sys.stderr)
-    print(f"upocr {args.command}: {len(summary.done)} written to {args.output_dir}, {len(summary.failed)} failed")
+    print(
+        f"upocr {args.command}: {len(summary.done)} written to {args.output_dir}, {len(summary.failed)} failed"
+    )
     for source, reason in summary.failed:
         print(f"  failed: {source}: {reason}", file=sys.stderr)
     return 1 if summary.failed or not jobs else 0

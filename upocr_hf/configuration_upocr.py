@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 from transformers import PretrainedConfig
 
@@ -14,6 +16,77 @@ NUM_DECODER_STAGES = 5
 SKIP_DECODER_STAGES = (0, 1, 2)
 #: Decoder stages (0-based) whose output is turned into an RGB prediction (strides 4, 2, 1).
 OUTPUT_DECODER_STAGES = (2, 3, 4)
+
+
+#: The range of each integer field (inclusive), each list-of-integers field's entries, each float field.
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "image_size": (1, 16384),
+    "num_channels": (1, 16),
+    "patch_size": (1, 64),
+    "embed_dim": (1, 4096),
+    "encoder_window_size": (2, 1024),
+    "encoder_pretrained_window_size": (0, 1024),
+    "decoder_window_size": (2, 1024),
+    "decoder_pretrained_window_size": (0, 1024),
+    "continuous_position_bias_hidden_size": (1, 16384),
+}
+INT_LIST_RANGES: dict[str, tuple[int, int]] = {
+    "encoder_depths": (1, 64),
+    "encoder_num_heads": (1, 1024),
+    "decoder_depths": (1, 64),
+    "decoder_num_heads": (1, 1024),
+}
+FLOAT_RANGES: dict[str, tuple[float, float]] = {  # (lowest, highest); the probabilities stay below 1
+    "mlp_ratio": (0.125, 64.0),
+    "hidden_dropout_prob": (0.0, 0.999),
+    "attention_probs_dropout_prob": (0.0, 0.999),
+    "drop_path_rate": (0.0, 0.999),
+    "decoder_drop_path_rate": (0.0, 0.999),
+    "layer_norm_eps": (0.0, 1.0),
+    "initializer_range": (1e-6, 10.0),
+}
+
+
+def _checked_int(name: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        value = int(value)  # 512.0 in a hand-edited config.json
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _checked_float(name: str, value: Any, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low} and {high}, got {value}")
+    return float(value)
+
+
+def _checked_int_list(name: str, value: Any, low: int, high: int) -> list[int]:
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise ValueError(f"{name} must be a list of integers, got {value!r}")
+    return [_checked_int(f"{name}[{i}]", v, low, high) for i, v in enumerate(value)]
+
+
+def _checked_tasks(value: Any) -> list[str]:
+    if isinstance(value, str) or not isinstance(value, Sequence) or not value:
+        raise ValueError(f"tasks must be a list of at least one task name, got {value!r}")
+    if any(not isinstance(task, str) or not task for task in value):
+        raise ValueError(f"tasks must be non-empty strings, got {list(value)}")
+    if len(set(value)) != len(value):
+        raise ValueError(f"tasks must be unique, got {list(value)}")
+    return list(value)
+
+
+def _checked_activation(value: Any) -> str:
+    from transformers.activations import ACT2FN
+
+    if not isinstance(value, str) or value not in ACT2FN:
+        raise ValueError(f"hidden_act must be one of {sorted(ACT2FN)}, got {value!r}")
+    return value
 
 
 class UpocrConfig(PretrainedConfig):
@@ -110,29 +183,18 @@ class UpocrConfig(PretrainedConfig):
     ) -> None:
         if "id2label" not in kwargs and "num_labels" not in kwargs:
             kwargs["id2label"] = dict(TAMPER_ID2LABEL)
-        self.image_size = image_size
-        self.num_channels = num_channels
-        self.patch_size = patch_size
-        self.embed_dim = embed_dim
-        self.encoder_depths = list(encoder_depths)
-        self.encoder_num_heads = list(encoder_num_heads)
-        self.encoder_window_size = encoder_window_size
-        self.encoder_pretrained_window_size = encoder_pretrained_window_size
-        self.decoder_depths = list(decoder_depths)
-        self.decoder_num_heads = list(decoder_num_heads)
-        self.decoder_window_size = decoder_window_size
-        self.decoder_pretrained_window_size = decoder_pretrained_window_size
-        self.mlp_ratio = mlp_ratio
-        self.hidden_act = hidden_act
-        self.qkv_bias = qkv_bias
-        self.continuous_position_bias_hidden_size = continuous_position_bias_hidden_size
-        self.hidden_dropout_prob = hidden_dropout_prob
-        self.attention_probs_dropout_prob = attention_probs_dropout_prob
-        self.drop_path_rate = drop_path_rate
-        self.decoder_drop_path_rate = decoder_drop_path_rate
-        self.layer_norm_eps = layer_norm_eps
-        self.initializer_range = initializer_range
-        self.tasks = list(tasks)
+        given = locals()
+        for name, (low, high) in INT_RANGES.items():
+            setattr(self, name, _checked_int(name, given[name], low, high))
+        for name, (low, high) in INT_LIST_RANGES.items():
+            setattr(self, name, _checked_int_list(name, given[name], low, high))
+        for name, (low, high) in FLOAT_RANGES.items():
+            setattr(self, name, _checked_float(name, given[name], low, high))
+        self.hidden_act = _checked_activation(hidden_act)
+        if qkv_bias not in (True, False):  # 0 and 1 are accepted, as Python accepts them
+            raise ValueError(f"qkv_bias must be true or false, got {qkv_bias!r}")
+        self.qkv_bias = bool(qkv_bias)
+        self.tasks = _checked_tasks(tasks)
         super().__init__(**kwargs)
         self.validate_architecture()
 
@@ -154,10 +216,22 @@ class UpocrConfig(PretrainedConfig):
 
     def validate_architecture(self) -> None:
         """Raise `ValueError` naming the field and the rule when the hyperparameters cannot build a model."""
+        self._validate_io()
+        self._validate_stages()
+        self._validate_channels()
+        self._validate_windows()
+
+    def _validate_io(self) -> None:
         if self.patch_size != 4:
-            raise ValueError(f"patch_size must be 4 (the decoder upsamples ×32 in five ×2 splits), got {self.patch_size}")
+            raise ValueError(
+                f"patch_size must be 4 (the decoder upsamples ×32 in five ×2 splits), got {self.patch_size}"
+            )
         if self.num_channels != 3:
-            raise ValueError(f"num_channels must be 3 (UPOCR reads and writes RGB images), got {self.num_channels}")
+            raise ValueError(
+                f"num_channels must be 3 (UPOCR reads and writes RGB images), got {self.num_channels}"
+            )
+
+    def _validate_stages(self) -> None:
         for name, expected in (
             ("encoder_depths", NUM_ENCODER_STAGES),
             ("encoder_num_heads", NUM_ENCODER_STAGES),
@@ -166,11 +240,11 @@ class UpocrConfig(PretrainedConfig):
         ):
             values = getattr(self, name)
             if len(values) != expected:
-                raise ValueError(f"{name} must have {expected} entries (one per stage), got {len(values)}: {values}")
-            if any(int(v) < 1 for v in values):
-                raise ValueError(f"{name} entries must be positive integers, got {values}")
-        if self.embed_dim < 1:
-            raise ValueError(f"embed_dim must be positive, got {self.embed_dim}")
+                raise ValueError(
+                    f"{name} must have {expected} entries (one per stage), got {len(values)}: {values}"
+                )
+
+    def _validate_channels(self) -> None:
         for stage, (channels, heads) in enumerate(zip(self.encoder_hidden_sizes, self.encoder_num_heads)):
             if channels % heads:
                 raise ValueError(
@@ -187,19 +261,57 @@ class UpocrConfig(PretrainedConfig):
                     f"decoder stage {stage}: the patch split needs channels divisible by 4, got {channels} "
                     f"(embed_dim must be a multiple of 8)"
                 )
+
+    def _validate_windows(self) -> None:
         for name in ("encoder_window_size", "decoder_window_size"):
             window = getattr(self, name)
             if window < 2 or window % 2:
-                raise ValueError(f"{name} must be an even number ≥ 2 (shifted windows move by half), got {window}")
+                raise ValueError(
+                    f"{name} must be an even number ≥ 2 (shifted windows move by half), got {window}"
+                )
         for name in ("encoder_pretrained_window_size", "decoder_pretrained_window_size"):
             if getattr(self, name) == 1 or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 (use the window size) or ≥ 2, got {getattr(self, name)}")
-        if not self.tasks:
-            raise ValueError("tasks must list at least one task identifier")
-        if any(not isinstance(task, str) or not task for task in self.tasks):
-            raise ValueError(f"tasks must be non-empty strings, got {self.tasks}")
-        if len(set(self.tasks)) != len(self.tasks):
-            raise ValueError(f"tasks must be unique, got {self.tasks}")
 
 
-__all__ = ["UpocrConfig"]
+#: Named architectures for `--config`: the paper's model, the reference fixture's small model, the shipped default
+#: model's compact one, and a tiny one for tests.
+CONFIG_PRESETS: dict[str, dict[str, object]] = {
+    "paper": {},
+    "small": dict(
+        embed_dim=16,
+        encoder_depths=[2, 2, 2, 2],
+        encoder_num_heads=[1, 2, 4, 8],
+        decoder_depths=[2, 2, 2, 2, 2],
+        decoder_num_heads=[8, 4, 2, 1, 1],
+    ),
+    # The architecture of the model shipped in upocr_hf/default_model: 5.7M parameters.
+    "compact": dict(
+        embed_dim=32,
+        encoder_depths=[2, 2, 2, 2],
+        encoder_num_heads=[1, 2, 4, 8],
+        encoder_window_size=8,
+        encoder_pretrained_window_size=8,
+        decoder_depths=[2, 2, 2, 2, 2],
+        decoder_num_heads=[8, 4, 2, 1, 1],
+        drop_path_rate=0.0,
+        decoder_drop_path_rate=0.0,
+    ),
+    "tiny": dict(
+        embed_dim=16,
+        encoder_depths=[2, 1, 1, 2],
+        encoder_num_heads=[1, 1, 2, 2],
+        encoder_window_size=4,
+        encoder_pretrained_window_size=4,
+        decoder_depths=[2, 1, 1, 1, 2],
+        decoder_num_heads=[2, 2, 2, 1, 1],
+        decoder_window_size=4,
+        decoder_pretrained_window_size=4,
+        continuous_position_bias_hidden_size=16,
+        drop_path_rate=0.0,
+        decoder_drop_path_rate=0.0,
+    ),
+}
+
+
+__all__ = ["CONFIG_PRESETS", "UpocrConfig"]

@@ -14,6 +14,7 @@ import argparse
 import math
 import os
 import re
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -32,7 +33,9 @@ class CheckpointConversionError(ValueError):
 
 
 #: Keys the converter drops on purpose: recomputed buffers and the perceptual-loss network.
-_DROPPED_KEY = re.compile(r"(\.relative_coords_table$|\.relative_position_index$|(^|\.)(vgg\w*|perceptual\w*|criterion)\.)")
+_DROPPED_KEY = re.compile(
+    r"(\.relative_coords_table$|\.relative_position_index$|(^|\.)(vgg\w*|perceptual\w*|criterion)\.)"
+)
 
 _BLOCK_RENAMES = {
     "norm1.weight": "attention_norm.weight",
@@ -54,17 +57,32 @@ _BLOCK_RENAMES = {
 }
 
 _RULES: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"^encoder\.backbone\.patch_embed\.proj\.(weight|bias)$"), r"encoder.embeddings.projection.\1"),
+    (
+        re.compile(r"^encoder\.backbone\.patch_embed\.proj\.(weight|bias)$"),
+        r"encoder.embeddings.projection.\1",
+    ),
     (re.compile(r"^encoder\.backbone\.patch_embed\.norm\.(weight|bias)$"), r"encoder.embeddings.norm.\1"),
-    (re.compile(r"^encoder\.backbone\.layers\.(\d+)\.downsample\.(reduction\.weight|norm\.weight|norm\.bias)$"),
-     r"encoder.downsamplers.\1.\2"),
+    (
+        re.compile(
+            r"^encoder\.backbone\.layers\.(\d+)\.downsample\.(reduction\.weight|norm\.weight|norm\.bias)$"
+        ),
+        r"encoder.downsamplers.\1.\2",
+    ),
     (re.compile(r"^encoder\.backbone\.norm(\d+)\.(weight|bias)$"), r"encoder.hidden_state_norms.\1.\2"),
     (re.compile(r"^proj\.(weight|bias)$"), r"bottleneck.\1"),
     (re.compile(r"^task_prompt\.task_embedding\.weight$"), "task_embeddings.weight"),
-    (re.compile(r"^decoder\.layers\.(\d+)\.upsample\.upsample\.weight$"), r"decoder.upsamplers.\1.projection.weight"),
-    (re.compile(r"^decoder\.layers\.(\d+)\.upsample\.norm\.(weight|bias)$"), r"decoder.upsamplers.\1.norm.\2"),
-    (re.compile(r"^decoder\.lateral_connection_list\.(\d+)\.([0-3])\.(weight|bias)$"),
-     r"decoder.lateral_connections.\1.\2.\3"),
+    (
+        re.compile(r"^decoder\.layers\.(\d+)\.upsample\.upsample\.weight$"),
+        r"decoder.upsamplers.\1.projection.weight",
+    ),
+    (
+        re.compile(r"^decoder\.layers\.(\d+)\.upsample\.norm\.(weight|bias)$"),
+        r"decoder.upsamplers.\1.norm.\2",
+    ),
+    (
+        re.compile(r"^decoder\.lateral_connection_list\.(\d+)\.([0-3])\.(weight|bias)$"),
+        r"decoder.lateral_connections.\1.\2.\3",
+    ),
     (re.compile(r"^decoder\.intermediate_convs\.([01])\.(weight|bias)$"), r"decoder.output_convs.\1.\2"),
     (re.compile(r"^decoder\.output_conv\.(weight|bias)$"), r"decoder.output_convs.2.\1"),
 ]
@@ -87,10 +105,14 @@ def read_original_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]
         else:
             loaded = torch.load(path, map_location="cpu", weights_only=True)
             state_dict = loaded.get("model", loaded) if isinstance(loaded, Mapping) else loaded
-    except Exception as error:  # noqa: BLE001 - re-raised with the file named
+    except Exception as error:  # re-raised with the file named
         raise CheckpointConversionError(f"{path}: cannot be read as a checkpoint ({error})") from error
-    if not isinstance(state_dict, Mapping) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise CheckpointConversionError(f"{path}: expected a state dict of tensors (or {{'model': state_dict}})")
+    if not isinstance(state_dict, Mapping) or not all(
+        isinstance(v, torch.Tensor) for v in state_dict.values()
+    ):
+        raise CheckpointConversionError(
+            f"{path}: expected a state dict of tensors (or {{'model': state_dict}})"
+        )
     return {k.removeprefix("module."): v for k, v in state_dict.items()}
 
 
@@ -138,7 +160,9 @@ def convert_state_dict(original: Mapping[str, torch.Tensor]) -> dict[str, torch.
     return converted
 
 
-def _stage_shapes(original: Mapping[str, torch.Tensor], prefix: str, num_stages: int) -> tuple[list[int], list[int]]:
+def _stage_shapes(
+    original: Mapping[str, torch.Tensor], prefix: str, num_stages: int
+) -> tuple[list[int], list[int]]:
     depths, heads = [], []
     for stage in range(num_stages):
         blocks = {
@@ -167,7 +191,9 @@ def _window_sizes(original: Mapping[str, torch.Tensor], prefix: str) -> tuple[in
     if index_key in original:
         window = math.isqrt(original[index_key].shape[0])
         return window, window
-    raise CheckpointConversionError(f"cannot infer the window size: neither {table_key} nor {index_key} is present")
+    raise CheckpointConversionError(
+        f"cannot infer the window size: neither {table_key} nor {index_key} is present"
+    )
 
 
 def config_from_original_state_dict(
@@ -175,15 +201,23 @@ def config_from_original_state_dict(
 ) -> UpocrConfig:
     """Build the `UpocrConfig` whose model has exactly the shapes of an original state dict."""
     try:
-        patch_weight = original["encoder.backbone.patch_embed.proj.weight"]
-        task_rows = original["task_prompt.task_embedding.weight"].shape[0]
-        first_block = "encoder.backbone.layers.0.blocks.0"
-        embed_dim = patch_weight.shape[0]
-        mlp_ratio = original[f"{first_block}.mlp.fc1.weight"].shape[0] / embed_dim
-        cpb_hidden = original[f"{first_block}.attn.cpb_mlp.0.weight"].shape[0]
-        qkv_bias = f"{first_block}.attn.q_bias" in original
+        return _config_from_original(original, tasks)
+    except CheckpointConversionError:
+        raise
     except KeyError as error:
-        raise CheckpointConversionError(f"not a UPOCR checkpoint: missing key {error.args[0]!r}") from error
+        raise CheckpointConversionError(f"not a UPOCR checkpoint: missing key {error.args[0]!r}") from None
+    except ValueError as error:  # the shapes read off the checkpoint make no valid UPOCR configuration
+        raise CheckpointConversionError(f"not a UPOCR checkpoint: {error}") from None
+
+
+def _config_from_original(original: Mapping[str, torch.Tensor], tasks: Sequence[str] | None) -> UpocrConfig:
+    patch_weight = original["encoder.backbone.patch_embed.proj.weight"]
+    task_rows = original["task_prompt.task_embedding.weight"].shape[0]
+    first_block = "encoder.backbone.layers.0.blocks.0"
+    embed_dim = patch_weight.shape[0]
+    mlp_ratio = original[f"{first_block}.mlp.fc1.weight"].shape[0] / embed_dim
+    cpb_hidden = original[f"{first_block}.attn.cpb_mlp.0.weight"].shape[0]
+    qkv_bias = f"{first_block}.attn.q_bias" in original
     if tasks is None:
         if task_rows != len(DEFAULT_TASKS):
             raise CheckpointConversionError(
@@ -191,7 +225,9 @@ def config_from_original_state_dict(
             )
         tasks = DEFAULT_TASKS
     if len(tasks) != task_rows:
-        raise CheckpointConversionError(f"got {len(tasks)} task names for {task_rows} task prompts in the checkpoint")
+        raise CheckpointConversionError(
+            f"got {len(tasks)} task names for {task_rows} task prompts in the checkpoint"
+        )
     encoder_depths, encoder_heads = _stage_shapes(original, "encoder.backbone", NUM_ENCODER_STAGES)
     decoder_depths, decoder_heads = _stage_shapes(original, "decoder", NUM_DECODER_STAGES)
     encoder_window, encoder_pretrained = _window_sizes(original, "encoder.backbone")
@@ -223,6 +259,13 @@ def load_original_model(
     config = config_from_original_state_dict(original, tasks)
     model = UpocrModel(config)
     converted = convert_state_dict(original)
+    expected = model.state_dict()
+    for key, tensor in converted.items():
+        if key in expected and tensor.shape != expected[key].shape:
+            raise CheckpointConversionError(
+                f"{key}: shape {tuple(tensor.shape)} in the checkpoint, {tuple(expected[key].shape)} in the model "
+                "its other weights describe"
+            )
     missing, unexpected = model.load_state_dict(converted, strict=False)
     if missing or unexpected:
         raise CheckpointConversionError(
@@ -240,16 +283,23 @@ def convert_checkpoint(
     a failed conversion never leaves a half-written folder or replaces a good one.
     """
     model = load_original_model(checkpoint, tasks)
-    with staged_folder(output_dir) as staging:
-        model.save_pretrained(staging, safe_serialization=True)
-        _save_default_image_processor(model, staging)
+    try:
+        with staged_folder(output_dir) as staging:
+            model.save_pretrained(staging, safe_serialization=True)
+            _save_default_image_processor(model, staging)
+    except Exception as error:  # a full disk shows as OSError or SafetensorError alike
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        free = shutil.disk_usage(Path(output_dir).resolve().parent).free
+        raise CheckpointConversionError(
+            f"cannot write {output_dir}: {reason} ({free / 2**20:,.0f} MiB free there; the model needs about "
+            f"{sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20:,.0f} MiB)"
+        ) from None
     return model
 
 
 def _save_default_image_processor(model: UpocrModel, folder: Path) -> None:
     """Save the image processor of the model's input size beside it."""
-    size = model.config.image_size
-    UpocrImageProcessor(size={"height": size, "width": size}).save_pretrained(folder)
+    UpocrImageProcessor.for_model(model.config).save_pretrained(folder)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -27,9 +27,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
+from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard
 
-from .tasks import DEFAULT_TASKS
+from .tasks import order_tasks
 
 #: The model card template: `model_card.md` at the top of the repository.
 MODEL_CARD_TEMPLATE: Path = Path(__file__).resolve().parents[1] / "model_card.md"
@@ -45,7 +45,7 @@ _BLOCK = "<!-- upocr:{name}:start -->\n{body}\n<!-- upocr:{name}:end -->"
 
 
 def load_evaluation_results(paths: Iterable[str | os.PathLike]) -> dict[str, dict[str, Any]]:
-    """Read the JSON files written by `python -m upocr_hf.evaluate --output-json` into `{key: record}`.
+    """Read the JSON files written by `python -m upocr_hf.evaluation --output-json` into `{key: record}`.
 
     The key is the task, or `"<task> (keep background)"` for a `--keep-background` record, so both removal
     protocols can sit side by side in a model card. Two records with the same key are an error.
@@ -75,20 +75,18 @@ def format_metrics(metrics: Mapping[str, Mapping[str, Any]]) -> str:
     """Markdown tables of evaluation figures, one per task, in the units of the paper's tables.
 
     Args:
-        metrics: `{task: record}` where a record is either an evaluation record of `python -m upocr_hf.evaluate`
+        metrics: `{task: record}` where a record is either an evaluation record of `python -m upocr_hf.evaluation`
             (`{"metrics": {...}, "data": ..., "split": ..., "protocol": ...}`, optionally `"dataset"`: a human
             description of the evaluation data) or directly a metric's `compute()` result.
     """
-    from .metrics.paper_results import TABLE_COLUMNS
+    from .metrics.paper_results import table_columns
 
-    known = [task for task in DEFAULT_TASKS if task in metrics] + [
-        t for t in metrics if t not in DEFAULT_TASKS
-    ]
+    known = order_tasks(metrics)
     sections: list[str] = []
     for task in known:
         record = dict(metrics[task])
         figures = record.get("metrics", record)
-        columns = TABLE_COLUMNS.get(record.get("task", task), ())
+        columns = table_columns(record.get("task", task))
         if columns:
             headers = [f"{c.header}{' ' + c.unit if c.unit in ('dB', '×100', '%') else ''}" for c in columns]
             cells = [_format_value(figures.get(c.key), c.scale, c.decimals) for c in columns]
@@ -175,7 +173,35 @@ def render_model_card(
     card = ModelCard(text)  # parses the front matter: a broken template fails here, not on the Hub
     if not card.data.to_dict().get("library_name"):
         raise ValueError(f"{path}: the model card's front matter lacks library_name")
+    if metrics:
+        card.data.model_name = repo_id or PLACEHOLDER_REPO_ID
+        card.data.eval_results = eval_results(metrics)
+        card.data.metrics = sorted({result.metric_type for result in card.data.eval_results})
+        text = str(card)
     return text
+
+
+def eval_results(metrics: Mapping[str, Mapping[str, Any]]) -> list[EvalResult]:
+    """The evaluation records as the Hub's `model-index` entries: each task's table figures, under the task's name
+    and the evaluation data the record names (keep-background figures as their own task entry)."""
+    from .metrics.paper_results import table_columns
+
+    results = []
+    for key, record in metrics.items():
+        task = record.get("task", key)
+        figures = record.get("metrics", record)
+        data = str(record.get("dataset") or record.get("data") or task)
+        for column in table_columns(task):
+            value = figures.get(column.key)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                results.append(
+                    EvalResult(
+                        task_type="image-to-image", task_name=key, dataset_type=Path(data).name or data,
+                        dataset_name=data, dataset_split=record.get("split"), metric_type=column.key,
+                        metric_name=column.header, metric_value=float(value),
+                    )
+                )  # fmt: skip
+    return results
 
 
 def write_model_card(
@@ -223,8 +249,7 @@ def prepare_hub_folder(
 
     register_pipeline()  # `custom_pipelines` is written only for a registered pipeline class
     if processor is None:
-        size = getattr(model.config, "image_size", 512)
-        processor = UpocrImageProcessor(size={"height": size, "width": size})
+        processor = UpocrImageProcessor.for_model(model.config)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     was_training = model.training

@@ -1,4 +1,4 @@
-"""The training losses of UPOCR (spec §3), one loss per task, summed over the tasks present in a batch.
+"""The training losses of UPOCR, one loss per task, summed over the tasks present in a batch.
 
 The model returns three RGB maps, coarse to fine, at scales 1/4, 1/2 and 1 (`multi_scale_predictions`). Every
 target (and mask) is resized to the size of each map with nearest-neighbour interpolation.
@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .tasks import TEXT_REMOVAL
+from .tasks import get_task, resolve_task
 
 logger = logging.getLogger(__name__)
 
@@ -369,7 +369,7 @@ class UpocrLossOutput:
 
 
 class UpocrLoss(nn.Module):
-    """All UPOCR losses (spec §3): removal loss for `TEXT_REMOVAL`, masked smooth L1 for every other task.
+    """All UPOCR losses: each task's `Task.loss` (the removal loss for text removal, masked smooth L1 for the others).
 
     Args:
         tasks: the task list that `task_ids` index into (e.g. ``config.tasks``).
@@ -395,15 +395,14 @@ class UpocrLoss(nn.Module):
         if len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"Duplicate task names in {self.tasks}.")
         self.task_weights: dict[str, float] = dict.fromkeys(self.tasks, 1.0)
-        for task, weight in (task_weights or {}).items():
-            if task not in self.task_weights:
-                raise ValueError(f"task_weights: unknown task {task!r}; the tasks are {self.tasks}.")
+        for name, weight in (task_weights or {}).items():
+            task = resolve_task(name, self.tasks)
             if not math.isfinite(weight) or weight < 0:
                 raise ValueError(f"task_weights[{task!r}] must be a finite number >= 0, got {weight!r}.")
             self.task_weights[task] = float(weight)
         self.perceptual = perceptual
         # Only removal uses the VGG: skip building it when no removal task is configured.
-        if TEXT_REMOVAL in self.tasks or perceptual == "off":
+        if any(get_task(task).loss == "removal" for task in self.tasks) or perceptual == "off":
             self.vgg, self.perceptual_description = build_vgg_features(perceptual, vgg_weights_path)
         else:
             if perceptual not in PERCEPTUAL_CHOICES:
@@ -476,7 +475,7 @@ class UpocrLoss(nn.Module):
                 continue
             preds = tuple(p.index_select(0, rows.to(p.device)) for p in predictions)
             task_labels = labels.index_select(0, rows)
-            if task == TEXT_REMOVAL:
+            if get_task(task).loss == "removal":
                 loss, terms = self.removal_loss(
                     preds, pixel_values.index_select(0, rows), task_labels, text_mask.index_select(0, rows)
                 )

@@ -39,7 +39,7 @@ class UpocrModelOutput(ModelOutput):
 
     Args:
         prediction (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`):
-            The full-resolution RGB prediction (no output activation; clamp to [0, 1] to read it, spec §1).
+            The full-resolution RGB prediction (no output activation; clamp to [0, 1] to read it).
         multi_scale_predictions (`tuple[torch.FloatTensor]`):
             The coarse-to-fine RGB predictions at 1/4, 1/2 and full resolution, shapes
             `(batch_size, 3, ceil(height / s), ceil(width / s))` for s = 4, 2, 1. The last one is `prediction`.
@@ -184,7 +184,7 @@ class UpocrSelfAttention(nn.Module):
 
 
 class UpocrPostLayerNorm(nn.LayerNorm):
-    """The LayerNorm applied to a residual branch's output in a res-post-norm block; zero-initialised (spec §2), so
+    """The LayerNorm applied to a residual branch's output in a res-post-norm block; zero-initialised, so
     every block starts as an identity."""
 
 
@@ -192,7 +192,7 @@ class UpocrLayer(GradientCheckpointingLayer):
     """A Swin V2 block (res-post-norm) that always keeps its window and, for odd blocks, its shift.
 
     Unlike transformers' `Swinv2Layer`, the window is never shrunk and the shift never switched off on maps no
-    larger than the window (spec §2): maps are zero-padded at the bottom/right to a multiple of the window, and the
+    larger than the window: maps are zero-padded at the bottom/right to a multiple of the window, and the
     padding tokens take part in unshifted attention unmasked, as in the authors' implementation.
     """
 
@@ -356,7 +356,7 @@ class UpocrEncoder(nn.Module):
             for i in range(NUM_ENCODER_STAGES)
         )
         # Swinv2PatchMerging concatenates the 2×2 neighbours in the order (0,0), (1,0), (0,1), (1,1), then
-        # Linear 4C→2C without bias and LayerNorm(2C): exactly the spec's merging.
+        # Linear 4C→2C without bias and LayerNorm(2C): exactly the authors' patch merging.
         self.downsamplers = nn.ModuleList(
             Swinv2PatchMerging(None, dims[i], norm_layer=lambda d: nn.LayerNorm(d, eps=config.layer_norm_eps))
             for i in range(NUM_ENCODER_STAGES - 1)
@@ -444,7 +444,7 @@ class UpocrPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        """Truncated-normal Linear layers, zero-initialised post-norms, Kaiming-normal task prompts (spec §2)."""
+        """Truncated-normal Linear layers, zero-initialised post-norms, Kaiming-normal task prompts."""
         std = self.config.initializer_range
         if isinstance(module, nn.Linear):
             init.trunc_normal_(module.weight, std=std)
@@ -549,6 +549,7 @@ class UpocrModel(UpocrPreTrainedModel):
         task: TaskSpec = 0,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        original_sizes: torch.LongTensor | None = None,
     ) -> UpocrModelOutput | tuple:
         r"""
         Args:
@@ -563,7 +564,11 @@ class UpocrModel(UpocrPreTrainedModel):
                 Also return the encoder and decoder maps.
             return_dict (`bool`, *optional*):
                 Return a [`UpocrModelOutput`] (default) or a plain tuple.
+            original_sizes (`torch.LongTensor` of shape `(batch_size, 2)`, *optional*):
+                Not used by the model: the image processor returns it beside `pixel_values` for its
+                `post_process_*` methods, and accepting it lets `model(**processor(images), task=...)` work.
         """
+        del original_sizes
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )

@@ -6,7 +6,7 @@ every comparison, won or lost, is written into the card). This is how `upocr_hf/
     python -m upocr_hf.packaging --model runs/default-model/run/final --output upocr_hf/default_model \
         --evaluations runs/default-model/eval/*.json --baselines runs/default-model/eval/baseline/*.json
 
-The evaluation records are the JSON files written by `python -m upocr_hf.evaluate --output-json` (with `--baseline`
+The evaluation records are the JSON files written by `python -m upocr_hf.evaluation --output-json` (with `--baseline`
 for the trivial baselines). The folder is written next to the output and moved into place only when complete.
 """
 
@@ -19,22 +19,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
+
 from .file_utils import staged_folder
 from .hub import load_evaluation_results, prepare_hub_folder
-from .tasks import TAMPERED_TEXT_DETECTION, TEXT_REMOVAL, TEXT_SEGMENTATION
-
-#: The figure compared per task and the margin it must beat the trivial baseline by (in the metric's own units).
-HEADLINE_METRICS: dict[str, tuple[str, float]] = {
-    TEXT_REMOVAL: ("psnr", 1.0),
-    TEXT_SEGMENTATION: ("fg_iou", 0.1),
-    TAMPERED_TEXT_DETECTION: ("mf", 0.1),
-}
-
-
-#: One figure per task in [0, 1], higher is better, that ranks two models of the same task: training keeps the
-#: best model by it, and packaging replaces a shipped model only with one that scores higher on it.
-SELECTION_METRICS: dict[str, str] = {TEXT_REMOVAL: "mssim", TEXT_SEGMENTATION: "fg_iou", TAMPERED_TEXT_DETECTION: "mf"}
-
+from .tasks import get_task
 
 #: The evaluation records a packaged folder carries, as `{key: record}` (see `load_evaluation_results`).
 EVAL_RESULTS_FILE = "eval_results.json"
@@ -48,12 +37,17 @@ class IncumbentNotBeatenError(ValueError):
     pass
 
 
+def _selection_metric(record: Mapping[str, Any], key: str) -> str | None:
+    return get_task(record.get("task", key)).selection_metric
+
+
 def selection_score(evaluations: Mapping[str, Mapping[str, Any]], keys: Sequence[str] | None = None) -> float:
-    """The mean of each record's `SELECTION_METRICS` figure (over `keys`, default every record with one)."""
-    keys = [k for k, r in evaluations.items() if r.get("task", k) in SELECTION_METRICS] if keys is None else keys
+    """The mean of each record's selection figure (its task's `Task.selection_metric`: one figure in [0, 1], higher
+    is better) over `keys`, default every record of a task that has one."""
+    keys = [k for k, r in evaluations.items() if _selection_metric(r, k)] if keys is None else keys
     if not keys:
         raise ValueError("no evaluation record of a task with a selection metric")
-    figures = [float(evaluations[k]["metrics"][SELECTION_METRICS[evaluations[k].get("task", k)]]) for k in keys]
+    figures = [float(evaluations[k]["metrics"][_selection_metric(evaluations[k], k)]) for k in keys]
     return sum(figures) / len(figures)
 
 
@@ -65,7 +59,7 @@ def compare_to_incumbent(
     Raises:
         IncumbentNotBeatenError: they share no record, or the new model does not score higher.
     """
-    shared = [k for k in evaluations if k in incumbent and evaluations[k].get("task", k) in SELECTION_METRICS]
+    shared = [k for k in evaluations if k in incumbent and _selection_metric(evaluations[k], k)]
     if not shared:
         raise IncumbentNotBeatenError("the new model and the incumbent share no evaluation record to compare")
     new, old = selection_score(evaluations, shared), selection_score(incumbent, shared)
@@ -79,10 +73,10 @@ def compare_to_incumbent(
 def compare_to_baselines(
     evaluations: Mapping[str, Mapping[str, Any]],
     baselines: Mapping[str, Mapping[str, Any]],
-    margins: Mapping[str, tuple[str, float]] = HEADLINE_METRICS,
 ) -> dict[str, dict[str, Any]]:
     """`{key: {"task", "metric", "model", "baseline", "margin", "beats"}}` for every evaluation record of a task
-    with a headline metric (keys as in `load_evaluation_results`; baselines are looked up by the record's task).
+    with a `Task.baseline_margin` (keys as in `load_evaluation_results`; baselines are looked up by the record's
+    task).
 
     Raises:
         BaselineNotBeatenError: a task has no baseline record, or none of its records exceeds the baseline's figure
@@ -91,11 +85,11 @@ def compare_to_baselines(
     table: dict[str, dict[str, Any]] = {}
     for key, record in evaluations.items():
         task = record.get("task", key)
-        if task not in margins:
+        if get_task(task).baseline_margin is None:
             continue
         if task not in baselines:
             raise BaselineNotBeatenError(f"{task}: no baseline record to compare with")
-        metric, margin = margins[task]
+        metric, margin = get_task(task).baseline_margin
         model_value = float(record["metrics"][metric])
         baseline_value = float(baselines[task]["metrics"][metric])
         table[key] = {"task": task, "metric": metric, "model": model_value, "baseline": baseline_value,
@@ -142,10 +136,7 @@ def package_model(
     if incumbent is not None:
         compare_to_incumbent(evaluations, incumbent)
     model = UpocrModel.from_pretrained(model_dir).eval()
-    try:
-        processor = UpocrImageProcessor.from_pretrained(model_dir)
-    except OSError:
-        processor = None
+    processor = UpocrImageProcessor.for_model(model.config, model_dir)
     details = dict(training or {})
     for key, row in comparison.items():
         verdict = "beats it" if row["beats"] else "does NOT beat it"
@@ -154,23 +145,32 @@ def package_model(
             f"{row['margin']}"
         )
     with staged_folder(output) as staging:
-        prepare_hub_folder(model, processor, staging, metrics=evaluations, training=details, training_data=training_data)
+        prepare_hub_folder(
+            model, processor, staging, metrics=evaluations, training=details, training_data=training_data
+        )
         if not include_code:
             _strip_remote_code(staging)
         for extra in extra_files:
             shutil.copy2(extra, staging / Path(extra).name)
         # machine-readable figures beside the card: the Space reads them to say how well the model does
-        (staging / EVAL_RESULTS_FILE).write_text(json.dumps(dict(evaluations), indent=1, sort_keys=True) + "\n")
+        (staging / EVAL_RESULTS_FILE).write_text(
+            json.dumps(dict(evaluations), indent=1, sort_keys=True) + "\n"
+        )
         if card_appendix:
             card = staging / "README.md"
-            card.write_text(card.read_text(encoding="utf-8").rstrip("\n") + "\n\n" + card_appendix, encoding="utf-8")
+            card.write_text(
+                card.read_text(encoding="utf-8").rstrip("\n") + "\n\n" + card_appendix, encoding="utf-8"
+            )
     return Path(output)
 
 
 def _strip_remote_code(folder: Path) -> None:
     for code_file in folder.glob("*.py"):
         code_file.unlink()
-    for name, keys in (("config.json", ("auto_map", "custom_pipelines")), ("preprocessor_config.json", ("auto_map",))):
+    for name, keys in (
+        ("config.json", ("auto_map", "custom_pipelines")),
+        ("preprocessor_config.json", ("auto_map",)),
+    ):
         path = folder / name
         if path.exists():
             config = json.loads(path.read_text())
@@ -184,7 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="the trained save_pretrained folder")
     parser.add_argument("--output", required=True, help="the folder to write")
     parser.add_argument("--evaluations", nargs="+", required=True, help="the model's evaluation JSON records")
-    parser.add_argument("--baselines", nargs="+", required=True, help="the trivial baseline's evaluation JSON records")
+    parser.add_argument(
+        "--baselines", nargs="+", required=True, help="the trivial baseline's evaluation JSON records"
+    )
     parser.add_argument(
         "--incumbent",
         nargs="+",
@@ -192,12 +194,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="evaluation JSON records of the model the output folder holds now, on the same data: refuse unless the "
         "new model's selection score is higher",
     )
-    parser.add_argument("--training", nargs="*", default=[], metavar="KEY=VALUE", help="training details for the card")
-    parser.add_argument("--training-data", default=None, help="the card's training-data paragraph")
-    parser.add_argument("--extra-files", nargs="*", default=[], help="files copied into the folder as they are")
-    parser.add_argument("--card-appendix", default=None, help="a Markdown file added at the end of the model card")
     parser.add_argument(
-        "--without-code", action="store_true", help="leave out the remote-code files (a folder shipped inside upocr_hf)"
+        "--training", nargs="*", default=[], metavar="KEY=VALUE", help="training details for the card"
+    )
+    parser.add_argument("--training-data", default=None, help="the card's training-data paragraph")
+    parser.add_argument(
+        "--extra-files", nargs="*", default=[], help="files copied into the folder as they are"
+    )
+    parser.add_argument(
+        "--card-appendix", default=None, help="a Markdown file added at the end of the model card"
+    )
+    parser.add_argument(
+        "--without-code",
+        action="store_true",
+        help="leave out the remote-code files (a folder shipped inside upocr_hf)",
     )
     args = parser.parse_args(argv)
     training = {}
@@ -211,18 +221,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     incumbent = load_evaluation_results(args.incumbent) if args.incumbent else None
     try:
         folder = package_model(
-            args.model, args.output, evaluations, baselines, training, args.training_data, args.extra_files,
-            include_code=not args.without_code, incumbent=incumbent,
-            card_appendix=Path(args.card_appendix).read_text(encoding="utf-8") if args.card_appendix else None,
+            args.model,
+            args.output,
+            evaluations,
+            baselines,
+            training,
+            args.training_data,
+            args.extra_files,
+            include_code=not args.without_code,
+            incumbent=incumbent,
+            card_appendix=Path(args.card_appendix).read_text(encoding="utf-8")
+            if args.card_appendix
+            else None,
         )
     except (BaselineNotBeatenError, IncumbentNotBeatenError) as error:
         parser.exit(1, f"not packaged: {error}\n")
+    except (
+        OSError,
+        SafetensorError,
+    ) as error:  # unreadable input or a full disk: the old folder stays intact
+        free = shutil.disk_usage(Path(args.output).resolve().parent).free
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        message = (
+            f"not packaged: {args.model} into {args.output}: {reason} ({free / 2**20:,.0f} MiB free there)"
+        )
+        parser.exit(2, message + "\n")
     if incumbent is not None:
         new, old = compare_to_incumbent(evaluations, incumbent)
         print(f"selection score {new:.4f} beats the incumbent's {old:.4f}")
     for key, row in compare_to_baselines(evaluations, baselines).items():
         verdict = "beats" if row["beats"] else "does NOT beat"
-        print(f"{key}: {row['metric']} {row['model']:.4f} {verdict} the trivial baseline's {row['baseline']:.4f}")
+        print(
+            f"{key}: {row['metric']} {row['model']:.4f} {verdict} the trivial baseline's {row['baseline']:.4f}"
+        )
     print(f"wrote {folder}")
     return 0
 

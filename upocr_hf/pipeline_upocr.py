@@ -11,7 +11,8 @@ registered with `PIPELINE_REGISTRY` when `upocr_hf` is imported:
 `pipe.save_pretrained(folder)` writes this code next to the model, so `pipeline(model=folder,
 trust_remote_code=True)` works where `upocr_hf` is not installed.
 
-Call options: `task` (a name from `model.config.tasks`, or an alias: "remove", "segment", "detect-tampering"),
+Call options: `task` (a name from `model.config.tasks`, or another of its names in the task registry, like the
+CLI's "remove", "segment", "detect-tampering"),
 `tile` (high-resolution mode, see `tiling.py`), `tile_size`, `tile_overlap`, `keep_background` (text removal
 only: pixels outside the text region stay byte-identical to the input), `threshold` (segmentation and the
 keep-background mask), `dilation`, `difference_threshold`, `min_region_area`, `max_pixels`; `batch_size` (images
@@ -36,58 +37,74 @@ as the processor reads it: 8-bit RGB, transparency composited on white).
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from transformers import Pipeline
 
-from .image_processing_upocr import (
-    UpocrImageProcessor,
-    compose_keep_background,
-    default_dilation,
-    difference_mask,
-    dilate_mask,
-    to_uint8_rgb,
-)
-from .tasks import (
-    SEGMENTATION_THRESHOLD,
-    TAMPER_CLASS_RGB,
-    TAMPERED_TEXT_DETECTION,
-    TEXT_REMOVAL,
-    TEXT_SEGMENTATION,
-)
+from .image_io import to_uint8_rgb
+from .image_processing_upocr import UpocrImageProcessor
+from .tasks import SEGMENTATION_THRESHOLD, TAMPER_CLASS_RGB, TEXT_SEGMENTATION, get_task, resolve_task
 from .tiling import tiled_predict
 
 #: Name of the pipeline task registered with transformers' `PIPELINE_REGISTRY`.
 PIPELINE_TASK = "upocr"
 #: The task name saved in a model folder's `custom_pipelines` (see `UpocrPipeline.save_pretrained`).
 REMOTE_CODE_TASK = "upocr-remote-code"
-#: Short names accepted for the tasks (the CLI's sub-commands among them).
-TASK_ALIASES: dict[str, str] = {
-    "remove": TEXT_REMOVAL,
-    "removal": TEXT_REMOVAL,
-    "segment": TEXT_SEGMENTATION,
-    "segmentation": TEXT_SEGMENTATION,
-    "detect-tampering": TAMPERED_TEXT_DETECTION,
-    "tamper": TAMPERED_TEXT_DETECTION,
-    "tampering": TAMPERED_TEXT_DETECTION,
-}
 
 
-def resolve_task(task: str | None, known: Sequence[str]) -> str:
-    """A task name or alias → the model's task name; `ValueError` listing the known tasks otherwise."""
-    known = list(known)
-    if task is None:
-        raise ValueError(f"Pass task=...; this model knows {known}")
-    name = TASK_ALIASES.get(task, task) if isinstance(task, str) else task
-    if name not in known:
-        aliases = sorted(alias for alias, target in TASK_ALIASES.items() if target in known)
-        raise ValueError(f"Unknown task {task!r}; this model knows {known} (aliases: {aliases})")
-    return name
+# ---------------------------------------------------------------------------------------------- keep-background
+
+
+def dilate_mask(mask: torch.Tensor | np.ndarray, radius: int) -> torch.Tensor:
+    """Square dilation of a boolean `(H, W)` mask by `radius` pixels (a `(2r+1)²` max filter) → `torch.BoolTensor`."""
+    tensor = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask).bool()
+    if radius <= 0:
+        return tensor
+    size = 2 * radius + 1  # a square max filter is separable: rows, then columns
+    pooled = F.max_pool2d(tensor[None, None].float(), kernel_size=(1, size), stride=1, padding=(0, radius))
+    pooled = F.max_pool2d(pooled, kernel_size=(size, 1), stride=1, padding=(radius, 0))
+    return pooled[0, 0] > 0
+
+
+def default_dilation(height: int, width: int) -> int:
+    """Default keep-background dilation: 3 px at the paper's 512 px scale, scaled with the image (at least 3)."""
+    return max(3, math.ceil(3 * max(height, width) / 512))
+
+
+def compose_keep_background(
+    original: np.ndarray | Image.Image, prediction: np.ndarray, text_mask: np.ndarray | torch.Tensor
+) -> np.ndarray:
+    """Copy `prediction` into `original` inside `text_mask` only.
+
+    Args:
+        original: the input, `(H, W, 3)` uint8 (or an RGB PIL image).
+        prediction: the text-free prediction, `(H, W, 3)` uint8.
+        text_mask: boolean `(H, W)`, True where pixels may change.
+
+    Returns:
+        `(H, W, 3)` uint8; outside the mask it is byte-identical to `original`.
+    """
+    original = np.asarray(original)
+    mask = text_mask.cpu().numpy() if isinstance(text_mask, torch.Tensor) else np.asarray(text_mask)
+    if original.shape != prediction.shape or original.dtype != np.uint8:
+        raise ValueError(
+            f"original {original.shape} {original.dtype} must be uint8 like prediction {prediction.shape}"
+        )
+    if mask.shape != original.shape[:2]:
+        raise ValueError(f"text mask of shape {mask.shape} does not match the image {original.shape[:2]}")
+    return np.where(mask.astype(bool)[..., None], prediction, original)
+
+
+def difference_mask(original: np.ndarray, prediction: np.ndarray, threshold: float = 0.1) -> np.ndarray:
+    """Text region for models without a segmentation task: max channel `|prediction − original| / 255 > threshold`."""
+    difference = np.abs(prediction.astype(np.int16) - np.asarray(original).astype(np.int16)).max(axis=-1)
+    return difference > threshold * 255
 
 
 def tamper_color_map(class_map: np.ndarray) -> Image.Image:
@@ -100,7 +117,9 @@ class UpocrPipeline(Pipeline):
     """UPOCR inference: image(s) in, the chosen task's post-processed answer out (see the module docstring)."""
 
     _load_processor = False
-    _load_image_processor = None  # optional: a folder without preprocessor_config.json gets the default processor
+    _load_image_processor = (
+        None  # optional: a folder without preprocessor_config.json gets the default processor
+    )
     _load_feature_extractor = False
     _load_tokenizer = False
     _load_video_processor = False
@@ -123,8 +142,7 @@ class UpocrPipeline(Pipeline):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.image_processor is None:
-            size = getattr(self.model.config, "image_size", 512)
-            self.image_processor = UpocrImageProcessor(size={"height": size, "width": size})
+            self.image_processor = UpocrImageProcessor.for_model(self.model.config)
         self.model.eval()
 
     # ------------------------------------------------------------------------------------------ parameters
@@ -142,34 +160,30 @@ class UpocrPipeline(Pipeline):
         difference_threshold: float | None = None,
         min_region_area: int | None = None,
         max_pixels: int | None | str = "unset",
+        tile_batch_size: int | None = None,
         **kwargs: Any,
     ) -> tuple[dict, dict, dict]:
         if kwargs:
             raise TypeError(f"UpocrPipeline got unexpected options {sorted(kwargs)}")
-        preprocess: dict[str, Any] = {}
-        forward: dict[str, Any] = {}
-        postprocess: dict[str, Any] = {}
         task = task if task is not None else upocr_task
-        if task is not None:
-            preprocess["task"] = resolve_task(task, self.model.config.tasks)
-        if tile is not None:
-            preprocess["tile"] = bool(tile)
-        if keep_background is not None:
-            preprocess["keep_background"] = bool(keep_background)
-        if max_pixels != "unset":
+        preprocess = _given(
+            task=None if task is None else resolve_task(task, self.model.config.tasks),
+            tile=None if tile is None else bool(tile),
+            keep_background=None if keep_background is None else bool(keep_background),
+        )
+        if max_pixels != "unset":  # None is a value here: no pixel limit
             preprocess["max_pixels"] = max_pixels
-        if tile_size is not None:
-            forward["tile_size"] = int(tile_size)
-        if tile_overlap is not None:
-            forward["tile_overlap"] = int(tile_overlap)
-        if threshold is not None:
-            postprocess["threshold"] = float(threshold)
-        if dilation is not None:
-            postprocess["dilation"] = int(dilation)
-        if difference_threshold is not None:
-            postprocess["difference_threshold"] = float(difference_threshold)
-        if min_region_area is not None:
-            postprocess["min_region_area"] = int(min_region_area)
+        forward = _given(
+            tile_size=_checked("tile_size", tile_size, int, 32, None),
+            tile_overlap=_checked("tile_overlap", tile_overlap, int, 0, None),
+            tile_batch_size=_checked("batch_size", tile_batch_size, int, 1, None),
+        )
+        postprocess = _given(
+            threshold=_checked("threshold", threshold, float, 0.0, 1.0),
+            dilation=_checked("dilation", dilation, int, 0, None),
+            difference_threshold=_checked("difference_threshold", difference_threshold, float, 0.0, 1.0),
+            min_region_area=_checked("min_region_area", min_region_area, int, 1, None),
+        )
         return preprocess, forward, postprocess
 
     # ------------------------------------------------------------------------------------------ steps
@@ -182,42 +196,53 @@ class UpocrPipeline(Pipeline):
         keep_background: bool = False,
         max_pixels: int | None | str = "default",
     ) -> dict[str, Any]:
-        """One image (path, PIL, array, tensor) → `{"pixel_values": (1, 3, h, w), "meta": [per-image info]}`."""
+        """One image (path, PIL, array, tensor) → `{"pixel_values": (1, 3, h, w), "meta": {per-image info}}`."""
         task = resolve_task(task, self.model.config.tasks)
         full = self.image_processor.convert_image(image, max_pixels=max_pixels)
         if tile:
             pixel_values = full[None]
         else:
             pixel_values = self.image_processor(full, do_resize=True, max_pixels=None)["pixel_values"]
-        keep_background = keep_background and task == TEXT_REMOVAL
+        spec = get_task(task)
+        keep_background = keep_background and spec.text_mask
         meta = {
             "task": task,
             "tile": bool(tile),
             "original_size": tuple(full.shape[-2:]),
             "original": to_uint8_rgb(full) if keep_background else None,
             # a grayscale page gets a grayscale result: the model's colour casts are not the user's
-            "gray": task == TEXT_REMOVAL and bool((full[0] == full[1]).all() and (full[1] == full[2]).all()),
+            "gray": spec.text_mask and bool((full[0] == full[1]).all() and (full[1] == full[2]).all()),
         }
-        return {"pixel_values": pixel_values, "meta": [meta]}
+        return {"pixel_values": pixel_values, "meta": meta}
 
     def _forward(
-        self, model_inputs: dict[str, Any], tile_size: int | None = None, tile_overlap: int | None = None
+        self,
+        model_inputs: dict[str, Any],
+        tile_size: int | None = None,
+        tile_overlap: int | None = None,
+        tile_batch_size: int = 1,
     ) -> dict[str, Any]:
         pixel_values = model_inputs["pixel_values"]
-        meta = model_inputs["meta"]
+        meta = _as_list(
+            model_inputs["meta"]
+        )  # one image's info, or a list of them from transformers' batching
         task = meta[0]["task"]
         if any(item["task"] != task or item["tile"] != meta[0]["tile"] for item in meta):
             raise ValueError("one batch must share task and mode")
         tasks = [task]
-        if any(item["original"] is not None for item in meta) and TEXT_SEGMENTATION in self.model.config.tasks:
+        if (
+            any(item["original"] is not None for item in meta)
+            and TEXT_SEGMENTATION in self.model.config.tasks
+        ):
             tasks.append(TEXT_SEGMENTATION)
         x = pixel_values.to(device=self.device, dtype=self.model.dtype)
         batch = x.shape[0]
         if meta[0]["tile"]:
             size = tile_size or self.image_processor.size.height or self.model.config.image_size
-            tile_batch = self._tile_batch_size
             outputs = [
-                tiled_predict(self.model, x, name, tile_size=size, overlap=tile_overlap, batch_size=tile_batch)
+                tiled_predict(
+                    self.model, x, name, tile_size=size, overlap=tile_overlap, batch_size=tile_batch_size
+                )
                 for name in tasks
             ]
         else:
@@ -238,108 +263,140 @@ class UpocrPipeline(Pipeline):
         dilation: int | None = None,
         difference_threshold: float = 0.1,
         min_region_area: int = 1,
-    ) -> dict[str, Any] | list[dict[str, Any]]:
-        results = self._postprocess_batch(model_outputs, threshold, dilation, difference_threshold, min_region_area)
-        return results[0] if len(results) == 1 else results
+    ) -> dict[str, Any]:
+        """One image's model output → its result dict (see the module docstring)."""
+        model_outputs = {**model_outputs, "meta": _as_list(model_outputs["meta"])}
+        readout = get_task(model_outputs["meta"][0]["task"]).readout
+        if readout == "mask":
+            return self._read_masks(model_outputs, threshold)[0]
+        if readout == "class-map":
+            return self._read_class_maps(model_outputs, min_region_area)[0]
+        return self._read_images(model_outputs, threshold, dilation, difference_threshold)[0]
 
-    def _postprocess_batch(
-        self,
-        model_outputs: dict[str, Any],
-        threshold: float = SEGMENTATION_THRESHOLD,
-        dilation: int | None = None,
-        difference_threshold: float = 0.1,
-        min_region_area: int = 1,
-    ) -> list[dict[str, Any]]:
-        processor = self.image_processor
-        prediction = model_outputs["prediction"]
+    def _read_masks(self, model_outputs: dict[str, Any], threshold: float) -> list[dict[str, Any]]:
         meta = model_outputs["meta"]
-        sizes = [item["original_size"] for item in meta]
-        task = meta[0]["task"]
-        results: list[dict[str, Any]] = []
-        if task == TEXT_SEGMENTATION:
-            for item in processor.post_process_text_segmentation(prediction, sizes, threshold=threshold):
-                mask = item["mask"].numpy()
-                results.append(
-                    {
-                        "task": task,
-                        "mask": mask,
-                        "scores": item["scores"].numpy(),
-                        "image": Image.fromarray(mask.astype(np.uint8) * 255, mode="L"),
-                    }
-                )
-        elif task == TAMPERED_TEXT_DETECTION:
-            processed = processor.post_process_tampered_text_detection(prediction, sizes, min_region_area)
-            for item in processed:
-                class_map = item["class_map"].numpy().astype(np.uint8)
-                results.append(
-                    {
-                        "task": task,
-                        "class_map": class_map,
-                        "scores": item["scores"].numpy(),
-                        "regions": item["regions"],
-                        "image": tamper_color_map(class_map),
-                    }
-                )
-        elif task == TEXT_REMOVAL:
-            images = processor.post_process_text_removal(prediction, sizes)
-            text_prediction = model_outputs.get("text_prediction")
-            for i, (image, item) in enumerate(zip(images, meta)):
-                text_mask = None
-                if item["gray"]:
-                    image = image.convert("L").convert("RGB")
-                if item["original"] is not None:
-                    array = np.asarray(image)
-                    if text_prediction is not None:
-                        region = processor.post_process_text_segmentation(
-                            text_prediction[i : i + 1], [item["original_size"]], threshold=threshold
-                        )[0]["mask"]
-                    else:
-                        region = torch.from_numpy(difference_mask(item["original"], array, difference_threshold))
-                    radius = default_dilation(*item["original_size"]) if dilation is None else dilation
-                    text_mask = dilate_mask(region, radius).numpy()
-                    image = Image.fromarray(compose_keep_background(item["original"], array, text_mask), mode="RGB")
-                results.append({"task": task, "image": image, "text_mask": text_mask})
-        else:  # a task this package has no reader for: return the clamped RGB prediction
-            for image in processor.post_process_text_removal(prediction, sizes):
-                results.append({"task": task, "image": image})
+        processed = self.image_processor.post_process_text_segmentation(
+            model_outputs["prediction"], [item["original_size"] for item in meta], threshold=threshold
+        )
+        results = []
+        for item, reading in zip(meta, processed):
+            mask = reading["mask"].numpy()
+            image = Image.fromarray(mask.astype(np.uint8) * 255, mode="L")
+            results.append(
+                {"task": item["task"], "mask": mask, "scores": reading["scores"].numpy(), "image": image}
+            )
         return results
 
-    # ------------------------------------------------------------------------------------------ batching
+    def _read_class_maps(self, model_outputs: dict[str, Any], min_region_area: int) -> list[dict[str, Any]]:
+        meta = model_outputs["meta"]
+        processed = self.image_processor.post_process_tampered_text_detection(
+            model_outputs["prediction"], [item["original_size"] for item in meta], min_region_area
+        )
+        results = []
+        for item, reading in zip(meta, processed):
+            class_map = reading["class_map"].numpy().astype(np.uint8)
+            results.append(
+                {"task": item["task"], "class_map": class_map, "scores": reading["scores"].numpy(),
+                 "regions": reading["regions"], "image": tamper_color_map(class_map)}
+            )  # fmt: skip
+        return results
 
-    @property
-    def _tile_batch_size(self) -> int:
-        return max(1, getattr(self, "_call_batch_size", None) or self._batch_size or 4)
+    def _read_images(
+        self,
+        model_outputs: dict[str, Any],
+        threshold: float,
+        dilation: int | None,
+        difference_threshold: float,
+    ) -> list[dict[str, Any]]:
+        meta = model_outputs["meta"]
+        images = self.image_processor.post_process_text_removal(
+            model_outputs["prediction"], [item["original_size"] for item in meta]
+        )
+        results = []
+        for i, (image, item) in enumerate(zip(images, meta)):
+            text_mask = None
+            if item[
+                "gray"
+            ]:  # a grayscale page gets a grayscale result: the model's colour casts are not the user's
+                image = image.convert("L").convert("RGB")
+            if item["original"] is not None:
+                text_mask = self._keep_background_region(model_outputs, i, np.asarray(image), threshold,
+                                                         dilation, difference_threshold)  # fmt: skip
+                image = Image.fromarray(
+                    compose_keep_background(item["original"], np.asarray(image), text_mask)
+                )
+            results.append({"task": item["task"], "image": image, "text_mask": text_mask})
+        return results
+
+    def _keep_background_region(
+        self,
+        model_outputs: dict[str, Any],
+        index: int,
+        prediction: np.ndarray,
+        threshold: float,
+        dilation: int | None,
+        difference_threshold: float,
+    ) -> np.ndarray:
+        """The region keep-background mode lets change in image `index` (see the module docstring)."""
+        item = model_outputs["meta"][index]
+        text_prediction = model_outputs.get("text_prediction")
+        if text_prediction is not None:
+            region = self.image_processor.post_process_text_segmentation(
+                text_prediction[index : index + 1], [item["original_size"]], threshold=threshold
+            )[0]["mask"]
+        else:
+            region = torch.from_numpy(difference_mask(item["original"], prediction, difference_threshold))
+        radius = default_dilation(*item["original_size"]) if dilation is None else dilation
+        return dilate_mask(region, radius).numpy()
+
+    # ------------------------------------------------------------------------------------------ calling
 
     def __call__(self, inputs: Any, *args: Any, batch_size: int | None = None, **kwargs: Any) -> Any:
-        """Run on one image (→ one result dict) or a list/tuple of images (→ a list, in order).
+        """Run on one image (→ one result dict), a list or tuple of images (→ a list, in order), or a `datasets`
+        dataset or generator (→ an iterator of results), through transformers' pipeline batching.
 
-        In resize mode images are stacked `batch_size` at a time into one model call; in tile mode each image is
-        run on its own and `batch_size` tiles go through the model per call.
+        In resize mode `batch_size` images are stacked into one model call; in tile mode (images of any size)
+        each image is run on its own and `batch_size` tiles go through the model per call.
         """
-        batch_size = batch_size or self._batch_size or 1
-        self._call_batch_size = batch_size
-        try:
-            if not isinstance(inputs, list | tuple):
-                return super().__call__(inputs, *args, **kwargs)
-            kwargs.pop("num_workers", None)
-            preprocess_params, forward_params, postprocess_params = self._sanitize_parameters(**kwargs)
-            preprocess_params = {**self._preprocess_params, **preprocess_params}
-            forward_params = {**self._forward_params, **forward_params}
-            postprocess_params = {**self._postprocess_params, **postprocess_params}
-            results: list[dict[str, Any]] = []
-            tile = preprocess_params.get("tile", False)
-            step = 1 if tile else batch_size
-            for start in range(0, len(inputs), step):
-                items = [self.preprocess(image, **preprocess_params) for image in inputs[start : start + step]]
-                model_inputs = {
-                    "pixel_values": torch.cat([item["pixel_values"] for item in items]),
-                    "meta": [meta for item in items for meta in item["meta"]],
-                }
-                model_outputs = self.forward(model_inputs, **forward_params)
-                results.extend(self._postprocess_batch(model_outputs, **postprocess_params))
-            return results
-        finally:
-            self._call_batch_size = None
+        if isinstance(inputs, tuple):
+            inputs = list(inputs)
+        elif _is_dataset_with_images(inputs):  # the `image` column of upocr_hf.data's schema
+            from transformers.pipelines.pt_utils import KeyDataset
+
+            inputs = KeyDataset(inputs, "image")
+        if kwargs.get("tile", self._preprocess_params.get("tile", False)):
+            kwargs.setdefault("tile_batch_size", batch_size or self._batch_size or 1)
+            batch_size = 1
+        return super().__call__(inputs, *args, batch_size=batch_size, **kwargs)
+
+
+def _checked(name: str, value: Any, kind: type, low: float, high: float | None) -> Any:
+    """`value` as `kind` when it lies in [low, high] (None: not given); `ValueError` naming the option otherwise."""
+    if value is None:
+        return None
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not (low <= number and (high is None or number <= high)) or number != value:
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ValueError(
+            f"{name} must be {'an integer' if kind is int else 'a number'} {bounds}, got {value!r}"
+        )
+    return number
+
+
+def _is_dataset_with_images(inputs: Any) -> bool:
+    return type(inputs).__name__ == "Dataset" and "image" in (getattr(inputs, "column_names", None) or ())
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    """The options that were given (not None)."""
+    return {name: value for name, value in options.items() if value is not None}
+
+
+def _as_list(meta: dict[str, Any] | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return meta if isinstance(meta, list) else [meta]
 
 
 def register_pipeline() -> None:
@@ -353,4 +410,14 @@ def register_pipeline() -> None:
         )
 
 
-__all__ = ["PIPELINE_TASK", "TASK_ALIASES", "UpocrPipeline", "register_pipeline", "resolve_task", "tamper_color_map"]
+__all__ = [
+    "PIPELINE_TASK",
+    "UpocrPipeline",
+    "compose_keep_background",
+    "default_dilation",
+    "difference_mask",
+    "dilate_mask",
+    "register_pipeline",
+    "resolve_task",
+    "tamper_color_map",
+]

@@ -1,4 +1,4 @@
-"""Building blocks of the paper's training recipe (spec §4), used by the repository's `train.py`.
+"""Building blocks of the paper's training recipe, used by the repository's `train.py`.
 
 Kept in the package (not in the script) so they can be tested and reused: the learning-rate schedule, the
 optimizer's parameter groups, model initialisation, task datasets, and crash-safe checkpoint folders.
@@ -11,24 +11,30 @@ import logging
 import os
 import re
 import shutil
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .configuration_upocr import UpocrConfig
+from .configuration_upocr import CONFIG_PRESETS, UpocrConfig
 from .modeling_upocr import UpocrModel
-from .tasks import DEFAULT_TASKS, TAMPERED_TEXT_DETECTION, TEXT_REMOVAL, TEXT_SEGMENTATION
+from .tasks import find_task, order_tasks
+
+
+def task_id(name: str) -> str:
+    """A registered task's id for any of its names (`segment` → `text-segmentation`); other names as they are."""
+    task = find_task(name)
+    return task.id if task else name
+
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class PaperSchedule:
-    """The paper's learning rate, held constant within blocks of `block` iterations (spec §4).
+    """The paper's learning rate, held constant within blocks of `block` iterations.
 
     Linear warm-up from `warmup_start_lr` to `peak_lr` over the first `warmup_steps` iterations, then linear decay
     reaching `final_lr` at `total_steps`. The rate of a block is the rate at its first iteration; the last
@@ -72,7 +78,7 @@ def optimizer_param_groups(
     weight_decay: float = 1e-4,
     lateral_lr_ratio: float = 1.0,
 ) -> list[dict[str, Any]]:
-    """AdamW groups: the encoder at `lr * encoder_lr_ratio` (spec §4), the decoder's lateral branches at
+    """AdamW groups: the encoder at `lr * encoder_lr_ratio`, the decoder's lateral branches at
     `lr * lateral_lr_ratio`, everything else at `lr`.
 
     The paper trains the lateral branches at the decoder's rate (`lateral_lr_ratio=1`, the default). From scratch,
@@ -90,48 +96,10 @@ def optimizer_param_groups(
         {"params": rest, "lr": lr, "weight_decay": weight_decay, "name": "decoder"},
     ]
     if lateral:
-        groups.append({"params": lateral, "lr": lr * lateral_lr_ratio, "weight_decay": weight_decay, "name": "lateral"})
+        groups.append(
+            {"params": lateral, "lr": lr * lateral_lr_ratio, "weight_decay": weight_decay, "name": "lateral"}
+        )
     return groups
-
-
-#: Named architectures for `--config`: the paper's model, the reference fixture's small model, the shipped default
-#: model's compact one, and a tiny one for tests.
-CONFIG_PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {},
-    "small": dict(
-        embed_dim=16,
-        encoder_depths=[2, 2, 2, 2],
-        encoder_num_heads=[1, 2, 4, 8],
-        decoder_depths=[2, 2, 2, 2, 2],
-        decoder_num_heads=[8, 4, 2, 1, 1],
-    ),
-    # The shipped default model (upocr_hf/default_model, scripts/train_default_model.sh): 5.7M parameters.
-    "compact": dict(
-        embed_dim=32,
-        encoder_depths=[2, 2, 2, 2],
-        encoder_num_heads=[1, 2, 4, 8],
-        encoder_window_size=8,
-        encoder_pretrained_window_size=8,
-        decoder_depths=[2, 2, 2, 2, 2],
-        decoder_num_heads=[8, 4, 2, 1, 1],
-        drop_path_rate=0.0,
-        decoder_drop_path_rate=0.0,
-    ),
-    "tiny": dict(
-        embed_dim=16,
-        encoder_depths=[2, 1, 1, 2],
-        encoder_num_heads=[1, 1, 2, 2],
-        encoder_window_size=4,
-        encoder_pretrained_window_size=4,
-        decoder_depths=[2, 1, 1, 1, 2],
-        decoder_num_heads=[2, 2, 2, 1, 1],
-        decoder_window_size=4,
-        decoder_pretrained_window_size=4,
-        continuous_position_bias_hidden_size=16,
-        drop_path_rate=0.0,
-        decoder_drop_path_rate=0.0,
-    ),
-}
 
 
 def build_model(init_from: str, config: str, tasks: Sequence[str], image_size: int = 512) -> UpocrModel:
@@ -153,7 +121,9 @@ def build_model(init_from: str, config: str, tasks: Sequence[str], image_size: i
             model_config.image_size = image_size
             model_config.validate_architecture()
         else:
-            raise ValueError(f"--config {config!r} is neither a preset {sorted(CONFIG_PRESETS)} nor a config.json file")
+            raise ValueError(
+                f"--config {config!r} is neither a preset {sorted(CONFIG_PRESETS)} nor a config.json file"
+            )
         return UpocrModel(model_config)
     path = Path(init_from)
     if path.is_dir():
@@ -166,51 +136,37 @@ def build_model(init_from: str, config: str, tasks: Sequence[str], image_size: i
         raise ValueError(f"--init_from {init_from!r}: not 'scratch', a model folder or a checkpoint file")
     added = model.add_tasks(tasks)
     if added:
-        logger.info("added task prompts for %s to the initial model (it knew %s)", added, model.config.tasks[: -len(added)])
+        logger.info(
+            "added task prompts for %s to the initial model (it knew %s)",
+            added,
+            model.config.tasks[: -len(added)],
+        )
     return model
 
 
-def _loader(task: str) -> Callable[..., Any]:
-    """The loader of a task's dataset folder: the real layouts of spec §5 for the paper's tasks (the synthetic
-    generator writes them too), `root/{split}/{image,target}/` image pairs for any other task."""
-    from .data.folders import load_image_pairs, load_scut_enstext, load_tampered_ic13, load_textseg
-
-    known = {TEXT_REMOVAL: load_scut_enstext, TEXT_SEGMENTATION: load_textseg, TAMPERED_TEXT_DETECTION: load_tampered_ic13}
-    if task in known:
-        return known[task]
-    return lambda root, splits, **kwargs: load_image_pairs(root, task, splits, **kwargs)
-
-
-#: Splits the paper trains on (TextSeg: train + val) and evaluates on; any other task: "train" and "test".
-TRAIN_SPLITS = defaultdict(
-    lambda: ["train"], {TEXT_REMOVAL: ["train"], TEXT_SEGMENTATION: ["train", "val"], TAMPERED_TEXT_DETECTION: ["train"]}
-)
-TEST_SPLITS = defaultdict(lambda: ["test"])
-
-
 def parse_task_folders(specs: Iterable[str]) -> dict[str, Path]:
-    """Parse `TASK=DIR` arguments into `{task: folder}` in the paper's task order."""
+    """Parse `TASK=DIR` arguments into `{task: folder}` in the registry's task order."""
     folders: dict[str, Path] = {}
     for spec in specs:
-        task, sep, folder = spec.partition("=")
-        if not sep or not task or not folder:
+        name, sep, folder = spec.partition("=")
+        if not sep or not name or not folder:
             raise ValueError(f"expected TASK=DIR, got {spec!r}")
+        task = task_id(name)
         if task in folders:
             raise ValueError(f"task {task!r} given twice")
         folders[task] = Path(folder)
-    order = {t: i for i, t in enumerate(DEFAULT_TASKS)}
-    return dict(sorted(folders.items(), key=lambda item: order.get(item[0], len(order))))
+    return {task: folders[task] for task in order_tasks(folders)}
 
 
 def parse_split_overrides(specs: Iterable[str]) -> dict[str, list[str]]:
     """Parse `TASK=SPLIT[,SPLIT...]` arguments into `{task: [splits]}`."""
     overrides = {}
     for spec in specs:
-        task, sep, splits = spec.partition("=")
+        name, sep, splits = spec.partition("=")
         names = [s for s in splits.split(",") if s]
-        if not sep or not task or not names:
+        if not sep or not name or not names:
             raise ValueError(f"expected TASK=SPLIT[,SPLIT], got {spec!r}")
-        overrides[task] = names
+        overrides[task_id(name)] = names
     return overrides
 
 
@@ -228,20 +184,8 @@ def parse_task_weights(specs: Iterable[str]) -> dict[str, float]:
     return weights
 
 
-def load_task_datasets(
-    folders: Mapping[str, Path], splits: Mapping[str, Sequence[str]], **loader_kwargs: Any
-) -> dict[str, Any]:
-    """`{task: datasets.Dataset}`: the given splits of each task's folder, concatenated."""
-    from datasets import concatenate_datasets
-
-    result = {}
-    for task, folder in folders.items():
-        parts = _loader(task)(folder, list(splits[task]), **loader_kwargs)
-        result[task] = concatenate_datasets([parts[s] for s in splits[task]])
-    return result
-
-
 _CHECKPOINT_NAME = re.compile(r"^step_(\d+)$")
+_STAGING_PREFIX = ".tmp-step_"
 
 
 class CheckpointFolders:
@@ -256,7 +200,7 @@ class CheckpointFolders:
         self.keep = keep
 
     def completed(self) -> list[Path]:
-        """Complete checkpoints, oldest first."""
+        """Complete checkpoints, oldest first (read-only: call `recover` first after a crash)."""
         if not self.root.is_dir():
             return []
         found = [(int(m.group(1)), p) for p in self.root.iterdir() if (m := _CHECKPOINT_NAME.match(p.name))]
@@ -266,33 +210,60 @@ class CheckpointFolders:
         done = self.completed()
         return done[-1] if done else None
 
+    def staging_path(self, step: int) -> Path:
+        """The temporary folder that `accelerator.save_state` writes step `step` into (never a checkpoint)."""
+        return self.root / f"{_STAGING_PREFIX}{step}"
+
     def staging(self, step: int) -> Path:
-        """The temporary folder to hand to `accelerator.save_state` (emptied first)."""
-        path = self.root / f".tmp-step_{step}"
+        """`staging_path(step)`, emptied first."""
+        path = self.staging_path(step)
         shutil.rmtree(path, ignore_errors=True)
         return path
 
     def commit(self, step: int, extra: Mapping[str, Any] | None = None) -> Path:
-        """Rename the staged folder into place (with `extra` as `trainer_state.json`) and prune old ones."""
-        staged, final = self.root / f".tmp-step_{step}", self.root / f"step_{step}"
+        """Rename the staged folder into place (with `extra` as `trainer_state.json`) and prune old ones. A folder
+        already at that step is moved aside first and deleted last, so a crash at any moment leaves one of them."""
+        staged, final = self.staging_path(step), self.root / f"step_{step}"
         if extra is not None:
             (staged / "trainer_state.json").write_text(json.dumps(dict(extra), indent=2))
+        aside = self.root / f".old-step_{step}"
         if final.exists():
-            shutil.rmtree(final)
+            shutil.rmtree(aside, ignore_errors=True)
+            final.rename(aside)
         staged.rename(final)
-        for stale in self.root.glob(".tmp-step_*"):
+        shutil.rmtree(aside, ignore_errors=True)
+        for stale in self.root.glob(f"{_STAGING_PREFIX}*"):  # left by interrupted saves
             shutil.rmtree(stale, ignore_errors=True)
         if self.keep:
             for old in self.completed()[: -self.keep]:
                 shutil.rmtree(old, ignore_errors=True)
         return final
 
+    def recover(self) -> None:
+        """Undo what an interrupted save left (call on one process): a checkpoint moved aside goes back into place
+        when its replacement never arrived, and is deleted otherwise."""
+        if not self.root.is_dir():
+            return
+        for aside in self.root.glob(".old-step_*"):
+            original = self.root / aside.name.removeprefix(".old-")
+            if original.exists():
+                shutil.rmtree(aside, ignore_errors=True)
+            else:
+                aside.rename(original)
+
+    def size_of_latest(self) -> int | None:
+        """Bytes the newest complete checkpoint takes on disk (None without one)."""
+        latest = self.latest()
+        return None if latest is None else sum(p.stat().st_size for p in latest.rglob("*") if p.is_file())
+
     def resolve(self, spec: str) -> Path:
         """`latest` or a path → the checkpoint folder to resume from (clear error if there is none)."""
         if spec == "latest":
             latest = self.latest()
             if latest is None:
-                raise FileNotFoundError(f"--resume_from_checkpoint latest: no complete checkpoint under {self.root}")
+                raise FileNotFoundError(
+                    f"--resume_from_checkpoint latest: no complete checkpoint under {self.root}"
+                )
             return latest
         path = Path(spec)
         if not (path.is_dir() and (path / "trainer_state.json").is_file()):
@@ -301,7 +272,16 @@ class CheckpointFolders:
 
 
 class TrainingProgress:
-    """Counters saved with every checkpoint (registered with `accelerator.register_for_checkpointing`)."""
+    """Counters saved with every checkpoint, as JSON in its `trainer_state.json` (never as a pickle: a checkpoint
+    folder may come from anywhere, and unpickling runs code)."""
+
+    #: Each counter and the JSON types it may hold.
+    FIELDS: dict[str, tuple[type, ...]] = {
+        "step": (int,),
+        "skipped_nonfinite": (int,),
+        "best_metric": (int, float, type(None)),
+        "best_step": (int, type(None)),
+    }
 
     def __init__(self) -> None:
         self.step = 0
@@ -310,22 +290,25 @@ class TrainingProgress:
         self.best_step: int | None = None
 
     def state_dict(self) -> dict[str, Any]:
-        return dict(vars(self))
+        return {name: getattr(self, name) for name in self.FIELDS}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        for key, value in state.items():
-            setattr(self, key, value)
+        """Restore the counters; `ValueError` naming the field when one is missing or of the wrong type."""
+        for name, types in self.FIELDS.items():
+            value = state.get(name)
+            if name not in state or isinstance(value, bool) or not isinstance(value, types):
+                raise ValueError(
+                    f"trainer state: {name!r} must be {' or '.join(t.__name__ for t in types)}, got {value!r}"
+                )
+        for name in self.FIELDS:
+            setattr(self, name, state[name])
 
 
 __all__ = [
-    "CONFIG_PRESETS",
     "CheckpointFolders",
     "PaperSchedule",
-    "TEST_SPLITS",
-    "TRAIN_SPLITS",
     "TrainingProgress",
     "build_model",
-    "load_task_datasets",
     "optimizer_param_groups",
     "parse_split_overrides",
     "parse_task_folders",

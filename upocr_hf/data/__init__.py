@@ -1,18 +1,20 @@
 """Training data for UPOCR as Hugging Face datasets.
 
 * :mod:`.folders` -- loaders for the local folders of SCUT-EnsText (text removal), TextSeg (text
-  segmentation) and Tampered-IC13 (tampered text detection), producing the §1 targets, with validation;
+  segmentation), Tampered-IC13 (tampered text detection) and image/target pairs (any other pixel task), producing
+  the targets in each task's encoding, with validation; ``load_task_dataset(s)`` picks the loader of a task's
+  registered layout (``upocr_hf.tasks``);
 * :mod:`.synthetic` -- a synthetic generator for all three tasks that writes the same folder layouts
   (``python -m upocr_hf.data.synthetic --num N --size S --out DIR --seed K``);
-* :mod:`.augment` -- the §4 per-task augmentation (torchvision v2, image and labels jointly) as a
+* :mod:`.augment` -- the paper's per-task augmentation (torchvision v2, image and labels jointly) as a
   ``set_transform`` callable, and the collate function;
-* :mod:`.multitask` -- the §4 multi-task batching: one batch per task per step, endless, sharded per rank,
+* :mod:`.multitask` -- the paper's multi-task batching: one batch per task per step, endless, sharded per rank,
   resumable.
 
 Uniform sample schema (every loader, every task)::
 
     image   datasets.Image()   input photo
-    target  datasets.Image()   §1 target: text-free photo (removal); white strokes on black, 128-gray
+    target  datasets.Image()   target in the task's encoding: text-free photo (removal); white strokes on black, 128-gray
                                ignore (segmentation); red background / green real / blue tampered text,
                                128-gray ignore (tampered text detection)
     mask    datasets.Image()   removal text-region mask, 8-bit, 255 on text (None for other tasks)
@@ -28,26 +30,22 @@ After :class:`UpocrAugment` and :func:`upocr_collate` (or :class:`MultiTaskDataL
 
 Example::
 
-    from upocr_hf.data import load_scut_enstext, load_textseg, load_tampered_ic13, UpocrAugment, MultiTaskDataLoader
-    from datasets import concatenate_datasets
+    from upocr_hf.data import load_task_datasets, UpocrAugment, MultiTaskDataLoader
+    from upocr_hf.tasks import get_task
 
-    train = {
-        "text-removal": load_scut_enstext("data/SCUT-EnsText", ["train"])["train"],
-        "text-segmentation": concatenate_datasets(list(load_textseg("data/TextSeg", ["train", "val"]).values())),
-        "tampered-text-detection": load_tampered_ic13("data/Tampered-IC13", ["train"])["train"],
-    }
+    folders = {"text-removal": "data/SCUT-EnsText", "text-segmentation": "data/TextSeg",
+               "tampered-text-detection": "data/Tampered-IC13"}
+    # each task's folder is read by the loader of its registered layout, its default training splits concatenated
+    train = load_task_datasets(folders, {task: get_task(task).train_splits for task in folders})
     for ds in train.values():
         ds.set_transform(UpocrAugment(512, tasks=model.config.tasks))
     loader = MultiTaskDataLoader.from_accelerator(accelerator, train, batch_size=8, num_workers=4)
-    accelerator.register_for_checkpointing(loader)
+    # with each checkpoint, save loader.state_dict() (plain data) as JSON; load_state_dict() continues from it
     for step, batch in zip(range(80_000), loader):
         ...
 """
 
 from .augment import (
-    GENERIC_AUGMENTATION,
-    TASK_AUGMENTATIONS,
-    AugmentationConfig,
     RandomSideCrop,
     UpocrAugment,
     build_task_transform,
@@ -55,6 +53,7 @@ from .augment import (
     upocr_collate,
 )
 from .folders import (
+    DATASET_LOADERS,
     SAMPLE_FEATURES,
     DatasetFolderError,
     LoadReport,
@@ -62,6 +61,8 @@ from .folders import (
     load_image_pairs,
     load_scut_enstext,
     load_tampered_ic13,
+    load_task_dataset,
+    load_task_datasets,
     load_textseg,
     parse_tampered_ic13_gt,
     removal_mask_from_file,
@@ -72,7 +73,13 @@ from .multitask import MultiTaskDataLoader, ShardedEpochBatchSampler
 
 # The generator is imported on first use, so that ``python -m upocr_hf.data.synthetic`` does not find its own
 # module already imported by this package (runpy warns about that).
-_SYNTHETIC_EXPORTS = ("SyntheticConfig", "SyntheticSample", "generate_folders", "load_synthetic_folders", "render_sample")
+_SYNTHETIC_EXPORTS = (
+    "SyntheticConfig",
+    "SyntheticSample",
+    "generate_folders",
+    "load_synthetic_folders",
+    "render_sample",
+)
 
 
 def __getattr__(name: str) -> object:
@@ -84,10 +91,8 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
-    "GENERIC_AUGMENTATION",
+    "DATASET_LOADERS",
     "SAMPLE_FEATURES",
-    "TASK_AUGMENTATIONS",
-    "AugmentationConfig",
     "DatasetFolderError",
     "LoadReport",
     "MultiTaskDataLoader",
@@ -104,6 +109,8 @@ __all__ = [
     "load_scut_enstext",
     "load_synthetic_folders",
     "load_tampered_ic13",
+    "load_task_dataset",
+    "load_task_datasets",
     "load_textseg",
     "parse_tampered_ic13_gt",
     "removal_mask_from_file",

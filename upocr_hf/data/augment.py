@@ -1,4 +1,4 @@
-"""Training-time augmentation per task (spec §4) and collation into model-ready batches.
+"""Training-time augmentation per task and collation into model-ready batches.
 
 The image and its labels go through one :mod:`torchvision.transforms.v2` pipeline together, so every random
 geometric parameter (crop window, flip, rotation angle, expanded canvas) is shared. Inputs are wrapped as
@@ -15,7 +15,8 @@ geometric parameter (crop window, flip, rotation angle, expanded canvas) is shar
   resize, see :class:`JointResize`), and area opened by rotation is
   filled with ``IGNORE_VALUE_UINT8`` (128 gray) on all three channels, i.e. ignored by the loss.
 
-Recipes (``TASK_AUGMENTATIONS``, each ending in a resize to ``size`` x ``size``, default 512):
+Recipes (each task's ``upocr_hf.tasks.Task.augmentation``, each ending in a resize to ``size`` x ``size``, default
+512):
 
 * removal: horizontal flip p 0.3; rotation uniform in +-30 deg with expanded canvas, p 0.5;
 * segmentation: random crop (each side a uniform 0.7-1.0 fraction, always); horizontal flip p 0.3; colour
@@ -34,8 +35,8 @@ Each transformed sample is a dict of tensors (S = ``size``):
 =============== =================== =========================================================================
 key             shape / dtype       meaning
 =============== =================== =========================================================================
-pixel_values    (3, S, S) float32   input in [0, 1], no mean/std normalisation (spec §1)
-labels          (3, S, S) float32   the §1 target in [0, 1]
+pixel_values    (3, S, S) float32   input in [0, 1], no mean/std normalisation
+labels          (3, S, S) float32   the target in [0, 1]
 text_mask       (1, S, S) float32   removal text mask m (1 on text); zeros for other tasks
 ignore_mask     (1, S, S) bool      True where the target is 128 gray on all channels (ignored); all False
                                     for removal
@@ -51,7 +52,6 @@ Randomness comes from torch's global RNG (per DataLoader worker, seeded by the D
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -69,18 +69,9 @@ from torchvision.transforms.v2 import (
 from torchvision.transforms.v2 import functional as F
 from torchvision.transforms.v2._utils import query_size
 
-from ..tasks import (
-    DEFAULT_TASKS,
-    IGNORE_VALUE_UINT8,
-    TAMPERED_TEXT_DETECTION,
-    TEXT_REMOVAL,
-    TEXT_SEGMENTATION,
-)
+from ..tasks import DEFAULT_TASKS, IGNORE_VALUE_UINT8, Augmentation, get_task
 
 __all__ = [
-    "GENERIC_AUGMENTATION",
-    "TASK_AUGMENTATIONS",
-    "AugmentationConfig",
     "JointResize",
     "RandomSideCrop",
     "UpocrAugment",
@@ -88,37 +79,6 @@ __all__ = [
     "ignore_mask_from_target",
     "upocr_collate",
 ]
-
-
-@dataclass(frozen=True)
-class AugmentationConfig:
-    """Probabilities and ranges of one task's training augmentation (spec §4). A probability of 0 disables a step."""
-
-    crop_prob: float = 0.0
-    crop_min_ratio: float = 1.0
-    crop_max_ratio: float = 1.0
-    hflip_prob: float = 0.0
-    color_jitter_prob: float = 0.0
-    brightness: float = 0.5
-    contrast: float = 0.5
-    saturation: float = 0.5
-    hue: float = 0.5
-    rotate_prob: float = 0.0
-    rotate_degrees: float = 30.0
-
-
-#: Any other pixel task (a new task with its own dataset): horizontal flips only, its target treated like a label
-#: (nearest resize, 128-gray ignore).
-GENERIC_AUGMENTATION = AugmentationConfig(hflip_prob=0.5)
-
-#: The paper's recipes (authors' data configs).
-TASK_AUGMENTATIONS: dict[str, AugmentationConfig] = {
-    TEXT_REMOVAL: AugmentationConfig(hflip_prob=0.3, rotate_prob=0.5),
-    TEXT_SEGMENTATION: AugmentationConfig(
-        crop_prob=1.0, crop_min_ratio=0.7, crop_max_ratio=1.0, hflip_prob=0.3, color_jitter_prob=0.5, rotate_prob=0.5
-    ),
-    TAMPERED_TEXT_DETECTION: AugmentationConfig(crop_prob=1.0, crop_min_ratio=0.5, crop_max_ratio=1.0, hflip_prob=0.5),
-}
 
 
 class RandomSideCrop(Transform):
@@ -146,7 +106,12 @@ class RandomSideCrop(Transform):
         if params["skip"]:
             return inpt
         return self._call_kernel(
-            F.crop, inpt, top=params["top"], left=params["left"], height=params["height"], width=params["width"]
+            F.crop,
+            inpt,
+            top=params["top"],
+            left=params["left"],
+            height=params["height"],
+            width=params["width"],
         )
 
 
@@ -165,24 +130,28 @@ class JointResize(Transform):
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if isinstance(inpt, tv_tensors.Mask):
-            out = F.resize_image(inpt.as_subclass(torch.Tensor), self.size, interpolation=InterpolationMode.NEAREST_EXACT)
+            out = F.resize_image(
+                inpt.as_subclass(torch.Tensor), self.size, interpolation=InterpolationMode.NEAREST_EXACT
+            )
             return tv_tensors.wrap(out, like=inpt)
-        return self._call_kernel(F.resize, inpt, self.size, interpolation=InterpolationMode.BICUBIC, antialias=True)
+        return self._call_kernel(
+            F.resize, inpt, self.size, interpolation=InterpolationMode.BICUBIC, antialias=True
+        )
 
 
-def build_task_transform(task: str, size: int | tuple[int, int] = 512, *, train: bool = True,
-                         config: AugmentationConfig | None = None) -> Compose:
-    """The joint v2 pipeline of one task: ``train=True`` gives the §4 recipe, ``train=False`` only the resize.
+def build_task_transform(
+    task: str, size: int | tuple[int, int] = 512, *, train: bool = True, config: Augmentation | None = None
+) -> Compose:
+    """The joint v2 pipeline of one task: ``train=True`` gives its recipe (``config``, default the task's own),
+    ``train=False`` only the resize.
 
     Call the result on ``(image, target)`` or ``(image, target, mask)`` tv_tensors; see the module docstring
     for how each kind is interpolated and filled.
     """
-    if task not in TASK_AUGMENTATIONS and config is None:
-        raise ValueError(f"unknown task {task!r}; known: {sorted(TASK_AUGMENTATIONS)}")
     size_hw = (size, size) if isinstance(size, int) else tuple(size)
     steps: list[Transform] = []
     if train:
-        cfg = config or TASK_AUGMENTATIONS[task]
+        cfg = config or get_task(task).augmentation
         if cfg.crop_prob > 0:
             steps.append(RandomSideCrop(cfg.crop_min_ratio, cfg.crop_max_ratio, cfg.crop_prob))
         if cfg.hflip_prob > 0:
@@ -191,7 +160,7 @@ def build_task_transform(task: str, size: int | tuple[int, int] = 512, *, train:
             jitter = ColorJitter(cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue)
             steps.append(RandomApply([jitter], p=cfg.color_jitter_prob))
         if cfg.rotate_prob > 0:
-            label_fill = 0 if task == TEXT_REMOVAL else IGNORE_VALUE_UINT8
+            label_fill = 0 if get_task(task).text_mask else IGNORE_VALUE_UINT8
             rotation = RandomRotation(
                 cfg.rotate_degrees,
                 interpolation=InterpolationMode.BILINEAR,
@@ -226,37 +195,43 @@ class UpocrAugment:
 
     Args:
         size: output side (or ``(height, width)``); multiples of 32 (paper: 512).
-        train: apply the §4 random augmentation (``False``: resize only, for validation).
-        tasks: task order defining ``task_id`` (pass the model's ``config.tasks``); tasks without a recipe of
-            their own get ``GENERIC_AUGMENTATION``.
-        overrides: replace a task's :class:`AugmentationConfig` (e.g. to switch a step off).
+        train: apply the task's random augmentation (``False``: resize only, for validation).
+        tasks: task order defining ``task_id`` (pass the model's ``config.tasks``); each task is augmented by its
+            registry entry's recipe (a task nobody registered: horizontal flips).
+        overrides: replace a task's :class:`~upocr_hf.tasks.Augmentation` (e.g. to switch a step off).
     """
 
-    def __init__(self, size: int | tuple[int, int] = 512, *, train: bool = True,
-                 tasks: Sequence[str] = DEFAULT_TASKS,
-                 overrides: Mapping[str, AugmentationConfig] | None = None) -> None:
+    def __init__(
+        self,
+        size: int | tuple[int, int] = 512,
+        *,
+        train: bool = True,
+        tasks: Sequence[str] = DEFAULT_TASKS,
+        overrides: Mapping[str, Augmentation] | None = None,
+    ) -> None:
         self.size = size
         self.train = train
         self.tasks = list(tasks)
-        configs = {**dict.fromkeys(self.tasks, GENERIC_AUGMENTATION), **TASK_AUGMENTATIONS, **(overrides or {})}
+        overrides = overrides or {}
         self.pipelines = {
-            task: build_task_transform(task, size, train=train, config=replace(cfg)) for task, cfg in configs.items()
+            task: build_task_transform(task, size, train=train, config=overrides.get(task))
+            for task in self.tasks
         }
 
     def transform_sample(self, image: Any, target: Any, mask: Any, task: str) -> dict[str, Any]:
         """Transform one sample (PIL images or uint8 arrays) into the tensors listed in the module docstring."""
         if task not in self.pipelines:
-            raise ValueError(f"no augmentation for task {task!r}; known: {sorted(self.pipelines)}")
-        if task not in self.tasks:
             raise ValueError(f"task {task!r} is not in the task order {self.tasks}")
         img = tv_tensors.Image(_to_uint8_chw(image, "RGB"))
         tgt_raw = _to_uint8_chw(target, "RGB")
         if tuple(tgt_raw.shape[-2:]) != tuple(img.shape[-2:]):
-            raise ValueError(f"target size {tuple(tgt_raw.shape[-2:])} differs from image size {tuple(img.shape[-2:])}")
+            raise ValueError(
+                f"target size {tuple(tgt_raw.shape[-2:])} differs from image size {tuple(img.shape[-2:])}"
+            )
         pipeline = self.pipelines[task]
-        if task == TEXT_REMOVAL:
+        if get_task(task).text_mask:
             if mask is None:
-                raise ValueError("a text-removal sample needs its text mask")
+                raise ValueError(f"a {task} sample needs its text mask")
             m = tv_tensors.Mask(_to_uint8_chw(mask, "L")[:1])
             img, tgt, m = pipeline(img, tv_tensors.Image(tgt_raw), m)
             text_mask = (m >= 128).float().as_subclass(torch.Tensor)

@@ -1,4 +1,4 @@
-"""Loaders for the local folders of the three public UPOCR benchmarks (spec §5).
+"""Loaders for the local folders of the three public UPOCR benchmarks.
 
 Every loader returns a :class:`datasets.DatasetDict` (one entry per split) in the uniform sample schema of
 :mod:`upocr_hf.data`:
@@ -7,7 +7,7 @@ Every loader returns a :class:`datasets.DatasetDict` (one entry per split) in th
 column   feature           content
 ======== ================= ===========================================================================
 image    ``Image()``       the input photo (the original file's bytes, not re-encoded)
-target   ``Image()``       the §1 target: the text-free photo (removal), white-on-black strokes with
+target   ``Image()``       the target in the task's encoding: the text-free photo (removal), white-on-black strokes with
                            128-gray ignore (segmentation), red/green/blue classes with 128-gray ignore
                            (tampered text detection)
 mask     ``Image()``       removal only: 8-bit text-region mask, 255 on text, 0 elsewhere; ``None`` for
@@ -16,7 +16,7 @@ task     ``string``        a task id from :mod:`upocr_hf.tasks`
 name     ``string``        the sample's file stem, for tracing a sample back to its files
 ======== ================= ===========================================================================
 
-Conversion rules (spec §5):
+Conversion rules:
 
 * **SCUT-EnsText** ``train|test/{image,label,mask}/NAME.*``: ``label`` is the text-free target as is. The
   ``mask`` files follow the EraseNet/ViTEraser convention of the preprocessed release, black (0) on text
@@ -67,11 +67,13 @@ from ..tasks import (
     TAMPERED_TEXT_DETECTION,
     TEXT_REMOVAL,
     TEXT_SEGMENTATION,
+    get_task,
 )
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "DATASET_LOADERS",
     "IMAGE_EXTENSIONS",
     "SAMPLE_FEATURES",
     "TEXTSEG_IGNORE",
@@ -81,6 +83,8 @@ __all__ = [
     "LoadReport",
     "TamperBox",
     "load_image_pairs",
+    "load_task_dataset",
+    "load_task_datasets",
     "load_scut_enstext",
     "load_tampered_ic13",
     "load_textseg",
@@ -91,7 +95,9 @@ __all__ = [
 ]
 
 #: File extensions (lower case) recognised as images.
-IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
+)
 
 #: The uniform sample schema shared by every task (see the module docstring).
 SAMPLE_FEATURES = Features(
@@ -104,7 +110,7 @@ SAMPLE_FEATURES = Features(
     }
 )
 
-#: TextSeg ``*_maskfg.png`` values (spec §5).
+#: TextSeg ``*_maskfg.png`` values.
 TEXTSEG_TEXT = 100
 TEXTSEG_WORD_EFFECT = 200
 TEXTSEG_IGNORE = 255
@@ -179,14 +185,16 @@ class TamperBox:
 
 
 def textseg_label_to_target(label: np.ndarray, *, strict: bool = True, path: str = "<array>") -> np.ndarray:
-    """Turn a TextSeg ``*_maskfg.png`` array (H, W) of 0/100/200/255 into the §1 RGB target (H, W, 3) uint8.
+    """Turn a TextSeg ``*_maskfg.png`` array (H, W) of 0/100/200/255 into the segmentation target (RGB) (H, W, 3) uint8.
 
     100 -> white text, 0 and 200 (word effect) -> black, 255 -> 128 gray (ignore). Other values raise a
     :class:`DatasetFolderError` when ``strict``, else become ignore.
     """
     label = np.asarray(label)
     if label.ndim == 3:  # an RGB-stored label: TextSeg labels are gray, take one channel after checking.
-        if not (np.array_equal(label[..., 0], label[..., 1]) and np.array_equal(label[..., 0], label[..., 2])):
+        if not (
+            np.array_equal(label[..., 0], label[..., 1]) and np.array_equal(label[..., 0], label[..., 2])
+        ):
             raise DatasetFolderError(path, "label is a colour image; expected a gray TextSeg mask")
         label = label[..., 0]
     known = (label == _TEXTSEG_BACKGROUND) | (label == TEXTSEG_TEXT) | (label == TEXTSEG_WORD_EFFECT)
@@ -194,7 +202,8 @@ def textseg_label_to_target(label: np.ndarray, *, strict: bool = True, path: str
     if strict and not known.all():
         bad = sorted(int(v) for v in np.unique(label[~known])[:8])
         raise DatasetFolderError(
-            path, f"label values {bad} are not TextSeg values (0 background, 100 text, 200 word effect, 255 ignore)"
+            path,
+            f"label values {bad} are not TextSeg values (0 background, 100 text, 200 word effect, 255 ignore)",
         )
     target = np.empty((*label.shape, 3), dtype=np.uint8)
     target[...] = SEGMENTATION_BACKGROUND_RGB
@@ -218,7 +227,9 @@ def parse_tampered_ic13_gt(text: str, path: str = "<gt>") -> list[TamperBox]:
         fields = [f.strip() for f in line.split(",")]
         if len(fields) != 5:
             raise DatasetFolderError(
-                path, f"expected 5 comma-separated fields 'x1,y1,x2,y2,label', got {len(fields)}: {raw!r}", lineno
+                path,
+                f"expected 5 comma-separated fields 'x1,y1,x2,y2,label', got {len(fields)}: {raw!r}",
+                lineno,
             )
         values: list[int] = []
         for f in fields:
@@ -231,13 +242,15 @@ def parse_tampered_ic13_gt(text: str, path: str = "<gt>") -> list[TamperBox]:
             values.append(int(number))
         x1, y1, x2, y2, label = values
         if label not in (1, 2):
-            raise DatasetFolderError(path, f"label must be 1 (real text) or 2 (tampered text), got {label}", lineno)
+            raise DatasetFolderError(
+                path, f"label must be 1 (real text) or 2 (tampered text), got {label}", lineno
+            )
         boxes.append(TamperBox(min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2), label))
     return boxes
 
 
 def tampered_boxes_to_target(width: int, height: int, boxes: Iterable[TamperBox]) -> np.ndarray:
-    """Fill Tampered-IC13 boxes into the §1 three-colour target (H, W, 3) uint8.
+    """Fill Tampered-IC13 boxes into the tampered-text target (three colours) (H, W, 3) uint8.
 
     Red background; boxes in order (later ones overwrite earlier ones), corners inclusive and clipped to the
     image; green for real text (1), blue for tampered text (2).
@@ -282,7 +295,9 @@ def _split_folders(root: Path) -> list[str]:
     return splits
 
 
-def _list_files(folder: Path, report: LoadReport, extensions: frozenset[str] = IMAGE_EXTENSIONS) -> dict[str, Path]:
+def _list_files(
+    folder: Path, report: LoadReport, extensions: frozenset[str] = IMAGE_EXTENSIONS
+) -> dict[str, Path]:
     """Map file stem -> path for files with one of ``extensions``; others are reported as ignored."""
     found: dict[str, Path] = {}
     for entry in sorted(folder.iterdir()):
@@ -292,7 +307,9 @@ def _list_files(folder: Path, report: LoadReport, extensions: frozenset[str] = I
             report.ignored_files.append(str(entry))
             continue
         if entry.stem in found:
-            raise DatasetFolderError(entry, f"two files share the name {entry.stem!r} (other: {found[entry.stem].name})")
+            raise DatasetFolderError(
+                entry, f"two files share the name {entry.stem!r} (other: {found[entry.stem].name})"
+            )
         found[entry.stem] = entry
     return found
 
@@ -346,7 +363,9 @@ def _check_items(
         if isinstance(result, DatasetFolderError):
             if on_error == "raise":
                 raise DatasetFolderError(
-                    result.path, result.reason + " (pass on_error='skip' to leave such samples out)", result.line
+                    result.path,
+                    result.reason + " (to leave such samples out: on_error='skip', or --on_bad_sample skip)",
+                    result.line,
                 )
             report.skipped.append(result)
         else:
@@ -394,7 +413,9 @@ def _png(array: np.ndarray, name: str) -> dict[str, Any]:
     return {"bytes": buf.getvalue(), "path": name + ".png"}
 
 
-def _paired_items(files: Mapping[str, Mapping[str, Path]], companions: Mapping[str, str]) -> list[dict[str, Any]]:
+def _paired_items(
+    files: Mapping[str, Mapping[str, Path]], companions: Mapping[str, str]
+) -> list[dict[str, Any]]:
     """Pair the files of an ``image`` folder with same-stem files in each companion folder.
 
     ``files`` maps folder name → {stem: path} (``"image"`` first); ``companions`` maps each other folder to what it
@@ -406,12 +427,16 @@ def _paired_items(files: Mapping[str, Mapping[str, Path]], companions: Mapping[s
         item: dict[str, Any] = {"name": name}
         if name not in images:
             present = next(found[name] for found in files.values() if name in found)
-            item["error"] = DatasetFolderError(present, f"{'/'.join(companions)} without its image in 'image/'")
+            item["error"] = DatasetFolderError(
+                present, f"{'/'.join(companions)} without its image in 'image/'"
+            )
         else:
             missing = [folder for folder in companions if name not in files[folder]]
             if missing:
                 folder = missing[0]
-                item["error"] = DatasetFolderError(images[name], f"image without its {companions[folder]} in '{folder}/'")
+                item["error"] = DatasetFolderError(
+                    images[name], f"image without its {companions[folder]} in '{folder}/'"
+                )
             else:
                 item["files"] = [str(images[name])] + [str(files[folder][name]) for folder in companions]
         items.append(item)
@@ -426,7 +451,9 @@ def _check_same_sizes(item: dict[str, Any], verify: str) -> dict[str, Any]:
             sizes.append(img.size)
     for p, s in zip(item["files"][1:], sizes[1:], strict=True):
         if s != sizes[0]:
-            raise DatasetFolderError(p, f"size {s[0]}x{s[1]} differs from its image's {sizes[0][0]}x{sizes[0][1]}")
+            raise DatasetFolderError(
+                p, f"size {s[0]}x{s[1]} differs from its image's {sizes[0][0]}x{sizes[0][1]}"
+            )
     return item
 
 
@@ -556,7 +583,36 @@ def load_textseg(
     _require_dir(root, "TextSeg root")
     _require_dir(root / "image", "TextSeg image")
     _require_dir(root / "semantic_label", "TextSeg semantic_label")
-    split_path = root / "split.json"
+    split_map = _read_textseg_splits(root / "split.json", splits)
+    splits = list(split_map) if splits is None else splits
+    scan_report = LoadReport("TextSeg", "*", str(root))
+    images = _list_files(root / "image", scan_report)
+    labels = _textseg_labels(_list_files(root / "semantic_label", scan_report), scan_report)
+    listed = {n for v in split_map.values() for n in v}
+    orphan_labels = [name for name in labels if name not in images]
+    unlisted = sorted(str(p) for n, p in images.items() if n not in listed)
+    unlisted += sorted(str(p) for n, p in labels.items() if n not in listed and n in images)
+    check = partial(_check_textseg_item, verify=verify, strict=strict_label_values)
+
+    out: dict[str, Dataset] = {}
+    reports: dict[str, LoadReport] = {}
+    for index, split in enumerate(splits):
+        report = LoadReport("TextSeg", split, str(root))
+        items: list[dict[str, Any]] = []
+        if index == 0:  # files no split names, and orphan labels, are reported once, with the first split
+            report.ignored_files = scan_report.ignored_files + unlisted
+            items += [{"name": name, "error": DatasetFolderError(labels[name], "label without its image in 'image/'")}
+                      for name in sorted(orphan_labels)]  # fmt: skip
+        items += _textseg_items(split_map[split], split, images, labels, root / "split.json")
+        kept = _check_items(items, check, on_error, report, num_workers or _default_workers())
+        options = {"strict": strict_label_values}
+        out[split] = _build_dataset(_textseg_generator, kept, options, cache_dir, keep_in_memory, num_proc)
+        reports[split] = report
+    return _finish(out, reports, return_report)
+
+
+def _read_textseg_splits(split_path: Path, splits: Sequence[str] | None) -> dict[str, list[str]]:
+    """TextSeg's ``split.json``, checked: an object of sample-name lists that has every split asked for."""
     if not split_path.is_file():
         raise DatasetFolderError(split_path, "missing split file")
     try:
@@ -566,67 +622,61 @@ def load_textseg(
     if not isinstance(split_map, dict) or not all(
         isinstance(v, list) and all(isinstance(n, str) for n in v) for v in split_map.values()
     ):
-        raise DatasetFolderError(split_path, "expected an object mapping split names to lists of sample names")
-    if splits is None:
-        splits = list(split_map)
-    for split in splits:
+        raise DatasetFolderError(
+            split_path, "expected an object mapping split names to lists of sample names"
+        )
+    for split in splits or ():
         if split not in split_map:
             raise DatasetFolderError(split_path, f"no split {split!r} (has {sorted(split_map)})")
+    return split_map
 
-    scan_report = LoadReport("TextSeg", "*", str(root))
-    images = _list_files(root / "image", scan_report)
-    label_files = _list_files(root / "semantic_label", scan_report)
+
+def _textseg_labels(label_files: Mapping[str, Path], report: LoadReport) -> dict[str, Path]:
+    """``{sample name: label file}`` of the ``NAME_maskfg`` files; others are reported as ignored."""
     labels: dict[str, Path] = {}
     for stem, path in label_files.items():
-        if not stem.endswith(TEXTSEG_LABEL_SUFFIX):
-            scan_report.ignored_files.append(str(path))
-            continue
-        labels[stem[: -len(TEXTSEG_LABEL_SUFFIX)]] = path
-    listed = {n for v in split_map.values() for n in v}
-    orphan_labels = [name for name in labels if name not in images]
-    unlisted = sorted(str(p) for n, p in images.items() if n not in listed)
-    unlisted += sorted(str(p) for n, p in labels.items() if n not in listed and n in images)
+        if stem.endswith(TEXTSEG_LABEL_SUFFIX):
+            labels[stem[: -len(TEXTSEG_LABEL_SUFFIX)]] = path
+        else:
+            report.ignored_files.append(str(path))
+    return labels
 
-    out: dict[str, Dataset] = {}
-    reports: dict[str, LoadReport] = {}
-    for index, split in enumerate(splits):
-        report = LoadReport("TextSeg", split, str(root))
-        if index == 0:
-            report.ignored_files = scan_report.ignored_files + unlisted
-        items: list[dict[str, Any]] = []
-        if index == 0:  # orphan labels are reported once, with the first split loaded
-            for name in sorted(orphan_labels):
-                items.append({"name": name, "error": DatasetFolderError(labels[name], "label without its image in 'image/'")})
-        for name in split_map[split]:
-            item: dict[str, Any] = {"name": name}
-            if name not in images and name not in labels:
-                item["error"] = DatasetFolderError(split_path, f"split {split!r} lists {name!r} but neither its image nor its label exists")
-            elif name not in images:
-                continue  # reported above as an orphan label
-            elif name not in labels:
-                item["error"] = DatasetFolderError(
-                    images[name], f"image without its label semantic_label/{name}{TEXTSEG_LABEL_SUFFIX}.png"
-                )
-            else:
-                item["files"] = [str(images[name]), str(labels[name])]
-            items.append(item)
 
-        def check(item: dict[str, Any]) -> dict[str, Any]:
-            image_path, label_path = item["files"]
-            with _open_image(Path(image_path), verify) as img:
-                size = img.size
-            with _open_image(Path(label_path), "full") as lab:
-                if lab.size != size:
-                    raise DatasetFolderError(label_path, f"size {lab.size[0]}x{lab.size[1]} differs from its image's {size[0]}x{size[1]}")
-                arr = np.asarray(lab.convert("L") if lab.mode not in ("L", "RGB") else lab)
-            textseg_label_to_target(arr, strict=strict_label_values, path=label_path)
-            return item
+def _textseg_items(
+    names: Sequence[str], split: str, images: Mapping[str, Path], labels: Mapping[str, Path], split_path: Path
+) -> list[dict[str, Any]]:
+    """One item per listed sample: its two files, or the error that keeps it out."""
+    items: list[dict[str, Any]] = []
+    for name in names:
+        item: dict[str, Any] = {"name": name}
+        if name not in images and name not in labels:
+            item["error"] = DatasetFolderError(
+                split_path, f"split {split!r} lists {name!r} but neither its image nor its label exists"
+            )
+        elif name not in images:
+            continue  # reported with the first split as an orphan label
+        elif name not in labels:
+            item["error"] = DatasetFolderError(
+                images[name], f"image without its label semantic_label/{name}{TEXTSEG_LABEL_SUFFIX}.png"
+            )
+        else:
+            item["files"] = [str(images[name]), str(labels[name])]
+        items.append(item)
+    return items
 
-        kept = _check_items(items, check, on_error, report, num_workers or _default_workers())
-        options = {"strict": strict_label_values}
-        out[split] = _build_dataset(_textseg_generator, kept, options, cache_dir, keep_in_memory, num_proc)
-        reports[split] = report
-    return _finish(out, reports, return_report)
+
+def _check_textseg_item(item: dict[str, Any], verify: str, strict: bool) -> dict[str, Any]:
+    image_path, label_path = item["files"]
+    with _open_image(Path(image_path), verify) as img:
+        size = img.size
+    with _open_image(Path(label_path), "full") as lab:
+        if lab.size != size:
+            raise DatasetFolderError(
+                label_path, f"size {lab.size[0]}x{lab.size[1]} differs from its image's {size[0]}x{size[1]}"
+            )
+        arr = np.asarray(lab.convert("L") if lab.mode not in ("L", "RGB") else lab)
+    textseg_label_to_target(arr, strict=strict, path=label_path)
+    return item
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -688,7 +738,9 @@ def load_tampered_ic13(
             if name not in images:
                 item["error"] = DatasetFolderError(gts[name], f"gt file without its image in '{split}_img/'")
             elif name not in gts:
-                item["error"] = DatasetFolderError(images[name], f"image without its gt file {split}_gt/{name}.txt")
+                item["error"] = DatasetFolderError(
+                    images[name], f"image without its gt file {split}_gt/{name}.txt"
+                )
             else:
                 item["files"] = [str(images[name]), str(gts[name])]
             items.append(item)
@@ -755,6 +807,46 @@ def load_image_pairs(
         items = _paired_items(files, {"target": "target image"})
         kept = _check_items(items, partial(_check_same_sizes, verify=verify), on_error, report,
                             num_workers or _default_workers())  # fmt: skip
-        out[split] = _build_dataset(_pairs_generator, kept, {"task": task}, cache_dir, keep_in_memory, num_proc)
+        out[split] = _build_dataset(
+            _pairs_generator, kept, {"task": task}, cache_dir, keep_in_memory, num_proc
+        )
         reports[split] = report
     return _finish(out, reports, return_report)
+
+
+#: The loader of each dataset folder layout (``Task.dataset`` in :mod:`upocr_hf.tasks` names one). Each is called
+#: as ``loader(root, splits, **options)``; ``image-pairs`` also gets the task id, which its samples carry.
+DATASET_LOADERS: dict[str, Callable[..., Any]] = {
+    "SCUT-EnsText": load_scut_enstext,
+    "TextSeg": load_textseg,
+    "Tampered-IC13": load_tampered_ic13,
+    "image-pairs": load_image_pairs,
+}
+
+
+def load_task_dataset(
+    task: str, root: str | os.PathLike[str], splits: Sequence[str] | None = None, **options: Any
+) -> DatasetDict:
+    """Load ``task``'s dataset folder with the loader of its registered layout (``Task.dataset``); ``options`` are
+    the loaders' keyword arguments (``on_error``, ``verify``, ...). Returns a ``DatasetDict`` keyed by split."""
+    spec = get_task(task)
+    if spec.dataset not in DATASET_LOADERS:
+        raise ValueError(
+            f"task {task!r}: no loader for dataset layout {spec.dataset!r}; known: {list(DATASET_LOADERS)}"
+        )
+    if spec.dataset == "image-pairs":
+        return load_image_pairs(root, spec.id, splits, **options)
+    return DATASET_LOADERS[spec.dataset](root, splits, **options)
+
+
+def load_task_datasets(
+    folders: Mapping[str, str | os.PathLike[str]], splits: Mapping[str, Sequence[str]], **options: Any
+) -> dict[str, Dataset]:
+    """``{task: Dataset}``: for each task, the given ``splits[task]`` of its folder, concatenated."""
+    from datasets import concatenate_datasets
+
+    result = {}
+    for task, folder in folders.items():
+        parts = load_task_dataset(task, folder, list(splits[task]), **options)
+        result[task] = concatenate_datasets([parts[split] for split in splits[task]])
+    return result

@@ -1,4 +1,4 @@
-"""Multi-task batching of spec §4: every step takes one batch from each task and concatenates them.
+"""The paper's multi-task batching: every step takes one batch from each task and concatenates them.
 
 :class:`MultiTaskDataLoader` wraps one ``torch.utils.data.DataLoader`` per task (workers optional) over a
 map-style dataset (a ``datasets.Dataset`` with :class:`~upocr_hf.data.augment.UpocrAugment` set as its
@@ -20,7 +20,9 @@ ranks make the same number of steps per epoch (``drop_last`` semantics; the cut 
 Resuming: :meth:`state_dict` holds each task's epoch and the number of batches already *yielded* in it
 (prefetched batches do not count); :meth:`load_state_dict` continues from there exactly in sample order,
 without loading the skipped samples. All ranks are in the same state, so the main process's saved state is
-valid for every rank: ``accelerator.register_for_checkpointing(loader)`` works. Random augmentation uses
+valid for every rank: save it as JSON beside a checkpoint (``train.py`` keeps it in ``trainer_state.json``;
+Accelerate's ``register_for_checkpointing`` would pickle it, and unpickling a checkpoint can run code). Random
+augmentation uses
 torch's RNG in each worker, seeded from ``seed``, the task and the rank when the workers start (it is not
 part of the resumable state).
 """
@@ -51,8 +53,18 @@ class ShardedEpochBatchSampler(Sampler[list[int]]):
     index from position ``process_index``. ``start_batch`` skips batches already consumed (resume).
     """
 
-    def __init__(self, length: int, batch_size: int, *, seed: int = 0, epoch: int = 0, process_index: int = 0,
-                 num_processes: int = 1, shuffle: bool = True, start_batch: int = 0) -> None:
+    def __init__(
+        self,
+        length: int,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        epoch: int = 0,
+        process_index: int = 0,
+        num_processes: int = 1,
+        shuffle: bool = True,
+        start_batch: int = 0,
+    ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not 0 <= process_index < num_processes:
@@ -92,7 +104,7 @@ class ShardedEpochBatchSampler(Sampler[list[int]]):
 
 
 class MultiTaskDataLoader:
-    """Endless loader yielding, per step, one batch from every task concatenated (spec §4).
+    """Endless loader yielding, per step, one batch from every task concatenated.
 
     Args:
         datasets: ``{task: dataset}``; the iteration order of the mapping is the order within a batch.
@@ -107,11 +119,22 @@ class MultiTaskDataLoader:
             epochs by default: small datasets start a new epoch every few dozen steps).
     """
 
-    def __init__(self, datasets: Mapping[str, Any], batch_size: int | Mapping[str, int], *, seed: int = 0,
-                 process_index: int = 0, num_processes: int = 1, num_workers: int = 0,
-                 collate_fn: Callable[[Sequence[Any]], dict[str, Any]] = upocr_collate, shuffle: bool = True,
-                 device: torch.device | str | None = None, pin_memory: bool = False,
-                 persistent_workers: bool = True, prefetch_factor: int | None = None) -> None:
+    def __init__(
+        self,
+        datasets: Mapping[str, Any],
+        batch_size: int | Mapping[str, int],
+        *,
+        seed: int = 0,
+        process_index: int = 0,
+        num_processes: int = 1,
+        num_workers: int = 0,
+        collate_fn: Callable[[Sequence[Any]], dict[str, Any]] = upocr_collate,
+        shuffle: bool = True,
+        device: torch.device | str | None = None,
+        pin_memory: bool = False,
+        persistent_workers: bool = True,
+        prefetch_factor: int | None = None,
+    ) -> None:
         if not datasets:
             raise ValueError("datasets must name at least one task")
         self.datasets = dict(datasets)
@@ -127,7 +150,11 @@ class MultiTaskDataLoader:
         self.collate_fn = collate_fn
         self.shuffle = shuffle
         self.device = torch.device(device) if device is not None else None
-        self.pin_memory, self.persistent_workers, self.prefetch_factor = pin_memory, persistent_workers, prefetch_factor
+        self.pin_memory, self.persistent_workers, self.prefetch_factor = (
+            pin_memory,
+            persistent_workers,
+            prefetch_factor,
+        )
         self._epoch = dict.fromkeys(self.tasks, 0)
         self._position = dict.fromkeys(self.tasks, 0)  # batches yielded in the current epoch
         self._step = 0
@@ -137,21 +164,32 @@ class MultiTaskDataLoader:
             self._sampler(task, 0, 0)
 
     @classmethod
-    def from_accelerator(cls, accelerator: Any, datasets: Mapping[str, Any], batch_size: int | Mapping[str, int],
-                         **kwargs: Any) -> MultiTaskDataLoader:
-        """Build for an ``accelerate.Accelerator``: its rank, world size and device. Register the result with
-        ``accelerator.register_for_checkpointing`` to save and restore the position with ``save_state``."""
+    def from_accelerator(
+        cls, accelerator: Any, datasets: Mapping[str, Any], batch_size: int | Mapping[str, int], **kwargs: Any
+    ) -> MultiTaskDataLoader:
+        """Build for an ``accelerate.Accelerator``: its rank, world size and device. Save :meth:`state_dict` (plain
+        data) as JSON with each checkpoint to continue from the same position."""
         kwargs.setdefault("device", accelerator.device)
         kwargs.setdefault("pin_memory", accelerator.device.type == "cuda")
-        return cls(datasets, batch_size, process_index=accelerator.process_index,
-                   num_processes=accelerator.num_processes, **kwargs)
+        return cls(
+            datasets,
+            batch_size,
+            process_index=accelerator.process_index,
+            num_processes=accelerator.num_processes,
+            **kwargs,
+        )
 
     # --- per-task plumbing ---------------------------------------------------------------------------------
 
     def _sampler(self, task: str, epoch: int, start: int) -> ShardedEpochBatchSampler:
         return ShardedEpochBatchSampler(
-            len(self.datasets[task]), self.batch_sizes[task], seed=_task_seed(self.seed, task), epoch=epoch,
-            process_index=self.process_index, num_processes=self.num_processes, shuffle=self.shuffle,
+            len(self.datasets[task]),
+            self.batch_sizes[task],
+            seed=_task_seed(self.seed, task),
+            epoch=epoch,
+            process_index=self.process_index,
+            num_processes=self.num_processes,
+            shuffle=self.shuffle,
             start_batch=start,
         )
 
@@ -162,7 +200,9 @@ class MultiTaskDataLoader:
     def _loader(self, task: str) -> DataLoader:
         if task not in self._loaders:
             generator = torch.Generator().manual_seed(
-                _task_seed(self.seed, task) + 7919 * self._epoch[task] + 104_729 * self.process_index
+                _task_seed(self.seed, task)
+                + 7919 * self._epoch[task]
+                + 104_729 * self.process_index
                 + self._position[task]
             )
             kwargs: dict[str, Any] = {}
@@ -171,9 +211,13 @@ class MultiTaskDataLoader:
                 if self.prefetch_factor is not None:
                     kwargs["prefetch_factor"] = self.prefetch_factor
             self._loaders[task] = DataLoader(
-                self.datasets[task], batch_sampler=self._sampler(task, self._epoch[task], self._position[task]),
-                collate_fn=self.collate_fn, num_workers=self.num_workers, pin_memory=self.pin_memory,
-                generator=generator, **kwargs,
+                self.datasets[task],
+                batch_sampler=self._sampler(task, self._epoch[task], self._position[task]),
+                collate_fn=self.collate_fn,
+                num_workers=self.num_workers,
+                pin_memory=self.pin_memory,
+                generator=generator,
+                **kwargs,
             )
         return self._loaders[task]
 
@@ -216,7 +260,9 @@ class MultiTaskDataLoader:
         self._step += 1
         batch = _concat(parts)
         if self.device is not None:
-            batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+            batch = {
+                k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()
+            }
         return batch
 
     @property
@@ -253,7 +299,9 @@ class MultiTaskDataLoader:
             epoch, position = int(s["epoch"]), int(s["position"])
             per_epoch = self.batches_per_epoch(task)
             if position > per_epoch:
-                raise ValueError(f"task {task!r}: position {position} beyond its {per_epoch} batches per epoch")
+                raise ValueError(
+                    f"task {task!r}: position {position} beyond its {per_epoch} batches per epoch"
+                )
             self._epoch[task], self._position[task] = epoch, position
         self._step = int(state.get("step", 0))
         self._iters.clear()  # restart the per-task DataLoaders at the restored positions

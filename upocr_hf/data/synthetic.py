@@ -8,27 +8,31 @@ One *render* gives every task its sample:
 * **text segmentation**: a TextSeg label -- 100 on glyph pixels (fill alpha >= 0.5), 200 on word effects
   (outline/shadow, counted as background), 255 (ignore) on the anti-aliased glyph rim (0 < alpha < 0.5)
   when ``ignore_soft_edges``; every 100 pixel differs from the background;
-* **tampered text detection**: a forged copy in which some words are erased (put back to the background)
-  and re-rendered as different words in the original style (same font, size, effects, geometry, start
-  position; optionally a slight colour/size mismatch, as a forger would leave), with Tampered-IC13 boxes:
-  a *real* box (label 1) is the tight axis-aligned box of the pixels an untouched word changes; a *tampered*
-  box (label 2) is the tight box of the pixels where the forged image differs from the original render for
-  that word together with all of the new word's ink (a letter shared by old and new word is part of the
-  forged word). Tampered boxes are written after real ones, so they win where boxes overlap (the loader fills
-  boxes in file order) and every changed pixel is blue in the target -- the same box filling as the real
-  Tampered-IC13 conversion.
+* **tampered text detection**: a forged copy in which some words are forged the ways forgers do it, each at a
+  random strength down to subtle (:mod:`.forgery`): *edit* (the word's ink erased by inpainting, a new word typed
+  in a near-matching style), *copy-move* (a word copied from elsewhere in the same image) or *splice* (a word cut
+  from another photograph, with its own background, noise and lighting), then the forger's traces (resampling,
+  blur or sharpening, noise, a JPEG save of the edited crop) and, with ``resave_prob``, the whole image saved again
+  as JPEG. A forged word's Tampered-IC13 box (label 2) is the tight box of the pixels its forgery changed visibly
+  (more than ``FORGERY_CHANGE_THRESHOLD`` in a channel); a word whose forgery changed nothing visible stays real
+  (label 1, the tight box of the pixels the word changes). Tampered boxes are written after real ones, so they win
+  where boxes overlap (the loader fills boxes in file order).
 
-Rendering: words from a built-in vocabulary plus numbers, prices, dates and codes, in the DejaVu fonts
-(``/usr/share/fonts/truetype/dejavu``) and any Latin fonts that installed packages ship (e.g. gradio's KaTeX
-fonts; per-font character coverage is checked, so a font is only given words it can draw); sizes 3-14 % of
-the image height; solid colours contrasting with the local background; outlines and soft shadows; blocks of
-one to three lines, rotated (+-30 deg) and perspective-warped as a whole. Backgrounds: procedural gradients,
-fractal noise textures, stripes and flat colours with grain, and photographs from scikit-image's bundled
-sample images (read straight from the package directory; nothing is downloaded).
+Rendering: words from a built-in vocabulary plus numbers, prices, dates and codes, in the fonts of
+:mod:`.resources` (per-font character coverage is checked, so a font is only given words it can draw); sizes 3-14 %
+of the image height; colours contrasting with the local background; outlines and soft shadows; blocks of one to
+three lines, rotated (+-30 deg) and perspective-warped as a whole; with ``document_prob``, a page or a screenshot
+instead (small, straight, mostly dark-on-light text). Backgrounds: photographs and artwork (:mod:`.resources`),
+procedural gradients, noise textures, stripes and flat colours with grain. Text image and background then go
+through one simulated camera (:mod:`.camera`: lighting, shadow, blur, noise, grayscale, JPEG).
+
+The fonts, photographs and forgery methods come in two disjoint styles (``--style train`` / ``held-out``): data of
+the held-out style measures how a model generalises to fonts, scenes and a forgery method it never saw.
 
 Determinism: sample ``i`` of seed ``k`` depends only on ``(k, i)``, the config and the font/photo lists
 (which the parent resolves once and hands to workers), so output is identical for any number of workers.
-Fonts differ between machines: pin ``SyntheticConfig.font_paths`` (``--fonts``) to reproduce elsewhere.
+Fonts and photographs differ between machines: pin ``SyntheticConfig.font_paths`` (``--fonts``) and
+``photo_paths`` to reproduce elsewhere.
 
 Layouts written under ``out``::
 
@@ -60,7 +64,14 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from ..tasks import TAMPERED_TEXT_DETECTION, TEXT_REMOVAL, TEXT_SEGMENTATION
+from ..tasks import (
+    DEFAULT_TASKS,
+    TAMPERED_TEXT_DETECTION,
+    TEXT_REMOVAL,
+    TEXT_SEGMENTATION,
+    get_task,
+    resolve_task,
+)
 from .camera import CameraConfig, jpeg, photograph, to_gray
 from .folders import TEXTSEG_IGNORE, TEXTSEG_TEXT, TEXTSEG_WORD_EFFECT, TamperBox
 from .forgery import FORGERY_METHODS, TRACE_REACH, dilate, feather, inpaint, leave_traces, paste
@@ -78,8 +89,6 @@ from .resources import (
 )
 
 __all__ = [
-    "ALL_TASKS",
-    "LAYOUT_DIRS",
     "SyntheticConfig",
     "SyntheticSample",
     "available_fonts",
@@ -91,13 +100,6 @@ __all__ = [
     "render_sample",
 ]
 
-ALL_TASKS: tuple[str, ...] = (TEXT_REMOVAL, TEXT_SEGMENTATION, TAMPERED_TEXT_DETECTION)
-#: Folder (under ``out``) of each task's layout.
-LAYOUT_DIRS: dict[str, str] = {
-    TEXT_REMOVAL: "SCUT-EnsText",
-    TEXT_SEGMENTATION: "TextSeg",
-    TAMPERED_TEXT_DETECTION: "Tampered-IC13",
-}
 #: The forgery methods of each style: the held-out style's method is one that training never sees.
 STYLE_FORGERY_METHODS: dict[str, tuple[str, ...]] = {
     "train": ("edit", "copy-move"),
@@ -492,14 +494,11 @@ def _contrasting_colour(rng: np.random.Generator, bg_mean: np.ndarray) -> np.nda
     return np.full(3, 0.0 if lum > 128 else 255.0)
 
 
-def _layout_block(
-    rng: np.random.Generator, cfg: SyntheticConfig, charsets: dict[str, frozenset[str]]
-) -> tuple[list[_Word], float, float, _Style] | None:
-    w, h = cfg.size
+def _block_style(rng: np.random.Generator, cfg: SyntheticConfig) -> _Style:
+    """A text block's font, size and effect (its colours are chosen later, against the background)."""
     font_path = _pick_font(rng, cfg.font_paths)
-    charset = charsets[font_path]
     lo, hi = cfg.font_size_range
-    size = max(8, int(round(h * float(np.exp(rng.uniform(np.log(lo), np.log(hi)))))))
+    size = max(8, int(round(cfg.size[1] * float(np.exp(rng.uniform(np.log(lo), np.log(hi)))))))
     effect = "none"
     r = rng.random()
     if r < cfg.outline_prob:
@@ -508,7 +507,7 @@ def _layout_block(
         effect = "shadow"
     stroke = max(1, round(size * rng.uniform(0.04, 0.09))) if effect == "outline" else 0
     off = max(1, round(size * rng.uniform(0.04, 0.1)))
-    style = _Style(
+    return _Style(
         font_path=font_path,
         font_size=size,
         fill=np.zeros(3),
@@ -518,15 +517,17 @@ def _layout_block(
         shadow_offset=(int(off * rng.choice([-1, 1])), off),
         shadow_blur=float(rng.uniform(0, 2.5)),
     )
-    font = _font(font_path, size)
-    ascent, descent = font.getmetrics()
-    line_h = (ascent + descent + 2 * stroke) * rng.uniform(1.0, 1.35)
-    space = font.getlength(" ") * rng.uniform(1.0, 1.8) + 2 * stroke + 2
-    if cfg.max_lines > 3:
-        n_lines = int(rng.integers(1, cfg.max_lines + 1))
-    else:
-        n_lines = min(int(rng.choice([1, 2, 3], p=[0.6, 0.25, 0.15])), cfg.max_lines)
-    centred = rng.random() < 0.4
+
+
+def _block_lines(
+    rng: np.random.Generator,
+    cfg: SyntheticConfig,
+    n_lines: int,
+    font: Any,
+    charset: frozenset[str],
+    stroke: int,
+) -> list[list[tuple[str, float]]]:
+    """Up to ``n_lines`` lines of random words the font can render, each word with its width in pixels."""
     lines: list[list[tuple[str, float]]] = []
     for _ in range(n_lines):
         line: list[tuple[str, float]] = []
@@ -539,11 +540,29 @@ def _layout_block(
                 line.append((word, font.getlength(word) + 2 * stroke))
         if line:
             lines.append(line)
+    return lines
+
+
+def _layout_block(
+    rng: np.random.Generator, cfg: SyntheticConfig, charsets: dict[str, frozenset[str]]
+) -> tuple[list[_Word], float, float, _Style] | None:
+    style = _block_style(rng, cfg)
+    stroke = style.stroke
+    font = _font(style.font_path, style.font_size)
+    ascent, descent = font.getmetrics()
+    line_h = (ascent + descent + 2 * stroke) * rng.uniform(1.0, 1.35)
+    space = font.getlength(" ") * rng.uniform(1.0, 1.8) + 2 * stroke + 2
+    if cfg.max_lines > 3:
+        n_lines = int(rng.integers(1, cfg.max_lines + 1))
+    else:
+        n_lines = min(int(rng.choice([1, 2, 3], p=[0.6, 0.25, 0.15])), cfg.max_lines)
+    centred = rng.random() < 0.4
+    lines = _block_lines(rng, cfg, n_lines, font, charsets[style.font_path], stroke)
     if not lines:
         return None
     widths = [sum(wd for _, wd in line) + space * (len(line) - 1) for line in lines]
     block_w = max(widths)
-    if block_w > 0.95 * w:
+    if block_w > 0.95 * cfg.size[0]:
         return None
     words: list[_Word] = []
     for li, (line, lw) in enumerate(zip(lines, widths, strict=True)):
@@ -683,7 +702,6 @@ def render_sample(index: int, seed: int = 0, config: SyntheticConfig | None = No
     cfg = config or SyntheticConfig()
     if cfg.font_paths is None or cfg.photo_paths is None or cfg.forgery_methods is None:
         cfg = cfg.resolved()
-    w, h = cfg.size
     rng = np.random.default_rng([seed, index])
     charsets = {p: font_charset(p) for p in cfg.font_paths}
     document = bool(rng.random() < cfg.document_prob)
@@ -692,45 +710,62 @@ def render_sample(index: int, seed: int = 0, config: SyntheticConfig | None = No
     # one camera for the text image and its text-free background: the same light, blur and noise
     gray = bool(rng.random() < 0.5) if document else None
     (image, background), _gray = photograph(rng, [_composite(scene, words), scene], cfg.camera, gray=gray)
-
-    # --- glyph pixels must differ from the background
-    fill = np.zeros((h, w), np.float32)
-    effect = np.zeros((h, w), np.float32)
-    _paint_max(fill, words, "fill_alpha")
-    _paint_max(effect, words, "effect_alpha")
-    glyph = fill >= 0.5
-    same = glyph & (image == background).all(-1)
-    if same.any():  # rare: text colour equals the background at that pixel; nudge it visibly
-        bgv = background[same].astype(np.int16)
-        image[same] = np.where(bgv > 127, bgv - 24, bgv + 24).astype(np.uint8)
+    fill, effect = _alpha_maps(words, cfg.size)
+    _separate_glyphs(image, background, fill >= 0.5)
     changed = (image != background).any(-1)
-
-    # --- removal mask: ink quads of every word, plus every changed pixel (JPEG blocks around the text included)
-    quad_img = Image.new("L", (w, h), 0)
-    draw = ImageDraw.Draw(quad_img)
-    for wd in words:
-        if wd.quad is not None:
-            draw.polygon([tuple(p) for p in wd.quad], fill=255)
-    text_mask = (np.asarray(quad_img) > 0) | changed
-
-    # --- segmentation label (TextSeg values)
-    stroke_label = np.zeros((h, w), np.uint8)
-    stroke_label[(effect >= 0.5) & changed] = TEXTSEG_WORD_EFFECT
-    if cfg.ignore_soft_edges:
-        stroke_label[(fill > 0) & (fill < 0.5) & changed] = TEXTSEG_IGNORE
-    stroke_label[glyph] = TEXTSEG_TEXT
-
     tampered, boxes, meta = _tamper(rng, cfg, image, background, words, charsets, changed)
     return SyntheticSample(
         name=f"syn{seed}_{index:07d}",
         image=image,
         background=background,
-        text_mask=text_mask,
-        stroke_label=stroke_label,
+        text_mask=_removal_mask(words, cfg.size, changed),
+        stroke_label=_stroke_label(fill, effect, changed, cfg.ignore_soft_edges),
         tampered=tampered,
         tamper_boxes=boxes,
         words=meta,
     )
+
+
+def _alpha_maps(words: list[_Word], size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The words' glyph-fill and effect (outline, shadow) coverage, float32 ``(h, w)`` in [0, 1]."""
+    w, h = size
+    fill = np.zeros((h, w), np.float32)
+    effect = np.zeros((h, w), np.float32)
+    _paint_max(fill, words, "fill_alpha")
+    _paint_max(effect, words, "effect_alpha")
+    return fill, effect
+
+
+def _separate_glyphs(image: np.ndarray, background: np.ndarray, glyph: np.ndarray) -> None:
+    """Glyph pixels must differ from the background: where the text colour happens to equal it (rare), nudge the
+    text pixel visibly (in place)."""
+    same = glyph & (image == background).all(-1)
+    if same.any():
+        bgv = background[same].astype(np.int16)
+        image[same] = np.where(bgv > 127, bgv - 24, bgv + 24).astype(np.uint8)
+
+
+def _removal_mask(words: list[_Word], size: tuple[int, int], changed: np.ndarray) -> np.ndarray:
+    """Text removal's region: the ink quads of every word, plus every changed pixel (JPEG blocks around the text
+    included)."""
+    quad_img = Image.new("L", size, 0)
+    draw = ImageDraw.Draw(quad_img)
+    for wd in words:
+        if wd.quad is not None:
+            draw.polygon([tuple(p) for p in wd.quad], fill=255)
+    return (np.asarray(quad_img) > 0) | changed
+
+
+def _stroke_label(
+    fill: np.ndarray, effect: np.ndarray, changed: np.ndarray, ignore_soft_edges: bool
+) -> np.ndarray:
+    """The TextSeg label: text on glyph pixels, word effect on outlines and shadows, ignore on soft glyph rims."""
+    stroke_label = np.zeros(fill.shape, np.uint8)
+    stroke_label[(effect >= 0.5) & changed] = TEXTSEG_WORD_EFFECT
+    if ignore_soft_edges:
+        stroke_label[(fill > 0) & (fill < 0.5) & changed] = TEXTSEG_IGNORE
+    stroke_label[fill >= 0.5] = TEXTSEG_TEXT
+    return stroke_label
 
 
 #: A forged pixel counts as changed when a channel moved by more than this (finer edits are invisible).
@@ -752,36 +787,77 @@ def _tamper(
     h, w = image.shape[:2]
     supports = [_support([wd], h, w) for wd in words]
     ink_boxes = [_bbox(support) for support in supports]
-    chosen: list[int] = []
-    if words and rng.random() >= cfg.no_tamper_prob:
-        k = max(1, int(round(len(words) * rng.uniform(*cfg.tamper_word_fraction))))
-        k = min(k, cfg.max_tampered_words)
-        chosen = sorted(int(i) for i in rng.choice(len(words), size=min(k, len(words)), replace=False))
     forged = image.copy()
-    # word -> (method, new text, region the forger touched)
-    edits: dict[int, tuple[str, str, np.ndarray]] = {}
-    for i in chosen:
-        method = cfg.forgery_methods[int(rng.integers(len(cfg.forgery_methods)))]
-        strength = float(rng.uniform(*cfg.forgery_strength))
-        old = words[i]
-        hole = dilate(supports[i], max(1, round(old.style.font_size * 0.06)))
-        erased = _erase(rng, forged, background, hole, strength)
-        if method == "edit":
-            edit = _retype(rng, cfg, erased, old, image, charsets)
-        elif method == "copy-move":
-            donors = [
-                (wd, box) for j, (wd, box) in enumerate(zip(words, ink_boxes)) if j != i and box is not None
-            ]
-            edit = _copy_move(rng, erased, image, donors, ink_boxes[i])
-        else:
-            edit = _splice(rng, cfg, erased, old, charsets, strength)
-        if edit is None:
-            continue
-        new_text, edited, touched = edit
-        region = hole | touched
-        forged = leave_traces(rng, forged, edited, region, strength)
-        edits[i] = (method, new_text, region)
+    edits: dict[
+        int, tuple[str, str, np.ndarray]
+    ] = {}  # word -> (method, new text, region the forger touched)
+    for i in _words_to_forge(rng, cfg, len(words)):
+        edit = _forge_word(rng, cfg, forged, image, background, words, i, supports[i], ink_boxes, charsets)
+        if edit is not None:
+            forged, edits[i] = edit
+    boxes, meta = _label_words(forged, image, words, supports, text_changed, edits)
+    if (image[..., :1] == image).all():  # a forger editing a grayscale picture saves a grayscale picture
+        forged = to_gray(forged)
+    if rng.random() < cfg.resave_prob:
+        forged = jpeg(forged, int(rng.integers(*cfg.camera.jpeg_quality)))
+    return forged, boxes, meta
 
+
+def _words_to_forge(rng: np.random.Generator, cfg: SyntheticConfig, count: int) -> list[int]:
+    """Which of ``count`` words to forge (none with ``no_tamper_prob``), in order."""
+    if not count or rng.random() < cfg.no_tamper_prob:
+        return []
+    k = max(1, int(round(count * rng.uniform(*cfg.tamper_word_fraction))))
+    k = min(k, cfg.max_tampered_words)
+    return sorted(int(i) for i in rng.choice(count, size=min(k, count), replace=False))
+
+
+def _forge_word(
+    rng: np.random.Generator,
+    cfg: SyntheticConfig,
+    forged: np.ndarray,
+    image: np.ndarray,
+    background: np.ndarray,
+    words: list[_Word],
+    index: int,
+    support: np.ndarray,
+    ink_boxes: list[tuple[int, int, int, int] | None],
+    charsets: dict[str, frozenset[str]],
+) -> tuple[np.ndarray, tuple[str, str, np.ndarray]] | None:
+    """Forge word ``index`` of ``forged`` by a method drawn from the config, at a random strength: its ink erased,
+    new text put in its place, the forger's traces left. Returns the new image and ``(method, new text, touched
+    region)``, or None when the method found nothing to use."""
+    method = cfg.forgery_methods[int(rng.integers(len(cfg.forgery_methods)))]
+    strength = float(rng.uniform(*cfg.forgery_strength))
+    old = words[index]
+    hole = dilate(support, max(1, round(old.style.font_size * 0.06)))
+    erased = _erase(rng, forged, background, hole, strength)
+    if method == "edit":
+        edit = _retype(rng, cfg, erased, old, image, charsets)
+    elif method == "copy-move":
+        donors = [
+            (wd, box) for j, (wd, box) in enumerate(zip(words, ink_boxes)) if j != index and box is not None
+        ]
+        edit = _copy_move(rng, erased, image, donors, ink_boxes[index])
+    else:
+        edit = _splice(rng, cfg, erased, old, charsets, strength)
+    if edit is None:
+        return None
+    new_text, edited, touched = edit
+    region = hole | touched
+    return leave_traces(rng, forged, edited, region, strength), (method, new_text, region)
+
+
+def _label_words(
+    forged: np.ndarray,
+    image: np.ndarray,
+    words: list[_Word],
+    supports: list[np.ndarray],
+    text_changed: np.ndarray,
+    edits: dict[int, tuple[str, str, np.ndarray]],
+) -> tuple[list[TamperBox], list[dict[str, Any]]]:
+    """The Tampered-IC13 boxes (real first, so tampered ones win where they overlap) and per-word metadata. A forged
+    word's box covers the pixels its forgery changed visibly; a word whose forgery changed none stays real."""
     diff = np.abs(forged.astype(np.int16) - image.astype(np.int16)).max(-1) > FORGERY_CHANGE_THRESHOLD
     real_boxes: list[TamperBox] = []
     fake_boxes: list[TamperBox] = []
@@ -806,11 +882,7 @@ def _tamper(
                 "effect": wd.style.effect,
             }
         )
-    if (image[..., :1] == image).all():  # a forger editing a grayscale picture saves a grayscale picture
-        forged = to_gray(forged)
-    if rng.random() < cfg.resave_prob:
-        forged = jpeg(forged, int(rng.integers(*cfg.camera.jpeg_quality)))
-    return forged, real_boxes + fake_boxes, meta
+    return real_boxes + fake_boxes, meta
 
 
 def _erase(
@@ -982,13 +1054,13 @@ def _save_png(array: np.ndarray, path: Path, compress_level: int) -> None:
 def _prepare_dirs(out: Path, tasks: Sequence[str], split: str) -> None:
     if TEXT_REMOVAL in tasks:
         for sub in ("image", "label", "mask"):
-            (out / LAYOUT_DIRS[TEXT_REMOVAL] / split / sub).mkdir(parents=True, exist_ok=True)
+            (out / get_task(TEXT_REMOVAL).dataset / split / sub).mkdir(parents=True, exist_ok=True)
     if TEXT_SEGMENTATION in tasks:
         for sub in ("image", "semantic_label"):
-            (out / LAYOUT_DIRS[TEXT_SEGMENTATION] / sub).mkdir(parents=True, exist_ok=True)
+            (out / get_task(TEXT_SEGMENTATION).dataset / sub).mkdir(parents=True, exist_ok=True)
     if TAMPERED_TEXT_DETECTION in tasks:
         for sub in (f"{split}_img", f"{split}_gt"):
-            (out / LAYOUT_DIRS[TAMPERED_TEXT_DETECTION] / sub).mkdir(parents=True, exist_ok=True)
+            (out / get_task(TAMPERED_TEXT_DETECTION).dataset / sub).mkdir(parents=True, exist_ok=True)
 
 
 def _write_sample(
@@ -996,7 +1068,7 @@ def _write_sample(
 ) -> None:
     name = sample.name
     if TEXT_REMOVAL in tasks:
-        base = out / LAYOUT_DIRS[TEXT_REMOVAL] / split
+        base = out / get_task(TEXT_REMOVAL).dataset / split
         _save_png(sample.image, base / "image" / f"{name}.png", compress)
         _save_png(sample.background, base / "label" / f"{name}.png", compress)
         # the preprocessed SCUT-EnsText convention: text regions black on white
@@ -1004,11 +1076,11 @@ def _write_sample(
             np.where(sample.text_mask, 0, 255).astype(np.uint8), base / "mask" / f"{name}.png", compress
         )
     if TEXT_SEGMENTATION in tasks:
-        base = out / LAYOUT_DIRS[TEXT_SEGMENTATION]
+        base = out / get_task(TEXT_SEGMENTATION).dataset
         _save_png(sample.image, base / "image" / f"{name}.png", compress)
         _save_png(sample.stroke_label, base / "semantic_label" / f"{name}_maskfg.png", compress)
     if TAMPERED_TEXT_DETECTION in tasks:
-        base = out / LAYOUT_DIRS[TAMPERED_TEXT_DETECTION]
+        base = out / get_task(TAMPERED_TEXT_DETECTION).dataset
         _save_png(sample.tampered, base / f"{split}_img" / f"{name}.png", compress)
         lines = [f"{b.x1},{b.y1},{b.x2},{b.y2},{b.label}" for b in sample.tamper_boxes]
         (base / f"{split}_gt" / f"{name}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
@@ -1036,7 +1108,7 @@ def generate_folders(
     *,
     size: int | tuple[int, int] = 512,
     seed: int = 0,
-    tasks: Sequence[str] = ALL_TASKS,
+    tasks: Sequence[str] = DEFAULT_TASKS,
     num_workers: int = 1,
     config: SyntheticConfig | None = None,
     split: str = "train",
@@ -1050,9 +1122,9 @@ def generate_folders(
     (the TextSeg ``split.json`` is merged). ``num_workers > 1`` renders in a process pool; the files are
     identical for any worker count. Returns ``{task: layout root}``.
     """
-    unknown = [t for t in tasks if t not in ALL_TASKS]
+    unknown = [t for t in tasks if t not in DEFAULT_TASKS]
     if unknown:
-        raise ValueError(f"unknown task(s) {unknown}; choose from {ALL_TASKS}")
+        raise ValueError(f"unknown task(s) {unknown}; choose from {DEFAULT_TASKS}")
     size_wh = (size, size) if isinstance(size, int) else tuple(size)
     cfg = replace(config or SyntheticConfig(), size=size_wh).resolved()
     out_path = Path(out)
@@ -1077,7 +1149,7 @@ def generate_folders(
                         f"{k + 1}/{num} samples, {(k + 1) / (time.perf_counter() - t0):.2f}/s",
                         file=sys.stderr,
                     )
-    roots = {t: out_path / LAYOUT_DIRS[t] for t in tasks}
+    roots = {t: out_path / get_task(t).dataset for t in tasks}
     if TEXT_SEGMENTATION in tasks:
         split_file = roots[TEXT_SEGMENTATION] / "split.json"
         split_map: dict[str, list[str]] = json.loads(split_file.read_text()) if split_file.is_file() else {}
@@ -1088,18 +1160,19 @@ def generate_folders(
 
 
 def load_synthetic_folders(
-    out: str | os.PathLike[str], tasks: Sequence[str] = ALL_TASKS, split: str = "train", **loader_kwargs: Any
+    out: str | os.PathLike[str],
+    tasks: Sequence[str] = DEFAULT_TASKS,
+    split: str = "train",
+    **loader_kwargs: Any,
 ) -> dict[str, Any]:
     """Load what :func:`generate_folders` wrote with the real-dataset loaders: ``{task: Dataset}``."""
-    from .folders import load_scut_enstext, load_tampered_ic13, load_textseg
+    from .folders import load_task_dataset
 
-    loaders = {
-        TEXT_REMOVAL: load_scut_enstext,
-        TEXT_SEGMENTATION: load_textseg,
-        TAMPERED_TEXT_DETECTION: load_tampered_ic13,
-    }
     out_path = Path(out)
-    return {t: loaders[t](out_path / LAYOUT_DIRS[t], [split], **loader_kwargs)[split] for t in tasks}
+    return {
+        t: load_task_dataset(t, out_path / get_task(t).dataset, [split], **loader_kwargs)[split]
+        for t in tasks
+    }
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -1108,12 +1181,6 @@ def load_synthetic_folders(
 
 
 def _parse_tasks(values: Sequence[str]) -> list[str]:
-    aliases = {
-        "removal": TEXT_REMOVAL,
-        "segmentation": TEXT_SEGMENTATION,
-        "tampered": TAMPERED_TEXT_DETECTION,
-        "tamper": TAMPERED_TEXT_DETECTION,
-    }
     tasks = []
     for v in values:
         for item in v.split(","):
@@ -1121,14 +1188,12 @@ def _parse_tasks(values: Sequence[str]) -> list[str]:
             if not item:
                 continue
             if item == "all":
-                tasks.extend(ALL_TASKS)
+                tasks.extend(DEFAULT_TASKS)
                 continue
-            task = aliases.get(item, item)
-            if task not in ALL_TASKS:
-                raise argparse.ArgumentTypeError(
-                    f"unknown task {item!r}; choose from {list(ALL_TASKS)} or {list(aliases)}"
-                )
-            tasks.append(task)
+            try:
+                tasks.append(resolve_task(item, DEFAULT_TASKS))
+            except ValueError as error:
+                raise argparse.ArgumentTypeError(str(error)) from None
     return list(dict.fromkeys(tasks))
 
 

@@ -1,4 +1,4 @@
-"""UPOCR's evaluation metrics (spec §6): text removal, text segmentation, tampered text detection.
+"""UPOCR's evaluation metrics: text removal, text segmentation, tampered text detection.
 
 * :mod:`upocr_hf.metrics.functional` — the vectorised computations (one place).
 * :class:`TextRemovalMetric`, :class:`TextSegmentationMetric`, :class:`TamperedTextDetectionMetric` —
@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from upocr_hf.tasks import TAMPERED_TEXT_DETECTION, TEXT_REMOVAL, TEXT_SEGMENTATION
+from upocr_hf.tasks import get_task, registered_tasks
 
 if TYPE_CHECKING:  # pragma: no cover
     from upocr_hf.metrics.modules import (
@@ -23,7 +23,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "METRIC_CLASS_NAMES",
-    "METRIC_FOLDERS",
     "TamperedTextDetectionMetric",
     "TextRemovalMetric",
     "TextSegmentationMetric",
@@ -31,36 +30,31 @@ __all__ = [
     "metric_path",
 ]
 
-#: Folder (next to this file) of each task's evaluate module; its script has the folder's name.
-METRIC_FOLDERS: dict[str, str] = {
-    TEXT_REMOVAL: "text_removal",
-    TEXT_SEGMENTATION: "text_segmentation",
-    TAMPERED_TEXT_DETECTION: "tampered_text_detection",
-}
-
-#: Metric class of each task in :mod:`upocr_hf.metrics.modules`.
+#: Metric class (in :mod:`upocr_hf.metrics.modules`) of each evaluate module folder (next to this file; its script
+#: has the folder's name). A task names its folder in its registry entry (``Task.metric``).
 METRIC_CLASS_NAMES: dict[str, str] = {
-    TEXT_REMOVAL: "TextRemovalMetric",
-    TEXT_SEGMENTATION: "TextSegmentationMetric",
-    TAMPERED_TEXT_DETECTION: "TamperedTextDetectionMetric",
+    "text_removal": "TextRemovalMetric",
+    "text_segmentation": "TextSegmentationMetric",
+    "tampered_text_detection": "TamperedTextDetectionMetric",
 }
 
 
-def _task_id(task: str) -> str:
-    for task_id, folder in METRIC_FOLDERS.items():
-        if task in (task_id, folder):
-            return task_id
-    raise ValueError(f"unknown task {task!r}; expected one of {list(METRIC_FOLDERS)}")
+def _metric_folder(task: str) -> str:
+    folder = task if task in METRIC_CLASS_NAMES else get_task(task).metric
+    if folder not in METRIC_CLASS_NAMES:
+        scored = [t.id for t in registered_tasks() if t.metric]
+        raise ValueError(f"no metric for task {task!r}; tasks with one: {scored}")
+    return folder
 
 
 def metric_path(task: str) -> str:
     """Folder of a task's evaluate module, for ``evaluate.load(metric_path(task))``.
 
     Args:
-        task: a task id of :mod:`upocr_hf.tasks` (``"text-removal"``...) or the folder name
+        task: a task name (``"text-removal"``..., or any name of a registered task) or the folder name
             (``"text_removal"``...).
     """
-    return str(Path(__file__).resolve().parent / METRIC_FOLDERS[_task_id(task)])
+    return str(Path(__file__).resolve().parent / _metric_folder(task))
 
 
 def load_metric(task: str, **kwargs: Any) -> Any:
@@ -71,7 +65,7 @@ def load_metric(task: str, **kwargs: Any) -> Any:
     """
     from upocr_hf.metrics import modules
 
-    return getattr(modules, METRIC_CLASS_NAMES[_task_id(task)])(**kwargs)
+    return getattr(modules, METRIC_CLASS_NAMES[_metric_folder(task)])(**kwargs)
 
 
 def __getattr__(name: str) -> Any:

@@ -50,7 +50,7 @@ def find_fid_extractor() -> tuple[FeatureExtractor | None, str | None]:
         from pytorch_fid.inception import InceptionV3
 
         model = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).eval()
-    except Exception as error:  # noqa: BLE001 - any failure means "unavailable", with the reason
+    except Exception as error:  # any failure means "unavailable", with the reason
         return None, f"could not build pytorch-fid's InceptionV3: {error!r}"
 
     @torch.no_grad()

@@ -1,4 +1,4 @@
-"""The paper's evaluation protocols (spec §6) as plain, vectorised numpy functions.
+"""The paper's evaluation protocols as plain, vectorised numpy functions.
 
 This module is the single place where the numbers are computed; the ``evaluate`` modules in
 :mod:`upocr_hf.metrics.modules` only reduce each (prediction, reference) pair to a small per-image
@@ -391,16 +391,11 @@ def frechet_distance(
 # ----------------------------------------------------------------------------------------------
 # segmentation / tampered text: decoding predictions and references
 # ----------------------------------------------------------------------------------------------
-def _resize_bilinear(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize (``align_corners=False``, as ``F.interpolate``) of an (H, W) or (H, W, C) float map."""
+def _channels_first(array: np.ndarray) -> Any:
+    """An (H, W, C) float map as a (C, H, W) torch tensor (the form `upocr_hf.readout` reads)."""
     import torch
-    import torch.nn.functional as F
 
-    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-    tensor = tensor[None, None] if tensor.ndim == 2 else tensor.permute(2, 0, 1)[None]
-    out = F.interpolate(tensor, size=size, mode="bilinear", align_corners=False)[0]
-    out = out[0] if array.ndim == 2 else out.permute(1, 2, 0)
-    return out.numpy()
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32))
 
 
 def _resize_nearest(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -417,15 +412,6 @@ def _as_unit_float(array: np.ndarray) -> np.ndarray:
         return array.astype(np.float32) / np.float32(255)
     out = array.astype(np.float32)  # always a copy
     return np.clip(out, 0.0, 1.0, out=out)
-
-
-def _argmax_rgb(rgb: np.ndarray) -> np.ndarray:
-    """``rgb.argmax(-1)`` of an (H, W, 3) map (first channel wins ties), without a strided reduction."""
-    best = rgb[..., 0]
-    index = (rgb[..., 1] > best).astype(np.int64)
-    best = np.maximum(best, rgb[..., 1])
-    index[rgb[..., 2] > best] = 2
-    return index
 
 
 def _pack_rgb(rgb: np.ndarray) -> np.ndarray:
@@ -468,7 +454,7 @@ def _nearest_palette(rgb: np.ndarray, palette: Sequence[Sequence[int]]) -> np.nd
 def segmentation_prediction_to_mask(
     prediction: Any, size: tuple[int, int] | None = None, threshold: float = SEGMENTATION_THRESHOLD
 ) -> np.ndarray:
-    """Text mask (bool, ``(H, W)``) from a segmentation prediction (spec §1 read-out).
+    """Text mask (bool, ``(H, W)``) from a segmentation prediction (the segmentation readout).
 
     Accepted forms:
         * ``bool`` array / mode-``1`` PIL image: the mask itself;
@@ -478,7 +464,7 @@ def segmentation_prediction_to_mask(
           RGB ``(H, W, 3)``; RGB maps are averaged over the channels; text = value ``> threshold``.
 
     If ``size`` (H, W) differs from the prediction's, soft maps are resized bilinearly before
-    thresholding (spec §6), masks with nearest neighbour.
+    thresholding, masks with nearest neighbour.
     """
     array = to_numpy_image(prediction)
     is_mask = array.dtype == np.bool_ or (
@@ -493,14 +479,11 @@ def segmentation_prediction_to_mask(
         if size is not None and mask.shape != tuple(size):
             mask = _resize_nearest(mask, size)
         return mask
+    from upocr_hf.readout import read_mask
+
     soft = _as_unit_float(array)
-    if soft.ndim == 3:
-        soft = soft[..., :3]
-    if size is not None and soft.shape[:2] != tuple(size):
-        soft = _resize_bilinear(soft, size)
-    if soft.ndim == 3:
-        soft = (soft[..., 0] + soft[..., 1] + soft[..., 2]) / np.float32(3)  # channel mean
-    return soft > threshold
+    soft = soft[..., :3] if soft.ndim == 3 else soft[..., None]
+    return read_mask(_channels_first(soft), size, threshold)[0].numpy()
 
 
 def segmentation_reference_to_mask(
@@ -512,7 +495,7 @@ def segmentation_reference_to_mask(
         * 2-D label map (bool or integer): ``ignore_index`` (default 255, TextSeg's) = ignored, 0 =
           background, any other value = text. Give TextSeg labels as 0/1/255 (text 100 mapped to 1,
           word effect 200 to 0), not as 0/255 images;
-        * RGB colour target ``(H, W, 3)`` (``uint8`` or [0, 1] float, spec §1): each pixel takes the
+        * RGB colour target ``(H, W, 3)`` (``uint8`` or [0, 1] float): each pixel takes the
           nearest of black (background), white (text) and gray 128 (ignored).
     """
     array = to_numpy_image(reference)
@@ -536,7 +519,7 @@ def tamper_prediction_to_classes(prediction: Any, size: tuple[int, int] | None =
 
     Accepted forms: an integer class map (resized with nearest neighbour if ``size`` differs), or an
     RGB map ``(H, W, 3)`` (float [0, 1] model output or ``uint8`` colour image), which is clipped,
-    resized bilinearly to ``size`` and read out by argmax over the channels (spec §1).
+    resized bilinearly to ``size`` and read out by argmax over the channels.
     """
     array = to_numpy_image(prediction)
     if array.ndim == 2:
@@ -548,10 +531,9 @@ def tamper_prediction_to_classes(prediction: Any, size: tuple[int, int] | None =
         return classes
     if array.ndim != 3 or array.shape[-1] < 3:
         raise ValueError(f"a tampered-text prediction must be (H, W) or (H, W, 3), got {array.shape}")
-    soft = _as_unit_float(array[..., :3])
-    if size is not None and soft.shape[:2] != tuple(size):
-        soft = _resize_bilinear(soft, size)
-    return _argmax_rgb(soft)
+    from upocr_hf.readout import read_class_map
+
+    return read_class_map(_channels_first(_as_unit_float(array[..., :3])), size)[0].numpy()
 
 
 def tamper_reference_to_classes(

@@ -1,4 +1,4 @@
-"""The three UPOCR metrics as ``evaluate.Metric`` subclasses (spec §6).
+"""The three UPOCR metrics as ``evaluate.Metric`` subclasses.
 
 Each metric reduces every (prediction, reference) pair to a small per-image record *as it is
 added* (a few numbers, or a 3×3 confusion matrix) and stores only those records in evaluate's
@@ -159,7 +159,7 @@ _REMOVAL_STATS = ("mse", "psnr", "mssim", "age", "peps", "pceps", "eps", "ceps")
 
 
 class TextRemovalMetric(_RecordMetric):
-    """PSNR / MSSIM / MSE / AGE / pEPs / pCEPs (/ FID) of text removal, the paper's protocol (spec §6).
+    """PSNR / MSSIM / MSE / AGE / pEPs / pCEPs (/ FID) of text removal, the paper's protocol.
 
     Args:
         mssim_mode: ``"protocol"`` (default; the published script's full-resolution quirk, which the
@@ -273,7 +273,7 @@ def _apply_ignore_mask(valid: np.ndarray, ignore_mask: Any) -> np.ndarray:
 
 
 class TextSegmentationMetric(_RecordMetric):
-    """fgIoU / precision / recall / F of text segmentation over one confusion matrix (spec §6).
+    """fgIoU / precision / recall / F of text segmentation over one confusion matrix.
 
     Args:
         threshold: a soft prediction's channel mean above this is text.
@@ -347,7 +347,7 @@ Init options: ignore_index (default 255, None for none).
 
 
 class TamperedTextDetectionMetric(_RecordMetric):
-    """IoU/P/R/F for real and tampered text, mIoU, mF over one 3-class confusion matrix (spec §6).
+    """IoU/P/R/F for real and tampered text, mIoU, mF over one 3-class confusion matrix.
 
     Args:
         ignore_index: label of ignored pixels in 2-D references (``None``: no ignored label).

@@ -1,4 +1,4 @@
-"""The numbers the UPOCR paper reports (spec §6b) and how its tables lay them out.
+"""The numbers the UPOCR paper and its later peers report, and how the paper's tables lay them out.
 
 Values are stored as the paper prints them (table units), keyed by the result key of the
 corresponding metric's ``compute()``; :class:`TableColumn.scale` converts a ``compute()`` value
@@ -12,10 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from upocr_hf.tasks import TAMPERED_TEXT_DETECTION, TEXT_REMOVAL, TEXT_SEGMENTATION
+from upocr_hf.tasks import TAMPERED_TEXT_DETECTION, TEXT_REMOVAL, TEXT_SEGMENTATION, get_task
 
 __all__ = [
-    "BENCHMARKS",
     "PAPER_RESULTS",
     "PEER_RESULTS",
     "TABLE_COLUMNS",
@@ -23,6 +22,7 @@ __all__ = [
     "TableColumn",
     "format_results_table",
     "reported_results",
+    "table_columns",
 ]
 
 
@@ -50,15 +50,9 @@ class ReportedResult:
     note: str = ""
 
 
-#: Benchmark (test set) of each task.
-BENCHMARKS: dict[str, str] = {
-    TEXT_REMOVAL: "SCUT-EnsText",
-    TEXT_SEGMENTATION: "TextSeg",
-    TAMPERED_TEXT_DETECTION: "Tampered-IC13",
-}
-
+#: The columns of each metric's table (keyed by the metric's folder, a task's ``Task.metric``).
 TABLE_COLUMNS: dict[str, tuple[TableColumn, ...]] = {
-    TEXT_REMOVAL: (
+    "text_removal": (
         TableColumn("PSNR", "psnr", 1.0, "dB", True, 2),
         TableColumn("MSSIM", "mssim", 100.0, "×100", True, 2),
         TableColumn("MSE", "mse", 100.0, "×100", False, 2),
@@ -67,13 +61,13 @@ TABLE_COLUMNS: dict[str, tuple[TableColumn, ...]] = {
         TableColumn("pCEPs", "pceps", 1.0, "fraction", False, 4),
         TableColumn("FID", "fid", 1.0, "", False, 2),
     ),
-    TEXT_SEGMENTATION: (
+    "text_segmentation": (
         TableColumn("fgIoU", "fg_iou", 100.0, "%"),
         TableColumn("P", "precision", 100.0, "%"),
         TableColumn("R", "recall", 100.0, "%"),
         TableColumn("F", "f_score", 100.0, "%"),
     ),
-    TAMPERED_TEXT_DETECTION: (
+    "tampered_text_detection": (
         TableColumn("Real IoU", "real_iou", 100.0, "%"),
         TableColumn("Real P", "real_precision", 100.0, "%"),
         TableColumn("Real R", "real_recall", 100.0, "%"),
@@ -87,9 +81,9 @@ TABLE_COLUMNS: dict[str, tuple[TableColumn, ...]] = {
     ),
 }
 
-_PAPER = "UPOCR (Peng et al., ICML 2024), as quoted in spec §6b"
+_PAPER = "UPOCR (Peng et al., ICML 2024)"
 
-#: UPOCR's own reported numbers. Only the figures the spec quotes are filled in; the others
+#: UPOCR's own reported numbers. Only figures copied from the paper are filled in; the others
 #: (e.g. AGE/pEPs/pCEPs, the Tampered-IC13 row) are left out rather than guessed.
 PAPER_RESULTS: tuple[ReportedResult, ...] = (
     ReportedResult(
@@ -106,18 +100,25 @@ PAPER_RESULTS: tuple[ReportedResult, ...] = (
         "UPOCR (paper)",
         {},
         _PAPER,
-        "mIoU/mF are reported in the paper but not quoted in the spec; to be filled from the paper",
+        "mIoU/mF are reported in the paper but not copied here yet",
     ),
 )
 
-#: Strongest later peers the spec mentions, for context only.
+#: The strongest later peers, for context only.
 PEER_RESULTS: tuple[ReportedResult, ...] = (
-    ReportedResult(TEXT_REMOVAL, "SCUT-EnsText", "TMIM", {"psnr": 37.42}, "spec §6b"),
+    ReportedResult(TEXT_REMOVAL, "SCUT-EnsText", "TMIM", {"psnr": 37.42}, "its authors' paper"),
     ReportedResult(
-        TEXT_REMOVAL, "SCUT-EnsText", "ConText", {"psnr": 40.83}, "spec §6b", "far larger model, extra data"
+        TEXT_REMOVAL,
+        "SCUT-EnsText",
+        "ConText",
+        {"psnr": 40.83},
+        "its authors' paper",
+        "far larger model, extra data",
     ),
-    ReportedResult(TEXT_SEGMENTATION, "TextSeg", "Hi-SAM-H", {"fg_iou": 88.96, "f_score": 93.87}, "spec §6b"),
-    ReportedResult(TEXT_SEGMENTATION, "TextSeg", "ConText", {"fg_iou": 89.74}, "spec §6b"),
+    ReportedResult(
+        TEXT_SEGMENTATION, "TextSeg", "Hi-SAM-H", {"fg_iou": 88.96, "f_score": 93.87}, "its authors' paper"
+    ),
+    ReportedResult(TEXT_SEGMENTATION, "TextSeg", "ConText", {"fg_iou": 89.74}, "its authors' paper"),
 )
 
 
@@ -135,6 +136,11 @@ def _cell(value: Any, column: TableColumn, scale: float) -> str:
     return f"{float(value) * scale:.{column.decimals}f}"
 
 
+def table_columns(task: str) -> tuple[TableColumn, ...]:
+    """The table columns of ``task``'s metric (empty for a task without one)."""
+    return TABLE_COLUMNS.get(get_task(task).metric or "", ())
+
+
 def format_results_table(
     task: str, ours: Mapping[str, Any] | None = None, *, label: str = "ours", include_peers: bool = True
 ) -> str:
@@ -144,14 +150,14 @@ def format_results_table(
         task: task id of :mod:`upocr_hf.tasks`.
         ours: a metric's ``compute()`` output (raw values; scaled here to table units).
         label: the method name of our row.
-        include_peers: also list the later peers of spec §6b.
+        include_peers: also list the later peers the paper's results are compared with.
     """
-    columns = TABLE_COLUMNS[task]
+    columns = table_columns(task)
     header = ["method"] + [
         f"{c.header}{' ' + c.unit if c.unit in ('dB', '×100', '%') else ''} {'↑' if c.higher_is_better else '↓'}"
         for c in columns
     ]
-    lines = [f"{BENCHMARKS[task]}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = [f"{get_task(task).dataset}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in reported_results(task, include_peers):
         cells = [_cell(row.values.get(c.key), c, 1.0) for c in columns]
         lines.append(f"| {row.method} | " + " | ".join(cells) + " |")

@@ -1,11 +1,11 @@
 """Evaluate a UPOCR model on a dataset folder with the paper's protocol and print the paper's table beside ours.
 
-    python -m upocr_hf.evaluate --model DIR --task text-segmentation --data data/TextSeg [--split test]
+    python -m upocr_hf.evaluation --model DIR --task text-segmentation --data data/TextSeg [--split test]
         [--save-predictions DIR] [--output-json FILE]
-    python -m upocr_hf.evaluate --baseline --task text-removal --data data/SCUT-EnsText   # the trivial baseline
+    python -m upocr_hf.evaluation --baseline --task text-removal --data data/SCUT-EnsText   # the trivial baseline
 
-Protocol (spec §6): each image is resized to the model size (512×512 for the paper's model), predicted, and
-the prediction is resized back to the image's original size (bilinear) and read out as spec §1 says —
+Protocol: each image is resized to the model size (512×512 for the paper's model), predicted, and
+the prediction is resized back to the image's original size (bilinear) and read out as its task's readout says —
 clamped RGB for text removal, channel mean > 0.4 for segmentation, argmax for tampered text. The metrics are
 the `evaluate` modules of `upocr_hf.metrics`. The figures are printed as a table with the paper's reported
 UPOCR numbers and written as JSON.
@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,41 +26,24 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .data import load_task_datasets
+from .file_utils import atomic_write, check_model_location
 from .image_processing_upocr import UpocrImageProcessor
 from .metrics import load_metric
 from .metrics.paper_results import format_results_table
 from .modeling_upocr import UpocrModel
 from .pipeline_upocr import UpocrPipeline
-from .tasks import (
-    DEFAULT_TASKS,
-    SEGMENTATION_THRESHOLD,
-    TAMPERED_TEXT_DETECTION,
-    TEXT_REMOVAL,
-    TEXT_SEGMENTATION,
-)
-from .training import load_task_datasets
+from .tasks import SEGMENTATION_THRESHOLD, get_task, registered_tasks
+
+
+def scored_tasks() -> list[str]:
+    """The registered tasks that have a metric."""
+    return [task.id for task in registered_tasks() if task.metric]
 
 
 def _batches(dataset: Any, batch_size: int) -> Iterator[list[dict[str, Any]]]:
     for start in range(0, len(dataset), batch_size):
         yield [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-
-
-def _save_png(image: Image.Image, path: Path) -> None:
-    """Write atomically: a temporary file in the same folder, renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            image.save(stream, format="PNG")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-#: The key of a pipeline result that the task's metric scores.
-_PREDICTION_KEY = {TEXT_REMOVAL: "image", TEXT_SEGMENTATION: "mask", TAMPERED_TEXT_DETECTION: "class_map"}
 
 
 @torch.no_grad()
@@ -84,12 +66,13 @@ def evaluate_model(
     paper's protocol). With `save_predictions`, each read-out (text-free image, text mask or colour class map) is
     written as `DIR/<name>.png`.
     """
-    if keep_background and task != TEXT_REMOVAL:
-        raise ValueError(f"keep_background applies to {TEXT_REMOVAL!r} only, not {task!r}")
-    if task not in _PREDICTION_KEY:
-        raise ValueError(f"no metric for task {task!r}; metrics exist for {sorted(_PREDICTION_KEY)}")
-    metric = load_metric(task, threshold=threshold) if task == TEXT_SEGMENTATION else load_metric(task)
-    options: dict[str, Any] = {"threshold": threshold} if task == TEXT_SEGMENTATION else {}
+    spec = get_task(task)
+    if keep_background and not spec.text_mask:
+        raise ValueError(f"keep_background applies to text removal only, not {task!r}")
+    if spec.metric is None:
+        raise ValueError(f"no metric for task {task!r}; metrics exist for {scored_tasks()}")
+    options: dict[str, Any] = {"threshold": threshold} if spec.readout == "mask" else {}
+    metric = load_metric(task, **options)
     if keep_background:
         options["keep_background"] = True
     output_dir = Path(save_predictions) if save_predictions else None
@@ -98,11 +81,15 @@ def evaluate_model(
         results = pipe([s["image"] for s in samples], task=task, tile=tile, batch_size=batch_size, **options)
         results = results if isinstance(results, list) else [results]
         metric.add_batch(
-            predictions=[r[_PREDICTION_KEY[task]] for r in results], references=[s["target"] for s in samples]
+            predictions=[r[spec.output_key] for r in results], references=[s["target"] for s in samples]
         )
         if output_dir is not None:
             for index, (sample, result) in enumerate(zip(samples, results)):
-                _save_png(result["image"], output_dir / f"{sample.get('name') or f'sample_{index}'}.png")
+                name = sample.get("name") or f"sample_{index}"
+                atomic_write(
+                    output_dir / f"{name}.png",
+                    lambda file, image=result["image"]: image.save(file, format="PNG"),
+                )
         bar.update(len(samples))
     bar.close()
     figures = metric.compute()
@@ -141,38 +128,56 @@ def _json_ready(value: Any) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="a save_pretrained UPOCR folder")
+    source = parser.add_mutually_exclusive_group()
     source.add_argument(
-        "--baseline", action="store_true", help="score the trivial baseline instead (identity / no text / background)"
+        "--model", help="a save_pretrained UPOCR folder (default: the model shipped with the package)"
     )
-    parser.add_argument("--task", required=True, choices=list(DEFAULT_TASKS))
-    parser.add_argument("--data", required=True, help="the task's dataset folder (layouts of spec §5)")
+    source.add_argument(
+        "--baseline",
+        action="store_true",
+        help="score the trivial baseline instead (identity / no text / background)",
+    )
+    parser.add_argument("--task", required=True, choices=scored_tasks())
+    parser.add_argument(
+        "--data", required=True, help="the task's dataset folder (the public datasets' folder layouts)"
+    )
     parser.add_argument("--split", default="test")
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--threshold", type=float, default=SEGMENTATION_THRESHOLD, help="segmentation threshold")
-    parser.add_argument("--tile", action="store_true", help="tiled native-resolution inference (not the protocol)")
+    parser.add_argument(
+        "--threshold", type=float, default=SEGMENTATION_THRESHOLD, help="segmentation threshold"
+    )
+    parser.add_argument(
+        "--tile", action="store_true", help="tiled native-resolution inference (not the protocol)"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
         "--keep-background", action="store_true",
         help="text removal in the pipeline's keep-background mode (outside the detected text, the input; not the protocol)",
     )  # fmt: skip
     parser.add_argument("--save-predictions", default=None, help="folder for the predicted images")
-    parser.add_argument("--output-json", default=None, help="where to write the figures (default: print only)")
+    parser.add_argument(
+        "--output-json", default=None, help="where to write the figures (default: print only)"
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    if args.keep_background and (args.task != TEXT_REMOVAL or args.baseline):
+    if args.keep_background and (not get_task(args.task).text_mask or args.baseline):
         parser.error("--keep-background scores a model's text removal (--task text-removal, not --baseline)")
 
+    if not args.baseline and args.model is None:
+        from . import default_model_path
+
+        args.model = default_model_path() or parser.error(
+            "--model is required (this installation has no shipped model)"
+        )
     if args.baseline:
         pipe, label, protocol = TrivialBaseline(), TrivialBaseline.name, "none (trivial baseline)"
     else:
-        model = UpocrModel.from_pretrained(args.model).eval()
         try:
-            processor = UpocrImageProcessor.from_pretrained(args.model)
-        except OSError:
-            size = model.config.image_size
-            processor = UpocrImageProcessor(size={"height": size, "width": size})
+            check_model_location(args.model)
+        except FileNotFoundError as error:
+            parser.error(str(error))
+        model = UpocrModel.from_pretrained(args.model).eval()
+        processor = UpocrImageProcessor.for_model(model.config, args.model)
         pipe = UpocrPipeline(model=model, image_processor=processor, device=args.device)
         label = f"ours ({Path(args.model).name})"
         protocol = "tiled" if args.tile else f"resize to {processor.size['height']}x{processor.size['width']}"
@@ -192,11 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }  # fmt: skip
     text = json.dumps(record, indent=2)
     if args.output_json:
-        target = Path(args.output_json)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(f".{target.name}.tmp")
-        temporary.write_text(text)
-        os.replace(temporary, target)
+        target = atomic_write(args.output_json, lambda file: file.write(text), mode="w")
         print(f"wrote {target}")
     else:
         print(text, file=sys.stderr)
