@@ -51,16 +51,16 @@ echo $(( $(date +%s) - started )) >> "$run/wall_seconds"
 # 4. evaluate the best model and the shipped one on the held-out split, beside the trivial baselines
 evaluate() {  # MODEL_DIR OUT_DIR
     for pair in text-removal=SCUT-EnsText text-segmentation=TextSeg tampered-text-detection=Tampered-IC13; do
-        $PY -m upocr_hf.evaluate --model "$1" --task "${pair%%=*}" --data "$data/${pair#*=}" --batch-size 8 \
+        $PY -m upocr_hf.evaluation --model "$1" --task "${pair%%=*}" --data "$data/${pair#*=}" --batch-size 8 \
             --no-progress --output-json "$2/${pair%%=*}.json"
     done
-    $PY -m upocr_hf.evaluate --model "$1" --task text-removal --data "$data/SCUT-EnsText" --keep-background \
+    $PY -m upocr_hf.evaluation --model "$1" --task text-removal --data "$data/SCUT-EnsText" --keep-background \
         --batch-size 8 --no-progress --output-json "$2/text-removal-keep-background.json"
 }
 evaluate "$run/best" "$eval/new"
 evaluate "$shipped" "$eval/incumbent"
 for pair in text-removal=SCUT-EnsText text-segmentation=TextSeg tampered-text-detection=Tampered-IC13; do
-    $PY -m upocr_hf.evaluate --baseline --task "${pair%%=*}" --data "$data/${pair#*=}" --no-progress \
+    $PY -m upocr_hf.evaluation --baseline --task "${pair%%=*}" --data "$data/${pair#*=}" --no-progress \
         --output-json "$eval/baseline/${pair%%=*}.json"
 done
 
