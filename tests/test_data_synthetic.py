@@ -254,3 +254,39 @@ def test_generated_folder_errors_are_caught(tmp_path: Path, cfg: SyntheticConfig
     gt.write_text(gt.read_text() + "oops\n")
     with pytest.raises(DatasetFolderError, match=r"syn0_0000001\.txt, line \d+: expected 5"):
         load_synthetic_folders(tmp_path / "syn", [TAMPERED_TEXT_DETECTION])
+
+
+def test_save_to_disk_folders_train_and_evaluate_like_the_layouts(tmp_path):
+    """`--data TASK=DIR` also takes a `datasets` `save_to_disk` folder in the uniform schema (what the generator's
+    `--save-to-disk` writes): the same rows as the layout folder it came from."""
+    from datasets import Dataset, DatasetDict
+
+    from upocr_hf.data import load_task_dataset, load_task_datasets
+    from upocr_hf.data.folders import DatasetFolderError
+
+    out = tmp_path / "layouts"
+    generate_folders(out, 3, size=64, seed=0, config=fixed_synthetic_config())
+    for task in DEFAULT_TASKS:
+        from_layout = load_task_dataset(task, out / get_task(task).dataset, ["train"])["train"]
+        saved = tmp_path / "saved" / task
+        from_layout.save_to_disk(str(saved))  # one Dataset: read back as the "train" split
+        from_disk = load_task_datasets({task: saved}, {task: ["train"]})[task]
+        assert from_disk["name"] == from_layout["name"] and set(from_disk["task"]) == {task}
+        assert [np.asarray(i).tolist() for i in from_disk["target"]] == [
+            np.asarray(i).tolist() for i in from_layout["target"]
+        ]
+    bare = DatasetDict({"test": Dataset.from_dict({"image": ["a.png"], "target": ["b.png"]})})
+    bare.save_to_disk(str(tmp_path / "bare"))
+    with pytest.raises(
+        DatasetFolderError, match=r"no split 'train' in this saved dataset \(has \['test'\]\)"
+    ):
+        load_task_dataset(TEXT_SEGMENTATION, tmp_path / "bare", ["train"])
+    with pytest.raises(
+        DatasetFolderError, match=r"lacks the column\(s\) \['mask'\] of the text-removal schema"
+    ):
+        load_task_dataset(TEXT_REMOVAL, tmp_path / "bare", ["test"])
+    assert load_task_dataset(TEXT_SEGMENTATION, tmp_path / "bare")["test"].column_names == [
+        "image",
+        "target",
+        "task",
+    ]

@@ -83,6 +83,7 @@ __all__ = [
     "LoadReport",
     "TamperBox",
     "load_image_pairs",
+    "load_saved_dataset",
     "load_task_dataset",
     "load_task_datasets",
     "load_scut_enstext",
@@ -827,9 +828,13 @@ DATASET_LOADERS: dict[str, Callable[..., Any]] = {
 def load_task_dataset(
     task: str, root: str | os.PathLike[str], splits: Sequence[str] | None = None, **options: Any
 ) -> DatasetDict:
-    """Load ``task``'s dataset folder with the loader of its registered layout (``Task.dataset``); ``options`` are
-    the loaders' keyword arguments (``on_error``, ``verify``, ...). Returns a ``DatasetDict`` keyed by split."""
+    """Load ``task``'s dataset folder: a ``save_to_disk`` folder in the uniform schema (see
+    :func:`load_saved_dataset`), or a folder in the layout of its registered public dataset (``Task.dataset``), read
+    by that layout's loader with ``options`` (``on_error``, ``verify``, ...). Returns a ``DatasetDict`` keyed by
+    split."""
     spec = get_task(task)
+    if _is_saved_dataset(Path(root)):
+        return load_saved_dataset(task, root, splits)
     if spec.dataset not in DATASET_LOADERS:
         raise ValueError(
             f"task {task!r}: no loader for dataset layout {spec.dataset!r}; known: {list(DATASET_LOADERS)}"
@@ -837,6 +842,44 @@ def load_task_dataset(
     if spec.dataset == "image-pairs":
         return load_image_pairs(root, spec.id, splits, **options)
     return DATASET_LOADERS[spec.dataset](root, splits, **options)
+
+
+def _is_saved_dataset(root: Path) -> bool:
+    return (root / "dataset_dict.json").is_file() or (root / "state.json").is_file()
+
+
+def load_saved_dataset(
+    task: str, root: str | os.PathLike[str], splits: Sequence[str] | None = None
+) -> DatasetDict:
+    """A ``datasets`` ``save_to_disk`` folder (a ``DatasetDict``, or one ``Dataset``: split ``"train"``) in the
+    uniform schema: ``image`` and ``target`` columns (images), ``mask`` too for a task that trains with a text mask;
+    a ``task`` column is added when there is none. `DatasetFolderError` names the folder and what is missing."""
+    from datasets import load_from_disk
+
+    spec = get_task(task)
+    root = Path(root)
+    loaded = load_from_disk(str(root))
+    if isinstance(loaded, Dataset):
+        loaded = DatasetDict({"train": loaded})
+    out = {}
+    for split in splits if splits is not None else list(loaded):
+        if split not in loaded:
+            raise DatasetFolderError(root, f"no split {split!r} in this saved dataset (has {sorted(loaded)})")
+        dataset = loaded[split]
+        required = {"image", "target"} | ({"mask"} if spec.text_mask else set())
+        missing = sorted(required - set(dataset.column_names))
+        if missing:
+            raise DatasetFolderError(
+                root, f"split {split!r} lacks the column(s) {missing} of the {task} schema"
+            )
+        if "task" not in dataset.column_names:
+            dataset = dataset.add_column("task", [spec.id] * len(dataset))
+        elif set(dataset.unique("task")) != {spec.id}:
+            raise DatasetFolderError(
+                root, f"split {split!r} holds rows of task(s) {dataset.unique('task')}, not {spec.id!r}"
+            )
+        out[split] = dataset
+    return DatasetDict(out)
 
 
 def load_task_datasets(
