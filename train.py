@@ -39,7 +39,7 @@ from transformers import HfArgumentParser
 from upocr_hf.configuration_upocr import CONFIG_PRESETS
 from upocr_hf.data import DatasetFolderError, MultiTaskDataLoader, UpocrAugment, load_task_datasets
 from upocr_hf.evaluation import evaluate_model
-from upocr_hf.file_utils import staged_folder
+from upocr_hf.file_utils import error_line, free_space, staged_folder
 from upocr_hf.hub import prepare_hub_folder
 from upocr_hf.image_processing_upocr import UpocrImageProcessor
 from upocr_hf.losses import PERCEPTUAL_CHOICES, UpocrLoss
@@ -467,8 +467,7 @@ def _tensors_only(folder: Path, path: Path) -> Any:
             f"{folder}: refused to load {path.name}: it holds more than tensors and plain data"
         ) from None
     except Exception as error:  # truncated or otherwise unreadable
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise CheckpointError(f"{folder}: cannot read {path.name} ({reason})") from None
+        raise CheckpointError(f"{folder}: cannot read {path.name} ({error_line(error)})") from None
 
 
 def check_nonfinite(run: Run, consecutive: int) -> None:
@@ -614,12 +613,11 @@ def save_checkpoint(
 
 def checkpoint_write_failure(checkpoints: CheckpointFolders, step: int, error: BaseException) -> str:
     """One line: which checkpoint could not be written, why, the free space and what a checkpoint needs."""
-    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    free = shutil.disk_usage(checkpoints.root).free
+    free = free_space(checkpoints.root)
     needed = checkpoints.size_of_latest()
     kept = checkpoints.latest()
     return (
-        f"cannot write checkpoint step_{step} in {checkpoints.root}: {reason}; {free / 2**20:,.0f} MiB free there"
+        f"cannot write checkpoint step_{step} in {checkpoints.root}: {error_line(error)}; {free}"
         + (f", a checkpoint needs about {needed / 2**20:,.0f} MiB" if needed else "")
         + (f"; the last complete checkpoint, {kept.name}, is intact" if kept else "")
     )

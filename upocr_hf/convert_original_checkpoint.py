@@ -14,7 +14,6 @@ import argparse
 import math
 import os
 import re
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import torch
 from safetensors.torch import load_file
 
 from .configuration_upocr import NUM_DECODER_STAGES, NUM_ENCODER_STAGES, UpocrConfig
-from .file_utils import staged_folder
+from .file_utils import error_line, free_space, staged_folder
 from .image_processing_upocr import UpocrImageProcessor
 from .modeling_upocr import UpocrModel
 from .tasks import DEFAULT_TASKS
@@ -288,10 +287,9 @@ def convert_checkpoint(
             model.save_pretrained(staging, safe_serialization=True)
             _save_default_image_processor(model, staging)
     except Exception as error:  # a full disk shows as OSError or SafetensorError alike
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        free = shutil.disk_usage(Path(output_dir).resolve().parent).free
+        free = free_space(Path(output_dir).resolve().parent)
         raise CheckpointConversionError(
-            f"cannot write {output_dir}: {reason} ({free / 2**20:,.0f} MiB free there; the model needs about "
+            f"cannot write {output_dir}: {error_line(error)} ({free}; the model needs about "
             f"{sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20:,.0f} MiB)"
         ) from None
     return model

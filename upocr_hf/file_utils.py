@@ -95,6 +95,17 @@ def staged_folder(target: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def error_line(error: BaseException) -> str:
+    """The first line of an error's message (its type's name when it has none): long library messages stay out
+    of one-line reports."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def free_space(folder: str | os.PathLike) -> str:
+    """The free space on the disk that holds `folder`, as "N MiB free there", for messages about failed writes."""
+    return f"{shutil.disk_usage(folder).free / 2**20:,.0f} MiB free there"
+
+
 def check_model_location(model: str | os.PathLike) -> None:
     """Refuse, with a plain reason, a model named by a local path that is not a folder. A name that looks like a
     Hub id (`name` or `owner/name`) is left for the Hub client to resolve."""

@@ -21,7 +21,7 @@ from typing import Any
 
 from safetensors import SafetensorError
 
-from .file_utils import staged_folder
+from .file_utils import error_line, free_space, staged_folder
 from .hub import load_evaluation_results, prepare_hub_folder
 from .tasks import get_task
 
@@ -240,11 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         OSError,
         SafetensorError,
     ) as error:  # unreadable input or a full disk: the old folder stays intact
-        free = shutil.disk_usage(Path(args.output).resolve().parent).free
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        message = (
-            f"not packaged: {args.model} into {args.output}: {reason} ({free / 2**20:,.0f} MiB free there)"
-        )
+        free = free_space(Path(args.output).resolve().parent)
+        message = f"not packaged: {args.model} into {args.output}: {error_line(error)} ({free})"
         parser.exit(2, message + "\n")
     if incumbent is not None:
         new, old = compare_to_incumbent(evaluations, incumbent)
