@@ -441,11 +441,10 @@ def resume(
         raise CheckpointError(f"{folder}/trainer_state.json: expected an object, got {type(state).__name__}")
     # every pickle-format file is read as tensors and plain data first, with Accelerate's own reader (Accelerate
     # itself would skip an unreadable RNG state silently, and the resumed run would not repeat the original)
-    loaded = {
-        path.name: _tensors_only(folder, path)
-        for path in sorted([*folder.rglob("*.bin"), *folder.rglob("*.pkl")])
-    }
-    if any(name.startswith("custom_checkpoint_") for name in loaded):
+    pickled = sorted([*folder.rglob("*.bin"), *folder.rglob("*.pkl")])
+    for path in pickled:  # read and dropped at once: Accelerate reads them again below
+        _check_tensors_only(folder, path)
+    if any(path.name.startswith("custom_checkpoint_") for path in pickled):
         raise CheckpointError(
             f"{folder}: written by an earlier version (custom_checkpoint_*.pkl), which kept its progress in pickles; "
             "this version keeps it in trainer_state.json and cannot continue it: finish that run with its version"
@@ -459,9 +458,9 @@ def resume(
     logger.info("resumed from %s at step %d", folder, progress.step)
 
 
-def _tensors_only(folder: Path, path: Path) -> Any:
+def _check_tensors_only(folder: Path, path: Path) -> None:
     try:
-        return load_tensors_only(path, map_location="cpu")
+        load_tensors_only(path, map_location="cpu")
     except pickle.UnpicklingError:
         raise CheckpointError(
             f"{folder}: refused to load {path.name}: it holds more than tensors and plain data"

@@ -33,12 +33,7 @@ from .metrics import load_metric
 from .metrics.paper_results import format_results_table
 from .modeling_upocr import UpocrModel
 from .pipeline_upocr import UpocrPipeline
-from .tasks import SEGMENTATION_THRESHOLD, get_task, registered_tasks
-
-
-def scored_tasks() -> list[str]:
-    """The registered tasks that have a metric."""
-    return [task.id for task in registered_tasks() if task.metric]
+from .tasks import SEGMENTATION_THRESHOLD, get_task, scored_tasks
 
 
 def _batches(dataset: Any, batch_size: int) -> Iterator[list[dict[str, Any]]]:

@@ -157,6 +157,11 @@ def registered_tasks() -> tuple[Task, ...]:
     return tuple(_REGISTRY.values())
 
 
+def scored_tasks() -> list[str]:
+    """The ids of the registered tasks that have a metric."""
+    return [task.id for task in _REGISTRY.values() if task.metric]
+
+
 def find_task(name: str) -> Task | None:
     """The registered task with this id, command or alias, or None."""
     if name in _REGISTRY:

@@ -20,14 +20,7 @@ import torch
 
 from .configuration_upocr import CONFIG_PRESETS, UpocrConfig
 from .modeling_upocr import UpocrModel
-from .tasks import find_task, order_tasks
-
-
-def task_id(name: str) -> str:
-    """A registered task's id for any of its names (`segment` → `text-segmentation`); other names as they are."""
-    task = find_task(name)
-    return task.id if task else name
-
+from .tasks import get_task, order_tasks
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +144,7 @@ def parse_task_folders(specs: Iterable[str]) -> dict[str, Path]:
         name, sep, folder = spec.partition("=")
         if not sep or not name or not folder:
             raise ValueError(f"expected TASK=DIR, got {spec!r}")
-        task = task_id(name)
+        task = get_task(name).id  # any of a registered task's names; a new task's name as it is
         if task in folders:
             raise ValueError(f"task {task!r} given twice")
         folders[task] = Path(folder)
@@ -166,7 +159,7 @@ def parse_split_overrides(specs: Iterable[str]) -> dict[str, list[str]]:
         names = [s for s in splits.split(",") if s]
         if not sep or not name or not names:
             raise ValueError(f"expected TASK=SPLIT[,SPLIT], got {spec!r}")
-        overrides[task_id(name)] = names
+        overrides[get_task(name).id] = names
     return overrides
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from upocr_hf.tasks import get_task, registered_tasks
+from upocr_hf.tasks import get_task, scored_tasks
 
 if TYPE_CHECKING:  # pragma: no cover
     from upocr_hf.metrics.modules import (
@@ -42,8 +42,7 @@ METRIC_CLASS_NAMES: dict[str, str] = {
 def _metric_folder(task: str) -> str:
     folder = task if task in METRIC_CLASS_NAMES else get_task(task).metric
     if folder not in METRIC_CLASS_NAMES:
-        scored = [t.id for t in registered_tasks() if t.metric]
-        raise ValueError(f"no metric for task {task!r}; tasks with one: {scored}")
+        raise ValueError(f"no metric for task {task!r}; tasks with one: {scored_tasks()}")
     return folder
 
 
