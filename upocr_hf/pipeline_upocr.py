@@ -223,9 +223,8 @@ class UpocrPipeline(Pipeline):
         tile_batch_size: int = 1,
     ) -> dict[str, Any]:
         pixel_values = model_inputs["pixel_values"]
-        meta = _as_list(
-            model_inputs["meta"]
-        )  # one image's info, or a list of them from transformers' batching
+        # one image's info, or a list of them from transformers' batching
+        meta = _as_list(model_inputs["meta"])
         task = meta[0]["task"]
         if any(item["task"] != task or item["tile"] != meta[0]["tile"] for item in meta):
             raise ValueError("one batch must share task and mode")
@@ -264,89 +263,74 @@ class UpocrPipeline(Pipeline):
         difference_threshold: float = 0.1,
         min_region_area: int = 1,
     ) -> dict[str, Any]:
-        """One image's model output → its result dict (see the module docstring)."""
-        model_outputs = {**model_outputs, "meta": _as_list(model_outputs["meta"])}
-        readout = get_task(model_outputs["meta"][0]["task"]).readout
+        """One image's model output (transformers unbatches batched calls) → its result dict (see the module
+        docstring). `prediction` and `text_prediction` are `(1, 3, h, w)`."""
+        meta = _as_list(model_outputs["meta"])[0]
+        prediction = model_outputs["prediction"]
+        readout = get_task(meta["task"]).readout
         if readout == "mask":
-            return self._read_masks(model_outputs, threshold)[0]
+            return self._read_mask(prediction, meta, threshold)
         if readout == "class-map":
-            return self._read_class_maps(model_outputs, min_region_area)[0]
-        return self._read_images(model_outputs, threshold, dilation, difference_threshold)[0]
+            return self._read_class_map(prediction, meta, min_region_area)
+        text_prediction = model_outputs.get("text_prediction")
+        return self._read_image(prediction, text_prediction, meta, threshold, dilation, difference_threshold)
 
-    def _read_masks(self, model_outputs: dict[str, Any], threshold: float) -> list[dict[str, Any]]:
-        meta = model_outputs["meta"]
-        processed = self.image_processor.post_process_text_segmentation(
-            model_outputs["prediction"], [item["original_size"] for item in meta], threshold=threshold
-        )
-        results = []
-        for item, reading in zip(meta, processed):
-            mask = reading["mask"].numpy()
-            image = Image.fromarray(mask.astype(np.uint8) * 255, mode="L")
-            results.append(
-                {"task": item["task"], "mask": mask, "scores": reading["scores"].numpy(), "image": image}
-            )
-        return results
+    def _read_mask(self, prediction: torch.Tensor, meta: dict[str, Any], threshold: float) -> dict[str, Any]:
+        reading = self.image_processor.post_process_text_segmentation(
+            prediction, [meta["original_size"]], threshold=threshold
+        )[0]
+        mask = reading["mask"].numpy()
+        image = Image.fromarray(mask.astype(np.uint8) * 255, mode="L")
+        return {"task": meta["task"], "mask": mask, "scores": reading["scores"].numpy(), "image": image}
 
-    def _read_class_maps(self, model_outputs: dict[str, Any], min_region_area: int) -> list[dict[str, Any]]:
-        meta = model_outputs["meta"]
-        processed = self.image_processor.post_process_tampered_text_detection(
-            model_outputs["prediction"], [item["original_size"] for item in meta], min_region_area
-        )
-        results = []
-        for item, reading in zip(meta, processed):
-            class_map = reading["class_map"].numpy().astype(np.uint8)
-            results.append(
-                {"task": item["task"], "class_map": class_map, "scores": reading["scores"].numpy(),
-                 "regions": reading["regions"], "image": tamper_color_map(class_map)}
-            )  # fmt: skip
-        return results
+    def _read_class_map(
+        self, prediction: torch.Tensor, meta: dict[str, Any], min_region_area: int
+    ) -> dict[str, Any]:
+        reading = self.image_processor.post_process_tampered_text_detection(
+            prediction, [meta["original_size"]], min_region_area
+        )[0]
+        class_map = reading["class_map"].numpy().astype(np.uint8)
+        return {"task": meta["task"], "class_map": class_map, "scores": reading["scores"].numpy(),
+                "regions": reading["regions"], "image": tamper_color_map(class_map)}  # fmt: skip
 
-    def _read_images(
+    def _read_image(
         self,
-        model_outputs: dict[str, Any],
+        prediction: torch.Tensor,
+        text_prediction: torch.Tensor | None,
+        meta: dict[str, Any],
         threshold: float,
         dilation: int | None,
         difference_threshold: float,
-    ) -> list[dict[str, Any]]:
-        meta = model_outputs["meta"]
-        images = self.image_processor.post_process_text_removal(
-            model_outputs["prediction"], [item["original_size"] for item in meta]
-        )
-        results = []
-        for i, (image, item) in enumerate(zip(images, meta)):
-            text_mask = None
-            if item[
-                "gray"
-            ]:  # a grayscale page gets a grayscale result: the model's colour casts are not the user's
-                image = image.convert("L").convert("RGB")
-            if item["original"] is not None:
-                text_mask = self._keep_background_region(model_outputs, i, np.asarray(image), threshold,
-                                                         dilation, difference_threshold)  # fmt: skip
-                image = Image.fromarray(
-                    compose_keep_background(item["original"], np.asarray(image), text_mask)
-                )
-            results.append({"task": item["task"], "image": image, "text_mask": text_mask})
-        return results
+    ) -> dict[str, Any]:
+        image = self.image_processor.post_process_text_removal(prediction, [meta["original_size"]])[0]
+        # a grayscale page gets a grayscale result: the model's colour casts are not the user's
+        if meta["gray"]:
+            image = image.convert("L").convert("RGB")
+        text_mask = None
+        if meta["original"] is not None:
+            array = np.asarray(image)
+            text_mask = self._keep_background_region(text_prediction, meta, array, threshold, dilation,
+                                                     difference_threshold)  # fmt: skip
+            image = Image.fromarray(compose_keep_background(meta["original"], array, text_mask))
+        return {"task": meta["task"], "image": image, "text_mask": text_mask}
 
     def _keep_background_region(
         self,
-        model_outputs: dict[str, Any],
-        index: int,
+        text_prediction: torch.Tensor | None,
+        meta: dict[str, Any],
         prediction: np.ndarray,
         threshold: float,
         dilation: int | None,
         difference_threshold: float,
     ) -> np.ndarray:
-        """The region keep-background mode lets change in image `index` (see the module docstring)."""
-        item = model_outputs["meta"][index]
-        text_prediction = model_outputs.get("text_prediction")
+        """The region keep-background mode lets change (see the module docstring)."""
         if text_prediction is not None:
             region = self.image_processor.post_process_text_segmentation(
-                text_prediction[index : index + 1], [item["original_size"]], threshold=threshold
+                text_prediction, [meta["original_size"]], threshold=threshold
             )[0]["mask"]
         else:
-            region = torch.from_numpy(difference_mask(item["original"], prediction, difference_threshold))
-        radius = default_dilation(*item["original_size"]) if dilation is None else dilation
+            region = torch.from_numpy(difference_mask(meta["original"], prediction, difference_threshold))
+        radius = default_dilation(*meta["original_size"]) if dilation is None else dilation
         return dilate_mask(region, radius).numpy()
 
     # ------------------------------------------------------------------------------------------ calling
