@@ -51,6 +51,7 @@ from upocr_hf.training import (
     TrainingProgress,
     build_model,
     optimizer_param_groups,
+    parse_class_weights,
     parse_split_overrides,
     parse_task_folders,
     parse_task_weights,
@@ -126,6 +127,13 @@ class TrainArguments:
     task_loss_weights: list[str] = field(
         default_factory=list,
         metadata={"help": "TASK=WEIGHT factors of each task's loss in the total (paper: every task 1)."},
+    )
+    class_loss_weights: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "TASK=W0,W1[,W2]: weight of the pixels of each class (mask: background, text; class map: "
+            "background, real, tampered) in that task's loss (paper: all 1)."
+        },
     )
     perceptual_loss: str = field(
         default="imagenet",
@@ -409,6 +417,7 @@ def prepare_run(args: TrainArguments) -> Run:
         perceptual=args.perceptual_loss,
         vgg_weights_path=args.vgg_weights_path,
         task_weights=parse_task_weights(args.task_loss_weights),
+        class_weights=parse_class_weights(args.class_loss_weights),
     )
     loss_fn.to(accelerator.device)
     logger.info("tasks %s; %s", list(folders), loss_fn.perceptual_description)

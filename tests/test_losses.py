@@ -336,6 +336,49 @@ def test_task_weights_scale_each_task_in_the_total() -> None:
         UpocrLoss(TASKS, perceptual="off", task_weights={TEXT_REMOVAL: -1.0})
 
 
+def test_class_weights_weigh_each_target_class_in_the_mean() -> None:
+    # one tamper target: background (red), real text (green) and tampered text (blue) pixels
+    target = torch.zeros(1, 3, SIZE, SIZE)
+    target[:, 0] = 1.0
+    target[:, :, :2] = torch.tensor([0.0, 1.0, 0.0])[:, None, None]
+    target[:, :, 2:3] = torch.tensor([0.0, 0.0, 1.0])[:, None, None]
+    # a prediction leaning to background; three scales at full size (no resizing)
+    preds = [torch.tensor([0.9, 0.2, 0.1])[None, :, None, None].expand(1, 3, SIZE, SIZE)] * 3
+    weights = (1.0, 2.0, 5.0)
+    got = UpocrLoss([TAMPERED_TEXT_DETECTION], perceptual="off", class_weights={"tampering": weights})(
+        preds, target, target, None, None, torch.tensor([0])
+    )
+    # by hand, in float64: each pixel's smooth-L1 (3 channels) weighted by its class, over the sum of the weights
+    element = F.smooth_l1_loss(preds[0].double(), target.double(), reduction="none")
+    pixel_weight = torch.full((SIZE, SIZE), 1.0, dtype=torch.float64)
+    pixel_weight[:2], pixel_weight[2] = 2.0, 5.0
+    expected = (5.0 + 6.0 + 10.0) * (element * pixel_weight).sum() / (3 * pixel_weight.sum())
+    assert got.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    # weights all 1 are the paper's plain mean
+    plain = UpocrLoss([TAMPERED_TEXT_DETECTION], perceptual="off")(
+        preds, target, target, None, None, torch.tensor([0])
+    )
+    ones = UpocrLoss([TAMPERED_TEXT_DETECTION], perceptual="off", class_weights={"tampering": (1, 1, 1)})(
+        preds, target, target, None, None, torch.tensor([0])
+    )
+    assert ones.loss.item() == pytest.approx(plain.loss.item(), rel=1e-6)
+    assert got.loss.item() != pytest.approx(plain.loss.item(), rel=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("class_weights", "message"),
+    [
+        ({TEXT_REMOVAL: (1.0, 2.0)}, "no per-class weights"),
+        ({TEXT_SEGMENTATION: (1.0, 2.0, 3.0)}, "must be 2 finite numbers > 0"),
+        ({TAMPERED_TEXT_DETECTION: (1.0, 0.0, 3.0)}, "must be 3 finite numbers > 0"),
+        ({"deblur": (1.0, 2.0)}, "Unknown task 'deblur'"),
+    ],
+)
+def test_class_weights_are_checked_by_task(class_weights, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        UpocrLoss(TASKS, perceptual="off", class_weights=class_weights)
+
+
 def test_new_task_uses_regression_loss() -> None:
     loss_fn = UpocrLoss([TEXT_REMOVAL, "my-new-task"], perceptual="random")
     batch = _seg_batch(2, seed=20)

@@ -22,6 +22,7 @@ from upocr_hf.training import (
     PaperSchedule,
     build_model,
     optimizer_param_groups,
+    parse_class_weights,
     parse_split_overrides,
     parse_task_folders,
     parse_task_weights,
@@ -277,10 +278,14 @@ def test_task_loss_weights_reach_the_loss(synthetic_root, tmp_path):
         "tampered-text-detection": 4.0,
         "text-removal": 0.5,
     }
-    for bad in ("tampered-text-detection", "=2", "text-removal=heavy"):
+    for bad in ("tampered-text-detection", "=2", "text-removal=heavy", "text-removal=1,2"):
         with pytest.raises(ValueError, match="TASK=WEIGHT"):
             parse_task_weights([bad])
-    extra = ["--task_loss_weights", "deblur=2"]  # not a task of the run: the loss refuses it by name
+    assert parse_class_weights(["tampering=1,2,4"]) == {"tampering": (1.0, 2.0, 4.0)}
+    with pytest.raises(ValueError, match="one number per class"):
+        parse_class_weights(["tampering=1,,4"])
+    # not a task of the run: the loss refuses it by name
+    extra = ["--task_loss_weights", "deblur=2", "--class_loss_weights", "tampering=1,2,4"]
     # (run as `accelerate launch --mixed_precision bf16` runs it: the launcher's setting is honoured)
     result = run_train(
         tiny_run_args(synthetic_root, tmp_path / "run", 1, extra), {"ACCELERATE_MIXED_PRECISION": "bf16"}

@@ -289,12 +289,14 @@ def masked_smooth_l1(
     ignore_mask: torch.Tensor | None = None,
     weights: Sequence[float] = REGRESSION_SCALE_WEIGHTS,
     beta: float = SMOOTH_L1_BETA,
+    pixel_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Multi-scale smooth L1 over the non-ignored pixels: ``Σ_s w_s · mean_{valid elements} smoothL1(y_s − g_s)``.
 
     `target` (B, 3, H, W) and `ignore_mask` (B, 1, H, W) bool, True = ignore, are resized to each prediction's size
     (nearest). The mean is over all channels of the non-ignored pixels of all samples; a scale without any valid
-    pixel contributes 0 (no NaN, gradients stay defined).
+    pixel contributes 0 (no NaN, gradients stay defined). `pixel_weights` (B, 1, H, W), resized the same way, turns
+    the mean into a weighted mean (see `class_pixel_weights`); None weighs every pixel 1, as the paper does.
     """
     _check_weights(predictions, weights, "masked_smooth_l1")
     total = predictions[0].new_zeros((), dtype=torch.float32)
@@ -302,13 +304,40 @@ def masked_smooth_l1(
         size = prediction.shape[-2:]
         target_s = resize_nearest(target.float(), size)
         elementwise = F.smooth_l1_loss(prediction.float(), target_s, reduction="none", beta=beta)
-        if ignore_mask is None:
+        if ignore_mask is None and pixel_weights is None:
             total = total + weight * elementwise.mean()
             continue
-        valid = (~resize_nearest(ignore_mask.bool(), size)).to(elementwise.dtype).expand_as(elementwise)
-        count = valid.sum()
-        total = total + weight * (elementwise * valid).sum() / count.clamp(min=1.0)
+        valid = torch.ones_like(elementwise)
+        if ignore_mask is not None:
+            valid = valid * (~resize_nearest(ignore_mask.bool(), size)).to(elementwise.dtype)
+        if pixel_weights is not None:
+            valid = valid * resize_nearest(pixel_weights.float(), size)
+        total = total + weight * (elementwise * valid).sum() / valid.sum().clamp(min=1.0)
     return total
+
+
+def target_classes(target: torch.Tensor, readout: str) -> torch.Tensor:
+    """The class of each target pixel, (B, 1, H, W) long, as its task reads a prediction: ``"mask"`` targets are
+    white-on-black (1 = text where the channel mean exceeds 0.5), ``"class-map"`` targets are one pure colour per
+    class (the channel index of the largest value)."""
+    if readout == "mask":
+        return (target.float().mean(dim=1, keepdim=True) > 0.5).long()
+    if readout == "class-map":
+        return target.float().argmax(dim=1, keepdim=True)
+    raise ValueError(f"per-class pixel weights need a 'mask' or 'class-map' readout, not {readout!r}")
+
+
+def class_pixel_weights(target: torch.Tensor, readout: str, class_weights: Sequence[float]) -> torch.Tensor:
+    """(B, 1, H, W) weight of each target pixel: `class_weights[c]` for a pixel of class c (`target_classes`).
+
+    Not in the paper: a task whose foreground covers few pixels (tampered words are ~4% of an image) otherwise
+    regresses towards the majority colour, and the argmax readout then never picks the rare class.
+    """
+    table = torch.tensor(tuple(class_weights), dtype=torch.float32, device=target.device)
+    classes = target_classes(target, readout)
+    if int(classes.max()) >= table.numel():
+        raise ValueError(f"{table.numel()} class weights for a target with class {int(classes.max())}")
+    return table[classes]
 
 
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:
@@ -377,6 +406,9 @@ class UpocrLoss(nn.Module):
         vgg_weights_path: the state dict file for ``perceptual="local"``.
         task_weights: task name → factor of that task's loss in the total (the paper weighs every task 1; a task
             whose signal covers few pixels, like tampered text, can be given more). Tasks not named keep 1.
+        class_weights: task name → one weight per class of its readout (mask: background, text; class map:
+            background, real, tampered) for the pixels of that class in its smooth-L1 mean (`class_pixel_weights`).
+            Tasks not named weigh every pixel 1, as the paper does.
 
     The chosen VGG is described by `perceptual_description` (logged at INFO on construction); it holds no
     parameters and nothing of it is in `state_dict()`. Move the module to the model's device with `.to()` (it is
@@ -389,6 +421,7 @@ class UpocrLoss(nn.Module):
         perceptual: str = "imagenet",
         vgg_weights_path: str | None = None,
         task_weights: Mapping[str, float] | None = None,
+        class_weights: Mapping[str, Sequence[float]] | None = None,
     ) -> None:
         super().__init__()
         self.tasks: tuple[str, ...] = tuple(tasks)
@@ -400,6 +433,20 @@ class UpocrLoss(nn.Module):
             if not math.isfinite(weight) or weight < 0:
                 raise ValueError(f"task_weights[{task!r}] must be a finite number >= 0, got {weight!r}.")
             self.task_weights[task] = float(weight)
+        self.class_weights: dict[str, tuple[float, ...]] = {}
+        for name, values in (class_weights or {}).items():
+            task = resolve_task(name, self.tasks)
+            readout = get_task(task).readout
+            expected = {"mask": 2, "class-map": 3}.get(readout)
+            if get_task(task).loss == "removal" or expected is None:
+                raise ValueError(
+                    f"class_weights[{task!r}]: its loss has no per-class weights (readout {readout!r})."
+                )
+            if len(values) != expected or not all(math.isfinite(v) and v > 0 for v in values):
+                raise ValueError(
+                    f"class_weights[{task!r}] must be {expected} finite numbers > 0 (one per class), got {values!r}."
+                )
+            self.class_weights[task] = tuple(float(v) for v in values)
         self.perceptual = perceptual
         # Only removal uses the VGG: skip building it when no removal task is configured.
         if any(get_task(task).loss == "removal" for task in self.tasks) or perceptual == "off":
@@ -481,7 +528,12 @@ class UpocrLoss(nn.Module):
                 )
             else:
                 task_ignore = None if ignore_mask is None else ignore_mask.index_select(0, rows)
-                loss = masked_smooth_l1(preds, task_labels, task_ignore)
+                pixel_weights = None
+                if task in self.class_weights:
+                    pixel_weights = class_pixel_weights(
+                        task_labels, get_task(task).readout, self.class_weights[task]
+                    )
+                loss = masked_smooth_l1(preds, task_labels, task_ignore, pixel_weights=pixel_weights)
                 terms = {"smooth_l1": loss}
             task_losses[task] = loss
             components.update({f"{task}/{name}": value for name, value in terms.items()})
@@ -494,4 +546,7 @@ class UpocrLoss(nn.Module):
         return UpocrLossOutput(loss=total, task_losses=task_losses, components=components)
 
     def extra_repr(self) -> str:
-        return f"tasks={self.tasks}, perceptual={self.perceptual!r}, task_weights={self.task_weights}"
+        return (
+            f"tasks={self.tasks}, perceptual={self.perceptual!r}, task_weights={self.task_weights}, "
+            f"class_weights={self.class_weights}"
+        )

@@ -163,18 +163,34 @@ def parse_split_overrides(specs: Iterable[str]) -> dict[str, list[str]]:
     return overrides
 
 
-def parse_task_weights(specs: Iterable[str]) -> dict[str, float]:
-    """Parse `TASK=WEIGHT` arguments into `{task: weight}` (the loss checks tasks and ranges)."""
-    weights = {}
+def _parse_task_numbers(specs: Iterable[str], form: str) -> dict[str, tuple[float, ...]]:
+    """Parse `TASK=NUMBER[,NUMBER...]` arguments into `{task: numbers}`; `form` names the syntax in errors."""
+    parsed = {}
     for spec in specs:
-        task, sep, value = spec.partition("=")
+        task, sep, values = spec.partition("=")
         try:
-            weights[task] = float(value)
+            numbers = tuple(float(value) for value in values.split(","))
         except ValueError:
             sep = ""
         if not sep or not task:
-            raise ValueError(f"expected TASK=WEIGHT (a number), got {spec!r}")
-    return weights
+            raise ValueError(f"expected {form}, got {spec!r}")
+        parsed[task] = numbers
+    return parsed
+
+
+def parse_task_weights(specs: Iterable[str]) -> dict[str, float]:
+    """Parse `TASK=WEIGHT` arguments into `{task: weight}` (the loss checks tasks and ranges)."""
+    form = "TASK=WEIGHT (a number)"
+    parsed = _parse_task_numbers(specs, form)
+    for task, numbers in parsed.items():
+        if len(numbers) != 1:
+            raise ValueError(f"expected {form}, got {len(numbers)} numbers for {task!r}")
+    return {task: numbers[0] for task, numbers in parsed.items()}
+
+
+def parse_class_weights(specs: Iterable[str]) -> dict[str, tuple[float, ...]]:
+    """Parse `TASK=W0,W1[,W2]` arguments (one weight per class) into `{task: weights}` (the loss checks them)."""
+    return _parse_task_numbers(specs, "TASK=WEIGHT,WEIGHT[,WEIGHT] (one number per class)")
 
 
 _CHECKPOINT_NAME = re.compile(r"^step_(\d+)$")
@@ -305,5 +321,6 @@ __all__ = [
     "optimizer_param_groups",
     "parse_split_overrides",
     "parse_task_folders",
+    "parse_class_weights",
     "parse_task_weights",
 ]
