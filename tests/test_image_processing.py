@@ -392,6 +392,30 @@ def test_tampered_text_resizing_and_regions(processor):
     big_only = processor.post_process_tampered_text_detection(solid(grid), min_region_area=3)[0]["regions"]
     assert [region["area"] for region in big_only] == [3]
 
+    # the rule removes the small region from the map too: the map and the regions always agree
+    ruled = processor.post_process_tampered_text_detection(solid(grid), min_region_area=3)[0]
+    assert int((ruled["class_map"] == 2).sum()) == sum(region["area"] for region in ruled["regions"]) == 3
+    assert ruled["class_map"][4, 7] == 0 and ruled["class_map"][5, 8] == 0  # the runner-up there: background
+
+
+def test_unconfident_tampered_regions_take_the_runner_up_class(processor):
+    red, green = [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]
+    grid = [[red] * 8 for _ in range(4)]
+    for x in range(4):
+        grid[1][x] = [0.0, 0.9, 1.0]  # tampered by a hair over real text: mean tampered score 1/1.9
+        grid[2][x] = [0.0, 0.9, 1.0]
+    for x in range(5, 8):
+        grid[1][x] = [0.0, 0.0, 1.0]  # a confident region, score 1
+    grid[3][0] = green
+    result = processor.post_process_tampered_text_detection(solid(grid), min_region_score=0.6)[0]
+    assert result["regions"] == [{"box": [5, 1, 8, 2], "area": 3, "score": pytest.approx(1.0)}]
+    class_map = result["class_map"]
+    assert class_map[1:3, :4].eq(1).all()  # real text: the more likely of the other two classes
+    assert class_map[1, 5:].eq(2).all() and class_map[3, 0] == 1 and class_map[0].eq(0).all()
+    unruled = processor.post_process_tampered_text_detection(solid(grid))[0]
+    assert [region["area"] for region in unruled["regions"]] == [8, 3]
+    assert unruled["class_map"][1:3, :4].eq(2).all()
+
 
 def test_post_processing_accepts_model_outputs(processor, tiny_model):
     pixel_values = torch.rand(2, 3, 64, 64)

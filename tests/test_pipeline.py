@@ -233,6 +233,29 @@ def test_tile_mode_keeps_native_resolution(pipe):
     assert small["mask"].shape == (10, 20)
 
 
+def test_tile_progress_counts_every_model_call(pipe):
+    reports = []
+    image = photo(150, 200, seed=5)  # 3×4 tiles of 64 with overlap 16
+    pipe(
+        image,
+        task="text-segmentation",
+        tile=True,
+        tile_overlap=16,
+        batch_size=5,
+        progress_callback=lambda *r: reports.append(r),
+    )
+    assert reports == [(5, 12), (10, 12), (12, 12)]
+    reports.clear()  # keep-background runs the segmentation pass too: one total for both passes
+    pipe(image, task="text-removal", tile=True, tile_overlap=16, batch_size=12, keep_background=True,
+         progress_callback=lambda *r: reports.append(r))  # fmt: skip
+    assert reports == [(12, 24), (24, 24)]
+    reports.clear()
+    pipe(photo(40, 40), task="text-segmentation", tile=True, progress_callback=lambda *r: reports.append(r))
+    assert reports == [(1, 1)]  # one window: one call
+    with pytest.raises(ValueError, match="progress_callback must be callable"):
+        pipe(image, task="segment", tile=True, progress_callback="yes")
+
+
 @pytest.mark.numerics
 @pytest.mark.parametrize("tile", [False, True])
 def test_keep_background_leaves_non_text_pixels_byte_identical(pipe64, tile):
@@ -355,6 +378,7 @@ def test_a_grayscale_input_gets_a_grayscale_removal(pipe, keep_background):
         ({"threshold": float("nan")}, "threshold must be a number between"),
         ({"threshold": "high"}, "threshold must be a number, got 'high'"),
         ({"min_region_area": 0}, "min_region_area must be an integer at least 1, got 0"),
+        ({"min_region_score": 1.5}, "min_region_score must be a number between 0.0 and 1.0, got 1.5"),
         ({"dilation": 2.5}, "dilation must be an integer at least 0, got 2.5"),
         ({"tile": True, "tile_size": 10}, "tile_size must be an integer at least 32, got 10"),
         ({"tile": True, "batch_size": 0}, None),  # 0 means the default, as in transformers

@@ -255,69 +255,105 @@ class UpocrImageProcessor(TorchvisionBackend):
         return results
 
     def post_process_tampered_text_detection(
-        self, outputs: Any, target_sizes: Any = None, min_region_area: int = 1
+        self,
+        outputs: Any,
+        target_sizes: Any = None,
+        min_region_area: int = 1,
+        min_region_score: float = 0.0,
     ) -> list[dict[str, Any]]:
         """Tampered-text predictions → class maps at the original sizes.
 
         Returns one dict per image with
         - `class_map`: `torch.LongTensor (H, W)`, argmax over the clamped, resized RGB channels: 0 background (red),
-          1 real text (green), 2 tampered text (blue); ties go to the lower class;
+          1 real text (green), 2 tampered text (blue); ties go to the lower class. A tampered-text region (8-connected)
+          with fewer than `min_region_area` pixels or a mean tampered score below `min_region_score` is not read as
+          tampered: its pixels take the more likely of the other two classes, so the map and `regions` agree;
         - `scores`: `torch.FloatTensor (3, H, W)`, the clamped channels divided by their sum (1/3 each where all
           are 0): probability-like, summing to 1 per pixel;
-        - `regions`: the 8-connected components of tampered-text pixels with at least `min_region_area` pixels,
-          largest first, each `{"box": [x_min, y_min, x_max, y_max], "area": int, "score": float}` where the box
-          is in pixels with exclusive maxima and `score` is the mean tampered score over the region.
+        - `regions`: the tampered-text regions that remain, largest first, each `{"box": [x_min, y_min, x_max,
+          y_max], "area": int, "score": float}` where the box is in pixels with exclusive maxima and `score` is the
+          mean tampered score over the region.
         """
         predictions = self._predictions(outputs)
         sizes = self._target_sizes(target_sizes, len(predictions))
         results = []
         for prediction, size in zip(predictions, sizes):
             class_map, scores = read_class_map(prediction, size)
-            regions = connected_regions(class_map == 2, scores[2], min_area=min_region_area)
+            class_map, regions = confident_tampered_regions(
+                class_map, scores, min_region_area, min_region_score
+            )
             results.append({"class_map": class_map, "scores": scores, "regions": regions})
         return results
 
 
+def _as_numpy(array: torch.Tensor | np.ndarray) -> np.ndarray:
+    return array.cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
+
+
+def _labelled_regions(mask: np.ndarray, scores: np.ndarray | None) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """The 8-connected components of a boolean mask: the label image (0 outside, 1.. inside) and one region dict
+    per label, in label order, with the label under `"label"`."""
+    from scipy import ndimage
+
+    labels, count = ndimage.label(mask.astype(bool), structure=np.ones((3, 3), dtype=bool))
+    areas = np.bincount(labels.ravel(), minlength=count + 1)
+    sums = (
+        None if scores is None else np.bincount(labels.ravel(), weights=scores.ravel(), minlength=count + 1)
+    )
+    regions = []
+    for label, (rows, cols) in enumerate(ndimage.find_objects(labels), start=1):
+        score = float(sums[label] / areas[label]) if sums is not None else 1.0
+        box = [cols.start, rows.start, cols.stop, rows.stop]
+        regions.append({"box": box, "area": int(areas[label]), "score": score, "label": label})
+    return labels, regions
+
+
+def _largest_first(regions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    regions = [{key: value for key, value in region.items() if key != "label"} for region in regions]
+    return sorted(regions, key=lambda region: (-region["area"], region["box"][1], region["box"][0]))
+
+
 def connected_regions(
-    mask: torch.Tensor | np.ndarray, scores: torch.Tensor | np.ndarray | None = None, min_area: int = 1
+    mask: torch.Tensor | np.ndarray,
+    scores: torch.Tensor | np.ndarray | None = None,
+    min_area: int = 1,
+    min_score: float = 0.0,
 ) -> list[dict[str, Any]]:
-    """8-connected components of a boolean `(H, W)` mask, largest first.
+    """8-connected components of a boolean `(H, W)` mask with at least `min_area` pixels and a mean score of at
+    least `min_score`, largest first.
 
     Each region is `{"box": [x_min, y_min, x_max, y_max] (exclusive maxima), "area": pixels, "score": mean of
     `scores` over the region (1.0 without scores)}`.
     """
-    from scipy import ndimage
+    _, regions = _labelled_regions(_as_numpy(mask), None if scores is None else _as_numpy(scores))
+    return _largest_first([r for r in regions if r["area"] >= min_area and r["score"] >= min_score])
 
-    mask_np = mask.cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
-    scores_np = (
-        None if scores is None else scores.cpu().numpy() if isinstance(scores, torch.Tensor) else scores
-    )
-    labels, count = ndimage.label(mask_np.astype(bool), structure=np.ones((3, 3), dtype=bool))
-    if count == 0:
-        return []
-    areas = np.bincount(labels.ravel(), minlength=count + 1)
-    sums = (
-        np.bincount(labels.ravel(), weights=scores_np.ravel(), minlength=count + 1)
-        if scores_np is not None
-        else None
-    )
-    regions = []
-    for index, slices in enumerate(ndimage.find_objects(labels), start=1):
-        if slices is None or areas[index] < min_area:
-            continue
-        rows, cols = slices
-        score = float(sums[index] / areas[index]) if sums is not None else 1.0
-        regions.append(
-            {"box": [cols.start, rows.start, cols.stop, rows.stop], "area": int(areas[index]), "score": score}
-        )
-    regions.sort(key=lambda region: (-region["area"], region["box"][1], region["box"][0]))
-    return regions
+
+def confident_tampered_regions(
+    class_map: torch.Tensor, scores: torch.Tensor, min_area: int = 1, min_score: float = 0.0
+) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+    """Apply the tampered-region rule to an argmax class map `(H, W)` with its scores `(3, H, W)`.
+
+    A tampered-text region (8-connected, class 2) smaller than `min_area` pixels or with a mean tampered score
+    below `min_score` is not evidence of tampering (specks at resized borders, hesitant blobs): its pixels take the
+    more likely of background and real text. Returns the class map after the rule and the regions that pass it
+    (`connected_regions`' format, largest first).
+    """
+    labels, regions = _labelled_regions(_as_numpy(class_map == 2), _as_numpy(scores[2]))
+    kept = [r for r in regions if r["area"] >= min_area and r["score"] >= min_score]
+    if len(kept) < len(regions):
+        kept_labels = {region["label"] for region in kept}
+        dropped_labels = [region["label"] for region in regions if region["label"] not in kept_labels]
+        dropped = torch.from_numpy(np.isin(labels, dropped_labels)).to(class_map.device)
+        class_map = torch.where(dropped, scores[:2].argmax(dim=0), class_map)
+    return class_map, _largest_first(kept)
 
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "ImageLoadError",
     "UpocrImageProcessor",
+    "confident_tampered_regions",
     "connected_regions",
     "load_image",
     "to_uint8_rgb",

@@ -15,7 +15,9 @@ Call options: `task` (a name from `model.config.tasks`, or another of its names 
 CLI's "remove", "segment", "detect-tampering"),
 `tile` (high-resolution mode, see `tiling.py`), `tile_size`, `tile_overlap`, `keep_background` (text removal
 only: pixels outside the text region stay byte-identical to the input), `threshold` (segmentation and the
-keep-background mask), `dilation`, `difference_threshold`, `min_region_area`, `max_pixels`; `batch_size` (images
+keep-background mask), `dilation`, `difference_threshold`, `min_region_area` and `min_region_score` (tampered-text
+regions smaller or less confident are read as the next most likely class), `max_pixels`, `progress_callback`
+(tile mode: called as `progress_callback(tiles_done, tiles_total)` after each model call); `batch_size` (images
 per model call in resize mode, tiles per model call in tile mode). Device and dtype are the standard pipeline
 arguments (`pipeline(..., device="cuda", dtype=torch.bfloat16)`).
 
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -159,8 +162,10 @@ class UpocrPipeline(Pipeline):
         dilation: int | None = None,
         difference_threshold: float | None = None,
         min_region_area: int | None = None,
+        min_region_score: float | None = None,
         max_pixels: int | None | str = "unset",
         tile_batch_size: int | None = None,
+        progress_callback: Callable[[int, int], None] | None = None,
         **kwargs: Any,
     ) -> tuple[dict, dict, dict]:
         if kwargs:
@@ -177,12 +182,16 @@ class UpocrPipeline(Pipeline):
             tile_size=_checked("tile_size", tile_size, int, 32, None),
             tile_overlap=_checked("tile_overlap", tile_overlap, int, 0, None),
             tile_batch_size=_checked("batch_size", tile_batch_size, int, 1, None),
+            progress_callback=progress_callback,
         )
+        if progress_callback is not None and not callable(progress_callback):
+            raise ValueError(f"progress_callback must be callable, got {progress_callback!r}")
         postprocess = _given(
             threshold=_checked("threshold", threshold, float, 0.0, 1.0),
             dilation=_checked("dilation", dilation, int, 0, None),
             difference_threshold=_checked("difference_threshold", difference_threshold, float, 0.0, 1.0),
             min_region_area=_checked("min_region_area", min_region_area, int, 1, None),
+            min_region_score=_checked("min_region_score", min_region_score, float, 0.0, 1.0),
         )
         return preprocess, forward, postprocess
 
@@ -221,6 +230,7 @@ class UpocrPipeline(Pipeline):
         tile_size: int | None = None,
         tile_overlap: int | None = None,
         tile_batch_size: int = 1,
+        progress_callback: Callable[[int, int], None] | None = None,
     ) -> dict[str, Any]:
         pixel_values = model_inputs["pixel_values"]
         # one image's info, or a list of them from transformers' batching
@@ -238,12 +248,22 @@ class UpocrPipeline(Pipeline):
         batch = x.shape[0]
         if meta[0]["tile"]:
             size = tile_size or self.image_processor.size.height or self.model.config.image_size
-            outputs = [
-                tiled_predict(
-                    self.model, x, name, tile_size=size, overlap=tile_overlap, batch_size=tile_batch_size
+            outputs = []
+            for index, name in enumerate(
+                tasks
+            ):  # keep-background runs a second pass: count both in one total
+                progress = _pass_progress(progress_callback, index, len(tasks))
+                outputs.append(
+                    tiled_predict(
+                        self.model,
+                        x,
+                        name,
+                        tile_size=size,
+                        overlap=tile_overlap,
+                        batch_size=tile_batch_size,
+                        progress=progress,
+                    )  # fmt: skip
                 )
-                for name in tasks
-            ]
         else:
             stacked = torch.cat([x] * len(tasks)) if len(tasks) > 1 else x
             prompts = [name for name in tasks for _ in range(batch)]
@@ -262,6 +282,7 @@ class UpocrPipeline(Pipeline):
         dilation: int | None = None,
         difference_threshold: float = 0.1,
         min_region_area: int = 1,
+        min_region_score: float = 0.0,
     ) -> dict[str, Any]:
         """One image's model output (transformers unbatches batched calls) → its result dict (see the module
         docstring). `prediction` and `text_prediction` are `(1, 3, h, w)`."""
@@ -271,7 +292,7 @@ class UpocrPipeline(Pipeline):
         if readout == "mask":
             return self._read_mask(prediction, meta, threshold)
         if readout == "class-map":
-            return self._read_class_map(prediction, meta, min_region_area)
+            return self._read_class_map(prediction, meta, min_region_area, min_region_score)
         text_prediction = model_outputs.get("text_prediction")
         return self._read_image(prediction, text_prediction, meta, threshold, dilation, difference_threshold)
 
@@ -284,10 +305,10 @@ class UpocrPipeline(Pipeline):
         return {"task": meta["task"], "mask": mask, "scores": reading["scores"].numpy(), "image": image}
 
     def _read_class_map(
-        self, prediction: torch.Tensor, meta: dict[str, Any], min_region_area: int
+        self, prediction: torch.Tensor, meta: dict[str, Any], min_region_area: int, min_region_score: float
     ) -> dict[str, Any]:
         reading = self.image_processor.post_process_tampered_text_detection(
-            prediction, [meta["original_size"]], min_region_area
+            prediction, [meta["original_size"]], min_region_area, min_region_score
         )[0]
         class_map = reading["class_map"].numpy().astype(np.uint8)
         return {"task": meta["task"], "class_map": class_map, "scores": reading["scores"].numpy(),
@@ -368,6 +389,15 @@ def _checked(name: str, value: Any, kind: type, low: float, high: float | None) 
             f"{name} must be {'an integer' if kind is int else 'a number'} {bounds}, got {value!r}"
         )
     return number
+
+
+def _pass_progress(
+    callback: Callable[[int, int], None] | None, index: int, passes: int
+) -> Callable[[int, int], None] | None:
+    """Pass `index` of `passes` equal tiled passes → a tile-progress callback that reports on the whole run."""
+    if callback is None:
+        return None
+    return lambda done, total: callback(index * total + done, passes * total)
 
 
 def _is_dataset_with_images(inputs: Any) -> bool:

@@ -63,6 +63,7 @@ def tiled_predict(
     overlap: int | None = None,
     batch_size: int = 4,
     min_size: int = 32,
+    progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Predict a large image with overlapping tiles and blend them.
 
@@ -76,6 +77,7 @@ def tiled_predict(
         batch_size: tiles per model call.
         min_size: smallest side the model accepts (32 for UPOCR); smaller images are edge-padded up to it and the
             prediction is cropped back.
+        progress: called as `progress(tiles_done, tiles_total)` after every model call (all images together).
 
     Returns:
         `(B, 3, H, W)` blended raw predictions on `pixel_values`' device (not clamped): float32, or float64 for
@@ -93,7 +95,7 @@ def tiled_predict(
         padded = F.pad(
             pixel_values, (0, max(0, min_size - width), 0, max(0, min_size - height)), mode="replicate"
         )
-        return tiled_predict(model, padded, task, tile_size, overlap, batch_size, min_size)[
+        return tiled_predict(model, padded, task, tile_size, overlap, batch_size, min_size, progress)[
             ..., :height, :width
         ]
     rows, cols = tile_starts(height, tile_size, overlap), tile_starts(width, tile_size, overlap)
@@ -103,7 +105,10 @@ def tiled_predict(
     # narrower is blended in float32
     dtype = torch.float64 if pixel_values.dtype == torch.float64 else torch.float32
     if len(windows) == 1:
-        return model(pixel_values, task=task).prediction.to(dtype)
+        prediction = model(pixel_values, task=task).prediction.to(dtype)
+        if progress is not None:
+            progress(batch, batch)
+        return prediction
 
     device = pixel_values.device
     weight_rows = {top: _axis_weights(top, tile_height, height, overlap, dtype) for top in rows}
@@ -123,6 +128,8 @@ def tiled_predict(
                 weight = (weight_rows[top][:, None] * weight_cols[left][None, :]).to(device)
                 accumulated[:, top : top + tile_height, left : left + tile_width] += prediction * weight
                 total_weight[:, top : top + tile_height, left : left + tile_width] += weight
+            if progress is not None:
+                progress(index * len(windows) + start + len(chunk), batch * len(windows))
         results.append(accumulated / total_weight)
     return torch.stack(results)
 
