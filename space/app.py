@@ -24,9 +24,11 @@ The API endpoints are `/remove`, `/segment` and `/detect`; see the "Use via API"
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -35,7 +37,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -60,17 +62,22 @@ TEXT_REMOVAL = "text-removal"
 TEXT_SEGMENTATION = "text-segmentation"
 TAMPERED_TEXT_DETECTION = "tampered-text-detection"
 
-#: Segmentation overlay: text pixels are tinted with this colour at this opacity.
-OVERLAY_RGB = np.array([255, 32, 32], dtype=np.float32)
-OVERLAY_ALPHA = 0.55
-#: Opacity of the class masks drawn by `gr.AnnotatedImage` in the tampering tab.
-ANNOTATION_ALPHA = 0.6
+#: Display height of every image (inputs and outputs), in CSS pixels: a tall image fits the screen.
+IMAGE_HEIGHT = 360
 #: Removal downloads kept on disk (older ones are deleted; Gradio keeps its own copy while serving them).
 MAX_KEPT_DOWNLOADS = 64
 #: Gradio's own copies of uploads and results: swept every 10 minutes, each kept for at most an hour.
 DELETE_CACHE = (600, 3600)
 #: Where input images may come from (no webcam: these are photos and scans of text).
 SOURCES = ["upload", "clipboard"]
+#: Example outputs are computed when the app starts (`UPOCR_CACHE_EXAMPLES=0` to skip), so a first visitor gets an
+#: instant result.
+CACHE_EXAMPLES = os.environ.get("UPOCR_CACHE_EXAMPLES", "1").strip().lower() not in (
+    "0",
+    "false",
+    "no",
+    "off",
+)
 
 
 # ---------------------------------------------------------------------------------------------------- model
@@ -98,28 +105,6 @@ def default_model() -> str:
         "No UPOCR model to serve. Set UPOCR_MODEL to a save_pretrained folder or a Hub model id, copy a model "
         f"folder to {LOCAL_MODEL_DIR}, or install the upocr_hf package with its default model "
         f"(upocr_hf importable: {default_model_path is not None}; its default model found: no)."
-    )
-
-
-#: Below this tampered-text F on its held-out figures, the tampering tab says plainly that detection is weak.
-WEAK_TAMPER_F = 0.3
-
-
-def tamper_warning(model: str) -> str:
-    """A plain warning for the tampering tab when the model's own held-out figures (`eval_results.json`, written
-    by `upocr_hf.packaging`) show weak detection of tampered text; empty when they do not or are unknown."""
-    path = Path(model, "eval_results.json")
-    try:
-        figures = json.loads(path.read_text())["tampered-text-detection"]["metrics"]
-        tampered_f = float(figures["tampered_f_score"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return ""
-    if tampered_f >= WEAK_TAMPER_F:
-        return ""
-    return (
-        f"**Detection of tampered text is weak with this model**: on its held-out forgeries its tampered-text F is "
-        f"{tampered_f:.2f} (1 is perfect). Treat blue regions as hints and an all-green map as no evidence of "
-        "authenticity."
     )
 
 
@@ -157,37 +142,230 @@ def _sibling_module(obj: Any, name: str) -> ModuleType | None:
         return None
 
 
-def _hex(rgb: tuple[int, int, int]) -> str:
+def _hex(rgb: Sequence[int]) -> str:
     return "#{:02x}{:02x}{:02x}".format(*rgb)
+
+
+# ---------------------------------------------------------------------------------------------------- the model's figures
+
+#: Below this tampered-text F on its held-out figures, the tampering tab says plainly that detection is weak.
+WEAK_TAMPER_F = 0.3
+#: The figures each tab quotes from the model's evaluation records (`eval_results.json`, written by
+#: `upocr_hf.packaging`): (record, metric, label, factor, unit).
+TAB_FIGURES: dict[str, tuple[tuple[str, str, str, float, str], ...]] = {
+    TEXT_REMOVAL: (
+        ("text-removal (keep background)", "psnr", "PSNR", 1, " dB"),
+        ("text-removal (keep background)", "mssim", "MSSIM", 100, ""),
+    ),
+    TEXT_SEGMENTATION: (
+        (TEXT_SEGMENTATION, "fg_iou", "fgIoU", 100, ""),
+        (TEXT_SEGMENTATION, "f_score", "F", 100, ""),
+    ),
+    TAMPERED_TEXT_DETECTION: (
+        (TAMPERED_TEXT_DETECTION, "mf", "mF", 100, ""),
+        (TAMPERED_TEXT_DETECTION, "tampered_f_score", "tampered-text F", 100, ""),
+    ),
+}
+
+
+class ModelFacts:
+    """What the tabs say about the served model: its name, a link to its card and its own evaluation figures."""
+
+    def __init__(self, model: str):
+        self.model = model
+        self.is_folder = os.path.isdir(model)
+        self.name = Path(model).name if self.is_folder else model
+        self.card_path = Path(model, "README.md") if self.is_folder else None
+        try:
+            self.records: dict[str, Any] = json.loads(Path(model, "eval_results.json").read_text())
+        except (OSError, ValueError):
+            self.records = {}
+
+    @property
+    def card_url(self) -> str | None:
+        """The model card: the Hub page of a Hub id, the folder's README.md served by this app, or None."""
+        if not self.is_folder:
+            return f"https://huggingface.co/{self.model}"
+        if self.card_path and self.card_path.is_file():
+            return f"/gradio_api/file={self.card_path.resolve()}"
+        return None
+
+    def figure(self, record: str, metric: str) -> float | None:
+        try:
+            value = self.records[record]["metrics"][metric]
+        except (KeyError, TypeError):
+            return None
+        return float(value) if isinstance(value, int | float) else None
+
+    def line(self, task: str) -> str:
+        """One line for a tab: the model, its figures on this task (where its folder records them), its card."""
+        figures = []
+        for record, metric, label, factor, unit in TAB_FIGURES.get(task, ()):
+            value = self.figure(record, metric)
+            if value is not None:
+                figures.append(f"{label} {value * factor:.1f}{unit}")
+        images = next((self.records[r]["metrics"].get("num_images") for r, *_ in TAB_FIGURES.get(task, ())
+                       if isinstance(self.records.get(r), Mapping)), None)  # fmt: skip
+        quality = (
+            f"on its {images}-image test split: {', '.join(figures)}" if figures and images else
+            f"its test figures: {', '.join(figures)}" if figures else "no test figures in its folder"
+        )  # fmt: skip
+        card = f" · [model card]({self.card_url})" if self.card_url else ""
+        return f"Model `{self.name}` · {quality}{card}"
+
+    def tamper_warning(self) -> str:
+        """A plain warning when the model's own figures show weak detection of tampered text; else empty."""
+        tampered_f = self.figure(TAMPERED_TEXT_DETECTION, "tampered_f_score")
+        if tampered_f is None or tampered_f >= WEAK_TAMPER_F:
+            return ""
+        return (
+            f"**Detection of tampered text is weak with this model** (tampered-text F {tampered_f:.2f} on its test "
+            "forgeries; 1 is perfect): treat marked regions as hints, and finding none as no evidence of authenticity."
+        )
+
+
+# ---------------------------------------------------------------------------------------------------- drawing
+
+#: Colours the demo draws with. Not the task's target colours: a red background reads as an alarm.
+CLASS_DISPLAY_RGB: dict[int, tuple[int, int, int]] = {0: (40, 40, 40), 1: (46, 204, 113), 2: (255, 0, 200)}
+#: Overlay colours for text masks; the one farthest from the image's colours under the mask is used.
+CONTRAST_RGB = np.array([[255, 0, 200], [0, 229, 255], [255, 214, 0], [46, 204, 113]], dtype=np.float32)
+OVERLAY_ALPHA = 0.45
+
+
+def _line_width(mask: np.ndarray) -> int:
+    return max(1, round(max(mask.shape) / 400))
+
+
+def outline(mask: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(inner, outer): the mask's border `width` pixels inside it, and a `width`-pixel ring just outside it."""
+    from scipy import ndimage
+
+    inner = mask & ~ndimage.binary_erosion(mask, iterations=width)
+    outer = ndimage.binary_dilation(mask, iterations=width) & ~mask
+    return inner, outer
+
+
+def contrasting_colour(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The overlay colour farthest (RGB distance) from the mean colour of the image under `mask`."""
+    mean = image[mask].mean(axis=0) if mask.any() else image.reshape(-1, 3).mean(axis=0)
+    return CONTRAST_RGB[np.linalg.norm(CONTRAST_RGB - mean, axis=1).argmax()]
+
+
+def draw_masks(image: np.ndarray, layers: Sequence[tuple[np.ndarray, Sequence[int], float]]) -> Image.Image:
+    """Tint each `(mask, rgb, alpha)` layer onto a uint8 `(H, W, 3)` image and outline it in its colour with a
+    dark halo, so that it stays visible on any photograph (a green mask on a green photo included)."""
+    canvas = image.astype(np.float32)
+    for mask, rgb, alpha in layers:
+        if not mask.any():
+            continue
+        colour = np.asarray(rgb, dtype=np.float32)
+        canvas[mask] = (1 - alpha) * canvas[mask] + alpha * colour
+        inner, outer = outline(mask, _line_width(mask))
+        canvas[outer] = 0.3 * canvas[outer]
+        canvas[inner] = colour
+    return Image.fromarray(canvas.round().clip(0, 255).astype(np.uint8), mode="RGB")
+
+
+def class_map_image(class_map: np.ndarray) -> Image.Image:
+    """The class map in the demo's colours (`CLASS_DISPLAY_RGB`)."""
+    palette = np.array([CLASS_DISPLAY_RGB[index] for index in sorted(CLASS_DISPLAY_RGB)], dtype=np.uint8)
+    return Image.fromarray(palette[np.asarray(class_map, dtype=np.intp)], mode="RGB")
+
+
+def legend_html() -> str:
+    """Colour legend of the tampering outputs, in the colours they are drawn with."""
+    labels = {0: "background", 1: "real text", 2: "tampered text"}
+    items = "".join(
+        f'<span class="upocr-legend-item"><span class="upocr-swatch" style="background:{_hex(rgb)}"></span>'
+        f"{labels[index]}</span>"
+        for index, rgb in CLASS_DISPLAY_RGB.items()
+    )
+    return f'<div id="tamper-legend">{items}</div>'
+
+
+# ---------------------------------------------------------------------------------------------------- the verdict
+
+#: The tampered-text rule of this demo: a region counts when it covers at least this share of the image (and at
+#: least MIN_REGION_PIXELS) and its mean tampered score is at least MIN_REGION_SCORE. Smaller or hesitant regions
+#: are read as their next most likely class. The verdict, the region count, the area shares and both pictures all
+#: come from the class map after this rule, so they cannot contradict each other.
+MIN_REGION_SHARE = 2e-4
+MIN_REGION_PIXELS = 16
+MIN_REGION_SCORE = 0.5
+
+
+def min_region_area(height: int, width: int) -> int:
+    return max(MIN_REGION_PIXELS, math.ceil(MIN_REGION_SHARE * height * width))
+
+
+class TamperVerdict:
+    """The tampering tab's one reading of a class map (after the region rule) and its regions."""
+
+    def __init__(self, class_map: np.ndarray, regions: list[dict[str, Any]]):
+        self.class_map = class_map
+        self.regions = regions
+
+    @property
+    def real_pixels(self) -> int:
+        return int((self.class_map == 1).sum())
+
+    @property
+    def tampered_pixels(self) -> int:
+        return int((self.class_map == 2).sum())
+
+    @property
+    def text_pixels(self) -> int:
+        return self.real_pixels + self.tampered_pixels
+
+    def headline(self) -> str:
+        count = len(self.regions)
+        if count:
+            return f"### ⚠ Tampered text found: {count} region{'s' if count != 1 else ''}"
+        if self.text_pixels:
+            return "### No tampered text found"
+        return "### No text found"
+
+    def summary(self) -> str:
+        """The area shares, in the same numbers as the headline and the pictures."""
+        if not self.text_pixels:
+            return "Nothing in this image was read as text."
+        share = self.tampered_pixels / self.text_pixels
+        return (
+            f"Text covers {self.text_pixels / self.class_map.size:.1%} of the image; "
+            f"{share:.1%} of it is marked tampered ({self.tampered_pixels:,} px), {1 - share:.1%} real."
+        )
 
 
 # ---------------------------------------------------------------------------------------------------- the app
 
 
+NO_IMAGE = "Upload an image first (or click one of the examples)."
+#: The callbacks' progress parameter (Gradio gives each call its own tracker in its place).
+PROGRESS = gr.Progress()
+
+
 class UpocrDemo:
     """The callbacks of the app around one UPOCR pipeline (thread-safe: model calls are serialised)."""
 
-    def __init__(self, pipe: Any, max_pixels: int | None = MAX_PIXELS):
+    def __init__(self, pipe: Any, facts: ModelFacts, max_pixels: int | None = MAX_PIXELS):
         self.pipe = pipe
+        self.facts = facts
         self.max_pixels = max_pixels
         self.tasks: list[str] = list(pipe.model.config.tasks)
         tasks_module = _sibling_module(pipe, "tasks")
         self.threshold: float = getattr(tasks_module, "SEGMENTATION_THRESHOLD", 0.4)
-        self.class_rgb: tuple[tuple[int, int, int], ...] = getattr(
-            tasks_module, "TAMPER_CLASS_RGB", ((255, 0, 0), (0, 255, 0), (0, 0, 255))
-        )
-        self.class_names: dict[int, str] = dict(
-            getattr(tasks_module, "TAMPER_ID2LABEL", {0: "background", 1: "real text", 2: "tampered text"})
-        )
         processing_module = _sibling_module(
             pipe.image_processor, "image_processing_upocr"
         ) or sys.modules.get(type(pipe.image_processor).__module__)
         self._to_uint8 = getattr(processing_module, "to_uint8_rgb", None)
         self._lock = threading.Lock()
-        self.downloads_dir = Path(tempfile.mkdtemp(prefix="upocr-space-"))
+        self.work_dir = Path(tempfile.mkdtemp(prefix="upocr-space-"))
+        self.downloads_dir = self.work_dir / "downloads"
+        self.examples_cache_dir = self.work_dir / "examples"
         self._downloads: deque[Path] = deque()
         # the folder goes when the app object does, or at the latest when the process exits
-        self.close = weakref.finalize(self, shutil.rmtree, self.downloads_dir, ignore_errors=True)
+        self.close = weakref.finalize(self, shutil.rmtree, self.work_dir, ignore_errors=True)
 
     # ------------------------------------------------------------------------------------------ helpers
 
@@ -197,40 +375,71 @@ class UpocrDemo:
         Raises `gr.Error` with the processor's reason for any file that is not a usable image.
         """
         if upload is None:
-            raise gr.Error(
-                "Upload an image first (or click one of the examples).",
-                title="No image",
-                print_exception=False,
-            )
+            raise gr.Error(NO_IMAGE, title="No image", print_exception=False)
         if isinstance(upload, Mapping):  # the upload's FileData (the events run with preprocess=False)
             path, name = upload.get("path"), upload.get("orig_name")
         else:
             path, name = str(upload), None
         if not path:
-            raise gr.Error("The upload did not arrive; please try again.", title="No image")
+            raise gr.Error(
+                "The upload did not arrive; please try again.", title="No image", print_exception=False
+            )
         name = name or Path(path).name
         try:
             image = self.pipe.image_processor.convert_image(path, max_pixels=self.max_pixels)
         except ValueError as error:  # ImageLoadError (a ValueError) carries a human-readable reason
-            reason = getattr(error, "reason", None) or str(error)
-            if getattr(error, "limit", None):  # too many pixels: the visitor can only make the image smaller
-                reason = f"it has {error.pixels:,} pixels and this demo takes at most {error.limit:,}; resize it first"
             raise gr.Error(
-                f"“{name}” cannot be used: {reason}.", title="Not a usable image", print_exception=False
+                f"“{name}” cannot be used: {self._reason(error)}.",
+                title="Not a usable image",
+                print_exception=False,
             ) from None
         return image, self._uint8(image), name
+
+    @staticmethod
+    def _reason(error: ValueError) -> str:
+        if getattr(error, "limit", None):  # too many pixels: the visitor can only make the image smaller
+            return (
+                f"it has {error.pixels:,} pixels and this demo takes at most {error.limit:,}; resize it first"
+            )
+        return getattr(error, "reason", None) or str(error)
+
+    def check_upload(self, upload: Any) -> Any:
+        """Upload event: a file that is not a usable image is named in a toast at once and cleared from the input
+        (instead of a broken picture and an error only after Run)."""
+        if upload is None:
+            return gr.skip()
+        try:
+            self._read(upload)
+        except gr.Error as error:
+            gr.Warning(error.message, title=error.title)
+            return None
+        return gr.skip()
+
+    @staticmethod
+    def require_image(upload: Any, *options: Any) -> list[dict[str, Any]]:
+        """Validator of every Run button: without an image the input says so, and no output turns into an error."""
+        return [gr.validate(upload is not None, NO_IMAGE)] + [gr.validate(True, "") for _ in options]
 
     def _uint8(self, image: Any) -> np.ndarray:
         if self._to_uint8 is not None:
             return self._to_uint8(image)
         return image.clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
 
-    def _run(self, image: Any, task: str, **options: Any) -> dict[str, Any]:
+    def _run(
+        self, image: Any, task: str, progress: Any = None, **options: Any
+    ) -> tuple[dict[str, Any], float]:
+        """The pipeline's result for one image and the seconds it took (tiles reported to `progress`)."""
         if task not in self.tasks:
             raise gr.Error(f"This model was not trained for {task} (it knows {', '.join(self.tasks)}).")
+        if options.get("tile") and progress is not None:
+            options["progress_callback"] = lambda done, total: progress(
+                done / total, desc=f"tile {done} of {total}"
+            )
         try:
             with self._lock:
-                return self.pipe(image, task=task, **options)
+                start = time.perf_counter()
+                result = self.pipe(image, task=task, **options)
+                return result, time.perf_counter() - start
         except gr.Error:
             raise
         except Exception as error:  # keep serving: report the failure in the UI, log the traceback
@@ -261,76 +470,53 @@ class UpocrDemo:
     # ------------------------------------------------------------------------------------------ callbacks
 
     def remove(
-        self, image: Any, tile: bool = False, keep_background: bool = True
+        self, image: Any, tile: bool = False, keep_background: bool = True, progress: gr.Progress = PROGRESS
     ) -> tuple[tuple[Image.Image, Image.Image], str, str]:
         """Text removal → ((input, output) for the slider, PNG file to download, info line)."""
         pixels, original, name = self._read(image)
-        start = time.perf_counter()
-        result = self._run(pixels, TEXT_REMOVAL, tile=bool(tile), keep_background=bool(keep_background))
-        seconds = time.perf_counter() - start
+        options = dict(tile=bool(tile), keep_background=bool(keep_background))
+        result, seconds = self._run(pixels, TEXT_REMOVAL, progress, **options)
         output: Image.Image = result["image"]
         info = self._mode(bool(tile), seconds, *original.shape[:2])
         if result.get("text_mask") is not None:
-            info += f" · background kept outside {float(np.mean(result['text_mask'])):.1%} of the pixels"
+            info += f" · only the detected text region ({float(np.mean(result['text_mask'])):.1%}) changed"
         download = self._save_download(output, name, "text_removed")
         return (Image.fromarray(original), output), download, info
 
     def segment(
-        self, image: Any, threshold: float | None = None, tile: bool = False
+        self, image: Any, threshold: float | None = None, tile: bool = False, progress: gr.Progress = PROGRESS
     ) -> tuple[Image.Image, Image.Image, str]:
-        """Text segmentation → (binary mask, red overlay on the input, info line)."""
+        """Text segmentation → (overlay on the input, binary mask, info line)."""
         pixels, original, _ = self._read(image)
         threshold = self.threshold if threshold is None else float(threshold)
-        start = time.perf_counter()
-        result = self._run(pixels, TEXT_SEGMENTATION, tile=bool(tile), threshold=threshold)
-        seconds = time.perf_counter() - start
+        result, seconds = self._run(pixels, TEXT_SEGMENTATION, progress, tile=bool(tile), threshold=threshold)
         mask = np.asarray(result["mask"], dtype=bool)
-        blended = original.astype(np.float32)
-        blended[mask] = (1 - OVERLAY_ALPHA) * blended[mask] + OVERLAY_ALPHA * OVERLAY_RGB
-        overlay = Image.fromarray(blended.round().clip(0, 255).astype(np.uint8), mode="RGB")
+        overlay = draw_masks(original, [(mask, contrasting_colour(original, mask), OVERLAY_ALPHA)])
         info = (
             f"{self._mode(bool(tile), seconds, *original.shape[:2])} · text on {mask.mean():.1%} of the image"
         )
-        return result["image"], overlay, info
+        return overlay, result["image"], info
 
     def detect(
-        self, image: Any, tile: bool = False
-    ) -> tuple[tuple[np.ndarray, list[tuple[np.ndarray, str]]], Image.Image, dict[str, float], str]:
-        """Tampered text detection → (annotated input, class-colour map, real/tampered shares, info line)."""
+        self, image: Any, tile: bool = False, progress: gr.Progress = PROGRESS
+    ) -> tuple[Image.Image, Image.Image, str, str]:
+        """Tampered text detection → (marked input, class map, verdict, info line), all from one `TamperVerdict`."""
         pixels, original, _ = self._read(image)
-        start = time.perf_counter()
-        result = self._run(pixels, TAMPERED_TEXT_DETECTION, tile=bool(tile))
-        seconds = time.perf_counter() - start
-        class_map = np.asarray(result["class_map"])
-        real, tampered = int((class_map == 1).sum()), int((class_map == 2).sum())
-        text = real + tampered
-        annotations = [
-            ((class_map == index).astype(np.float32) * ANNOTATION_ALPHA, self.class_names[index])
-            for index in (1, 2)
-        ]
-        if text:
-            shares = {self.class_names[1]: real / text, self.class_names[2]: tampered / text}
-        else:
-            shares = {"no text found": 1.0}
-        regions = result.get("regions") or []
-        info = (
-            f"{self._mode(bool(tile), seconds, *original.shape[:2])} · text on {text / class_map.size:.1%} of the "
-            f"image: {real / max(text, 1):.1%} real, {tampered / max(text, 1):.1%} tampered · "
-            f"{len(regions)} tampered region{'s' if len(regions) != 1 else ''}"
+        height, width = original.shape[:2]
+        options = dict(
+            tile=bool(tile), min_region_area=min_region_area(height, width), min_region_score=MIN_REGION_SCORE
         )
-        return (original, annotations), result["image"], shares, info
-
-    # ------------------------------------------------------------------------------------------ layout
-
-    def legend_html(self) -> str:
-        """Colour legend of the tampering class map, in the task's own colours."""
-        items = "".join(
-            f'<span style="display:inline-flex;align-items:center;margin-right:1.2em">'
-            f'<span style="display:inline-block;width:1em;height:1em;margin-right:.4em;border:1px solid #888;'
-            f'background:{_hex(self.class_rgb[index])}"></span>{label}</span>'
-            for index, label in sorted(self.class_names.items())
+        result, seconds = self._run(pixels, TAMPERED_TEXT_DETECTION, progress, **options)
+        verdict = TamperVerdict(np.asarray(result["class_map"]), list(result.get("regions") or []))
+        marked = draw_masks(
+            original,
+            [
+                (verdict.class_map == 1, CLASS_DISPLAY_RGB[1], 0.25),
+                (verdict.class_map == 2, CLASS_DISPLAY_RGB[2], 0.5),
+            ],
         )
-        return f'<div id="tamper-legend">{items}</div>'
+        info = f"{self._mode(bool(tile), seconds, height, width)} · {verdict.summary()}"
+        return marked, class_map_image(verdict.class_map), verdict.headline(), info
 
 
 def _examples(*prefixes: str) -> list[list[str]]:
@@ -339,111 +525,142 @@ def _examples(*prefixes: str) -> list[list[str]]:
     return [[str(p)] for p in sorted(EXAMPLES_DIR.glob("*.png")) if p.name.startswith(prefixes)]
 
 
-DESCRIPTION = """\
-# UPOCR — unified pixel-level OCR
+@contextlib.contextmanager
+def _examples_cache(folder: Path) -> Iterator[None]:
+    """Gradio caches example outputs under $GRADIO_EXAMPLES_CACHE, keyed by component number: a folder shared with
+    an earlier run would show an earlier model's outputs. Each app caches in its own fresh folder instead."""
+    previous = os.environ.get("GRADIO_EXAMPLES_CACHE")
+    os.environ["GRADIO_EXAMPLES_CACHE"] = str(folder)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("GRADIO_EXAMPLES_CACHE", None)
+        else:
+            os.environ["GRADIO_EXAMPLES_CACHE"] = previous
 
-One image-to-image model, three tasks chosen by a task prompt: **erase text**, **segment text strokes** and
-**find tampered text**. Upload an image (PNG, JPEG, WebP, TIFF, BMP, ...) or click an example, then press *Run*.
-Outputs have the input's size. *High resolution* runs the model on overlapping tiles at the image's native
-resolution instead of resizing it to the model size (slower, sharper on large images).
 
-Model: `{model}` — Peng et al., *UPOCR: Towards Unified Pixel-Level OCR Interface*, ICML 2024.
+INTRO = """\
+# UPOCR · pixel-level OCR
+Erase text, segment text strokes or find tampered text: one model, three tasks. Upload an image or tap an \
+example, then press **Run**.
+"""
+
+ABOUT = """\
+Every output has the input's size. *High resolution* runs the model on overlapping tiles at the image's native
+resolution instead of resizing it to the model size (slower; better for small text in large images). The model
+follows Peng et al., *UPOCR: Towards Unified Pixel-Level OCR Interface*, ICML 2024. Images are processed in
+memory and not kept; results are offered for download for a while.
 """
 
 
-def _add_examples(prefix: str, target: gr.Image, elem_id: str) -> None:
-    if examples := _examples(prefix):
-        gr.Examples(examples, inputs=[target], label="Examples (synthetic)", elem_id=elem_id)
+def _image(label: str, elem_id: str, **kwargs: Any) -> gr.Image:
+    return gr.Image(label=label, elem_id=elem_id, height=IMAGE_HEIGHT, elem_classes=["upocr-image"], **kwargs)
+
+
+def _input(elem_id: str) -> gr.Image:
+    return _image("Image", elem_id, type="filepath", sources=SOURCES)
+
+
+def _wire(app: UpocrDemo, button: gr.Button, image: gr.Image, controls: list[Any], fn: Any, outputs: list[Any],
+          api_name: str, examples_prefix: str, shared: dict[str, Any]) -> None:  # fmt: skip
+    """Run button, upload check and cached examples of one tab."""
+    image.upload(
+        app.check_upload, inputs=[image], outputs=[image], preprocess=False, api_visibility="private"
+    )
+    button.click(fn, inputs=[image, *controls], outputs=outputs, api_name=api_name, validator=app.require_image,
+                 **shared)  # fmt: skip
+    if examples := _examples(examples_prefix):
+        with _examples_cache(app.examples_cache_dir):
+            gr.Examples(examples, inputs=[image], outputs=outputs, fn=fn, cache_examples=CACHE_EXAMPLES,
+                        cache_mode="eager", label="Examples (synthetic)", elem_id=f"{api_name}-examples")  # fmt: skip
+
+
+def _model_line(app: UpocrDemo, task: str, elem_id: str) -> None:
+    gr.Markdown(app.facts.line(task), elem_id=elem_id, elem_classes=["upocr-model-line"])
 
 
 def _removal_tab(app: UpocrDemo, shared: dict[str, Any]) -> None:
-    with gr.Row():
-        with gr.Column():
-            remove_input = gr.Image(type="filepath", label="Image", sources=SOURCES, elem_id="remove-input")
+    _model_line(app, TEXT_REMOVAL, "remove-model")
+    with gr.Row(equal_height=False):
+        with gr.Column(min_width=280):
+            image = _input("remove-input")
             with gr.Accordion("Options", open=False):
-                remove_tile = gr.Checkbox(False, label="High resolution (tiles at native size)")
-                remove_keep = gr.Checkbox(
+                tile = gr.Checkbox(False, label="High resolution (tiles at native size)")
+                keep = gr.Checkbox(
                     True,
                     label="Keep background (only text pixels may change)",
                     info="Pixels outside the detected text region stay byte-identical to the input "
                     "(off: the model's whole output image, the paper's protocol).",
                 )
-            remove_button = gr.Button("Run", variant="primary", elem_id="remove-run")
-        with gr.Column():
-            remove_output = gr.ImageSlider(
-                label="Before / after", format="png", type="pil", elem_id="remove-output"
+            button = gr.Button("Run", variant="primary", elem_id="remove-run")
+        with gr.Column(min_width=280):
+            output = gr.ImageSlider(
+                label="Before (left) · after (right): drag the handle",
+                format="png",
+                type="pil",
+                height=IMAGE_HEIGHT,
+                max_height=IMAGE_HEIGHT,
+                elem_id="remove-output",
+                elem_classes=["upocr-image"],
             )
-            remove_download = gr.DownloadButton("Download PNG", elem_id="remove-download")
-            remove_info = gr.Markdown(label="info", elem_id="remove-info")
-    _add_examples("text", remove_input, "remove-examples")
-    remove_button.click(
-        app.remove,
-        inputs=[remove_input, remove_tile, remove_keep],
-        outputs=[remove_output, remove_download, remove_info],
-        api_name="remove",
-        **shared,
-    )
+            download = gr.DownloadButton("Download PNG", elem_id="remove-download", size="sm")
+            info = gr.Markdown(elem_id="remove-info")
+    _wire(app, button, image, [tile, keep], app.remove, [output, download, info], "remove", "text", shared)
 
 
 def _segmentation_tab(app: UpocrDemo, shared: dict[str, Any]) -> None:
-    with gr.Row():
-        with gr.Column():
-            segment_input = gr.Image(type="filepath", label="Image", sources=SOURCES, elem_id="segment-input")
+    _model_line(app, TEXT_SEGMENTATION, "segment-model")
+    with gr.Row(equal_height=False):
+        with gr.Column(min_width=280):
+            image = _input("segment-input")
             with gr.Accordion("Options", open=False):
-                segment_threshold = gr.Slider(
-                    0.05,
-                    0.95,
-                    value=app.threshold,
-                    step=0.05,
-                    label="Threshold",
+                threshold = gr.Slider(
+                    0.05, 0.95, value=app.threshold, step=0.05, label="Threshold",
                     info="A pixel is text when the prediction's channel mean exceeds this.",
-                )
-                segment_tile = gr.Checkbox(False, label="High resolution (tiles at native size)")
-            segment_button = gr.Button("Run", variant="primary", elem_id="segment-run")
-        with gr.Column():
-            with gr.Row():
-                segment_mask = gr.Image(label="Text mask", format="png", elem_id="segment-mask")
-                segment_overlay = gr.Image(label="Overlay", format="png", elem_id="segment-overlay")
-            segment_info = gr.Markdown(label="info", elem_id="segment-info")
-    _add_examples("text", segment_input, "segment-examples")
-    segment_button.click(
-        app.segment,
-        inputs=[segment_input, segment_threshold, segment_tile],
-        outputs=[segment_mask, segment_overlay, segment_info],
-        api_name="segment",
-        **shared,
+                )  # fmt: skip
+                tile = gr.Checkbox(False, label="High resolution (tiles at native size)")
+            button = gr.Button("Run", variant="primary", elem_id="segment-run")
+        with gr.Column(min_width=280):
+            overlay = _image("Text strokes, outlined on the image", "segment-overlay", format="png")
+            info = gr.Markdown(elem_id="segment-info")
+            with gr.Accordion("Text mask (white = text)", open=False):
+                mask = _image("Text mask", "segment-mask", format="png")
+    _wire(
+        app, button, image, [threshold, tile], app.segment, [overlay, mask, info], "segment", "text", shared
     )
 
 
-def _tampering_tab(app: UpocrDemo, shared: dict[str, Any], model_name: str) -> None:
-    if warning := tamper_warning(model_name):
+def _tampering_tab(app: UpocrDemo, shared: dict[str, Any]) -> None:
+    _model_line(app, TAMPERED_TEXT_DETECTION, "detect-model")
+    if warning := app.facts.tamper_warning():
         gr.Markdown(warning, elem_id="detect-warning")
-    with gr.Row():
-        with gr.Column():
-            detect_input = gr.Image(type="filepath", label="Image", sources=SOURCES, elem_id="detect-input")
+    with gr.Row(equal_height=False):
+        with gr.Column(min_width=280):
+            image = _input("detect-input")
             with gr.Accordion("Options", open=False):
-                detect_tile = gr.Checkbox(False, label="High resolution (tiles at native size)")
-            detect_button = gr.Button("Run", variant="primary", elem_id="detect-run")
-        with gr.Column():
-            detect_annotated = gr.AnnotatedImage(
-                label="Real and tampered text",
-                format="png",
-                color_map={app.class_names[i]: _hex(app.class_rgb[i]) for i in (1, 2)},
-                elem_id="detect-annotated",
-            )
-            detect_shares = gr.Label(label="Share of the text area", elem_id="detect-shares")
-            detect_info = gr.Markdown(label="info", elem_id="detect-info")
+                tile = gr.Checkbox(False, label="High resolution (tiles at native size)")
+            button = gr.Button("Run", variant="primary", elem_id="detect-run")
+        with gr.Column(min_width=280):
+            verdict = gr.Markdown(elem_id="detect-verdict")
+            marked = _image("Real and tampered text, marked on the image", "detect-annotated", format="png")
+            gr.HTML(legend_html())
+            info = gr.Markdown(elem_id="detect-info")
             with gr.Accordion("Class map", open=False):
-                detect_map = gr.Image(label="Class map", format="png", elem_id="detect-map")
-                gr.HTML(app.legend_html())
-    _add_examples("tampered", detect_input, "detect-examples")
-    detect_button.click(
-        app.detect,
-        inputs=[detect_input, detect_tile],
-        outputs=[detect_annotated, detect_map, detect_shares, detect_info],
-        api_name="detect",
-        **shared,
-    )
+                class_map = _image("Class map", "detect-map", format="png")
+    outputs = [marked, class_map, verdict, info]
+    _wire(app, button, image, [tile], app.detect, outputs, "detect", "tampered", shared)
+
+
+CSS = """
+/* never enlarge a small image beyond its own pixels; scale large ones down to fit */
+.upocr-image img { object-fit: scale-down !important; }
+.upocr-model-line p { font-size: 0.9em; opacity: 0.85; margin: 0; }
+#tamper-legend { display: flex; flex-wrap: wrap; gap: 0.4em 1.2em; font-size: 0.9em; }
+.upocr-legend-item { display: inline-flex; align-items: center; }
+.upocr-swatch { display: inline-block; width: 1em; height: 1em; margin-right: 0.4em; border: 1px solid #888; }
+#detect-verdict h3 { margin: 0.2em 0; }
+"""
 
 
 def build_demo(model: str | Any | None = None, *, max_pixels: int | None = MAX_PIXELS) -> gr.Blocks:
@@ -460,22 +677,22 @@ def build_demo(model: str | Any | None = None, *, max_pixels: int | None = MAX_P
     else:
         pipe = model
         model_name = getattr(pipe.model.config, "_name_or_path", "") or type(pipe.model).__name__
-    app = UpocrDemo(pipe, max_pixels=max_pixels)
+    app = UpocrDemo(pipe, ModelFacts(model_name), max_pixels=max_pixels)
     shared = dict(concurrency_id="upocr-model", concurrency_limit=CONCURRENCY, preprocess=False)
 
     with gr.Blocks(
         title="UPOCR: text removal, segmentation and tampering detection", delete_cache=DELETE_CACHE
     ) as demo:
-        gr.Markdown(
-            DESCRIPTION.format(model=Path(model_name).name if os.path.isdir(model_name) else model_name)
-        )
-        with gr.Tabs():
-            with gr.Tab("Text removal", id="removal"):
+        gr.Markdown(INTRO, elem_id="intro")
+        with gr.Tabs(elem_id="tasks"):
+            with gr.Tab("Erase text", id="removal"):
                 _removal_tab(app, shared)
-            with gr.Tab("Text segmentation", id="segmentation"):
+            with gr.Tab("Segment", id="segmentation"):
                 _segmentation_tab(app, shared)
-            with gr.Tab("Tampered text", id="tampering"):
-                _tampering_tab(app, shared, model_name)
+            with gr.Tab("Tampering", id="tampering"):
+                _tampering_tab(app, shared)
+        with gr.Accordion("About this demo", open=False):
+            gr.Markdown(ABOUT)
 
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY)
     demo.upocr = app  # for tests and embedding: the callbacks and the pipeline
@@ -483,13 +700,17 @@ def build_demo(model: str | Any | None = None, *, max_pixels: int | None = MAX_P
 
 
 def launch(demo: gr.Blocks, **kwargs: Any) -> Any:
-    """`demo.launch` with this app's defaults (host/port from the environment, upload limit, examples allowed)."""
+    """`demo.launch` with this app's defaults (host/port from the environment, upload limit, styles, examples and
+    the model card allowed)."""
+    app = getattr(demo, "upocr", None)
+    card = app.facts.card_path if app is not None and app.facts.card_url else None
     options: dict[str, Any] = dict(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
         max_file_size=MAX_FILE_SIZE,
-        allowed_paths=[str(EXAMPLES_DIR)],
+        allowed_paths=[str(EXAMPLES_DIR)] + ([str(card.resolve())] if card else []),
         ssr_mode=False,
+        css=CSS,
     )
     options.update(kwargs)
     return demo.launch(**options)

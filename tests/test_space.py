@@ -115,33 +115,35 @@ def test_removal_keeps_the_background_unless_asked_not_to(client, photo):
 
     *_, default_info = client.predict(handle_file(str(photo)), api_name="/remove")
     *_, whole_info = client.predict(handle_file(str(photo)), False, False, api_name="/remove")
-    assert "background kept" in default_info and "background kept" not in whole_info
+    assert "only the detected text region" in default_info and "only the detected" not in whole_info
 
 
 def test_segmentation_returns_the_input_size(client, photo):
     from gradio_client import handle_file
 
-    mask, overlay, info = client.predict(handle_file(str(photo)), 0.4, False, api_name="/segment")
+    overlay, mask, info = client.predict(handle_file(str(photo)), 0.4, False, api_name="/segment")
     assert size_of(mask) == size_of(overlay) == (80, 48)
     assert "text on" in info
 
 
-def test_tampering_returns_the_input_size_and_shares(client, photo):
+def test_tampering_returns_the_input_size_and_one_verdict(client, photo):
     from gradio_client import handle_file
 
-    annotated, class_map, shares, info = client.predict(handle_file(str(photo)), False, api_name="/detect")
-    assert size_of(class_map) == size_of(annotated["image"]) == (80, 48)
-    labels = {item["label"] for item in annotated["annotations"]}
-    assert labels == {"real text", "tampered text"}
-    assert all(size_of(item["image"]) == (80, 48) for item in annotated["annotations"])
-    assert {c["label"] for c in shares["confidences"]} in ({"real text", "tampered text"}, {"no text found"})
-    assert "tampered" in info
+    marked, class_map, verdict, info = client.predict(handle_file(str(photo)), False, api_name="/detect")
+    assert size_of(class_map) == size_of(marked) == (80, 48)
+    assert verdict.startswith("### ") and ("Tampered text found" in verdict or "No " in verdict)
+    assert "80×48" in info
+
+
+def test_run_without_an_image_is_refused_before_the_model_runs(client):
+    with pytest.raises(Exception, match="Upload an image first"):
+        client.predict(None, 0.4, False, api_name="/segment")
 
 
 def test_tiled_mode_keeps_the_size(client, photo):
     from gradio_client import handle_file
 
-    mask, _, info = client.predict(handle_file(str(photo)), 0.4, True, api_name="/segment")
+    _, mask, info = client.predict(handle_file(str(photo)), 0.4, True, api_name="/segment")
     assert size_of(mask) == (80, 48) and "tiles" in info
 
 
@@ -160,8 +162,8 @@ def test_bad_file_gives_a_clear_error_and_the_app_keeps_serving(client, photo, t
         match=r"huge\.png.*has 25,010,001 pixels and this demo takes at most 25,000,000; resize it first",
     ):
         client.predict(handle_file(str(huge)), False, False, api_name="/remove")
-    mask, overlay, _ = client.predict(handle_file(str(photo)), 0.4, False, api_name="/segment")
-    assert size_of(mask) == (80, 48)
+    overlay, mask, _ = client.predict(handle_file(str(photo)), 0.4, False, api_name="/segment")
+    assert size_of(mask) == size_of(overlay) == (80, 48)
 
 
 def test_queue_and_upload_limits(served, client, photo, tmp_path):
@@ -240,11 +242,11 @@ def test_app_runs_without_the_package(tmp_path):
         assert not type(callbacks.pipe).__module__.startswith("upocr_hf"), type(callbacks.pipe).__module__
         upload = {{"path": {str(image)!r}, "orig_name": "photo.png"}}
         (before, after), download, _ = callbacks.remove(upload, False, True)
-        mask, overlay, _ = callbacks.segment(upload, 0.4, False)
-        (base, annotations), class_map, shares, _ = callbacks.detect(upload, False)
+        overlay, mask, _ = callbacks.segment(upload, 0.4, False)
+        marked, class_map, verdict, _ = callbacks.detect(upload, False)
         print(json.dumps({{
-            "sizes": [after.size, mask.size, overlay.size, class_map.size, list(base.shape[1::-1])],
-            "legend": callbacks.class_names, "threshold": callbacks.threshold,
+            "sizes": [after.size, mask.size, overlay.size, class_map.size, marked.size],
+            "verdict": verdict, "threshold": callbacks.threshold,
             "downloads": str(callbacks.downloads_dir), "downloaded": download, "delete_cache": demo.delete_cache,
         }}))
         """
@@ -258,7 +260,7 @@ def test_app_runs_without_the_package(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert all(tuple(size) == (72, 40) for size in report["sizes"])
-    assert report["legend"] == {"0": "background", "1": "real text", "2": "tampered text"}
+    assert report["verdict"].startswith("### ")
     assert report["threshold"] == 0.4
     # uploads and results do not stay on the disk: Gradio sweeps its cache, the app's own folder goes at exit
     assert report["downloaded"].startswith(report["downloads"]) and not Path(report["downloads"]).exists()
@@ -273,8 +275,103 @@ def test_the_tampering_tab_says_plainly_when_detection_is_weak(tmp_path, tampere
     if tampered_f is not None:
         record = {"task": "tampered-text-detection", "metrics": {"mf": 0.4, "tampered_f_score": tampered_f}}
         (tmp_path / "eval_results.json").write_text(json.dumps({"tampered-text-detection": record}))
-    warning = app.tamper_warning(str(tmp_path))
+    warning = app.ModelFacts(str(tmp_path)).tamper_warning()
     assert bool(warning) == warned
     if warned:
         assert "weak" in warning and "0.07" in warning
-    assert app.tamper_warning("some-user/some-hub-model") == ""
+    assert app.ModelFacts("some-user/some-hub-model").tamper_warning() == ""
+
+
+def test_each_tab_names_the_model_its_figures_and_card(served, tmp_path):
+    import json
+    import urllib.request
+
+    app = load_app()
+    url, demo = served
+    line = demo.upocr.facts.line("text-segmentation")
+    assert line.startswith("Model `space-model") and "no test figures in its folder" in line
+    card = line.split("[model card](")[1].rstrip(")")
+    with urllib.request.urlopen(url.rstrip("/") + card) as response:  # the card is served by the app itself
+        assert b"UPOCR" in response.read()
+    record = {"metrics": {"fg_iou": 0.812, "f_score": 0.9, "num_images": 120}}
+    (tmp_path / "eval_results.json").write_text(json.dumps({"text-segmentation": record}))
+    facts = app.ModelFacts(str(tmp_path))
+    assert (
+        facts.line("text-segmentation")
+        == f"Model `{tmp_path.name}` · on its 120-image test split: fgIoU 81.2, F 90.0"
+    )
+    assert "no test figures" in facts.line("text-removal")
+    hub = app.ModelFacts("someone/upocr").line("text-removal")
+    assert hub.endswith("[model card](https://huggingface.co/someone/upocr)")
+
+
+def test_examples_are_computed_at_start_up(served):
+    _, demo = served
+    cache = demo.upocr.examples_cache_dir
+    logs = sorted(cache.glob("*/log.csv"))
+    assert len(logs) == 3  # one table of cached outputs per tab
+    assert all(len(log.read_text().strip().splitlines()) == 3 for log in logs)  # header + the two examples
+
+
+def crafted_pipeline(tiny_model_dir: Path, prediction: torch.Tensor):
+    """The Space's pipeline whose model always predicts `prediction` (1, 3, h, w): the real read-out follows."""
+    app = load_app()
+    pipe = app.load_pipeline(str(tiny_model_dir), device="cpu")
+    pipe._forward = lambda inputs, **_: {"prediction": prediction, "text_prediction": None,
+                                         "meta": inputs["meta"]}  # fmt: skip
+    return pipe
+
+
+def tamper_prediction(tampered: bool) -> torch.Tensor:
+    """64×64 scores in the task's colours: red background, a green real word, a 1-pixel blue speck at the right
+    border and a hesitant blue blob (mean tampered score < 0.5); with `tampered`, also a confident blue word."""
+    prediction = torch.zeros(1, 3, 64, 64)
+    prediction[:, 0] = 1.0
+    prediction[:, :, 10:20, 5:30] = torch.tensor([0.0, 1.0, 0.0])[:, None, None]
+    prediction[:, :, 32, 63] = torch.tensor([0.0, 0.0, 1.0])
+    prediction[:, :, 50:56, 5:15] = torch.tensor([0.5, 0.9, 1.0])[:, None, None]
+    if tampered:
+        prediction[:, :, 30:40, 20:50] = torch.tensor([0.0, 0.0, 1.0])[:, None, None]
+    return prediction
+
+
+@pytest.mark.parametrize("tampered", [True, False])
+def test_tamper_verdict_shares_and_regions_agree(tiny_model_dir, photo, tampered):
+    app = load_app()
+    demo = app.UpocrDemo(crafted_pipeline(tiny_model_dir, tamper_prediction(tampered)), app.ModelFacts("x"))
+    image = np.random.default_rng(3).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    path = photo.parent / "crafted.png"
+    Image.fromarray(image).save(path)
+    marked, class_map, verdict, info = demo.detect(str(path))
+    shown = np.asarray(class_map)
+    shown_tampered = int((shown == app.CLASS_DISPLAY_RGB[2]).all(axis=-1).sum())
+    shown_real = int((shown == app.CLASS_DISPLAY_RGB[1]).all(axis=-1).sum())
+    if tampered:
+        assert verdict == "### ⚠ Tampered text found: 1 region"
+        assert shown_tampered == 300 and shown_real == 250 + 60  # the hesitant blob reads as real text
+        assert "49.2% of it is marked tampered (300 px), 50.8% real" in info
+    else:
+        assert verdict == "### No tampered text found"
+        assert shown_tampered == 0 and shown_real == 310  # the border speck went back to background
+        assert "0.0% of it is marked tampered (0 px), 100.0% real" in info
+    assert f"Text covers {(shown_tampered + shown_real) / 64**2:.1%} of the image" in info
+    # the picture marks exactly the pixels the map calls tampered
+    changed = np.abs(np.asarray(marked, dtype=int) - image).sum(axis=-1) > 0
+    assert changed[(shown == app.CLASS_DISPLAY_RGB[2]).all(axis=-1)].all()
+    assert not changed[32, 63] and not changed[0:5, 40:60].any()
+
+
+def test_drawn_masks_stay_visible_on_their_own_colour():
+    app = load_app()
+    green = np.zeros((40, 40, 3), dtype=np.uint8)
+    green[..., 1] = 204
+    green[..., 0], green[..., 2] = 46, 113  # the real-text colour itself
+    mask = np.zeros((40, 40), dtype=bool)
+    mask[10:30, 10:30] = True
+    drawn = np.asarray(app.draw_masks(green, [(mask, app.CLASS_DISPLAY_RGB[1], 0.25)]))
+    assert drawn[9, 20].sum() < 0.5 * green[9, 20].sum()  # a dark halo just outside the mask
+    assert (drawn[0, 0] == green[0, 0]).all() and (drawn[20, 20] == green[20, 20]).all()
+    colour = app.contrasting_colour(green, mask)
+    assert (
+        np.linalg.norm(colour - green[0, 0]) > 200
+    )  # a segmentation overlay picks a colour far from the photo
