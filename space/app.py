@@ -341,6 +341,14 @@ class TamperVerdict:
 
 
 NO_IMAGE = "Upload an image first (or click one of the examples)."
+
+
+def _error(title: str, message: str) -> gr.Error:
+    """An error whose toast starts with its title: Gradio 6 heads every toast with its kind ("Error", "Warning")
+    and shows no title of its own, so the title leads the message."""
+    return gr.Error(f"{title} — {message}", title=title, print_exception=False)
+
+
 #: The callbacks' progress parameter (Gradio gives each call its own tracker in its place).
 PROGRESS = gr.Progress()
 
@@ -375,24 +383,18 @@ class UpocrDemo:
         Raises `gr.Error` with the processor's reason for any file that is not a usable image.
         """
         if upload is None:
-            raise gr.Error(NO_IMAGE, title="No image", print_exception=False)
+            raise _error("No image", NO_IMAGE)
         if isinstance(upload, Mapping):  # the upload's FileData (the events run with preprocess=False)
             path, name = upload.get("path"), upload.get("orig_name")
         else:
             path, name = str(upload), None
         if not path:
-            raise gr.Error(
-                "The upload did not arrive; please try again.", title="No image", print_exception=False
-            )
+            raise _error("No image", "the upload did not arrive; please try again.")
         name = name or Path(path).name
         try:
             image = self.pipe.image_processor.convert_image(path, max_pixels=self.max_pixels)
         except ValueError as error:  # ImageLoadError (a ValueError) carries a human-readable reason
-            raise gr.Error(
-                f"“{name}” cannot be used: {self._reason(error)}.",
-                title="Not a usable image",
-                print_exception=False,
-            ) from None
+            raise _error("Not a usable image", f"“{name}” cannot be used: {self._reason(error)}.") from None
         return image, self._uint8(image), name
 
     @staticmethod
@@ -430,7 +432,7 @@ class UpocrDemo:
     ) -> tuple[dict[str, Any], float]:
         """The pipeline's result for one image and the seconds it took (tiles reported to `progress`)."""
         if task not in self.tasks:
-            raise gr.Error(f"This model was not trained for {task} (it knows {', '.join(self.tasks)}).")
+            raise _error("Task unknown to this model", f"it knows {', '.join(self.tasks)}, not {task}.")
         if options.get("tile") and progress is not None:
             options["progress_callback"] = lambda done, total: progress(
                 done / total, desc=f"tile {done} of {total}"
@@ -444,9 +446,7 @@ class UpocrDemo:
             raise
         except Exception as error:  # keep serving: report the failure in the UI, log the traceback
             logger.exception("UPOCR pipeline failed")
-            raise gr.Error(
-                f"The model could not process this image: {error}", title="Processing failed"
-            ) from None
+            raise _error("Processing failed", f"the model could not process this image: {error}") from None
 
     def _save_download(self, image: Image.Image, name: str, suffix: str) -> str:
         path = self.downloads_dir / f"{time.time_ns()}" / f"{Path(name).stem or 'image'}_{suffix}.png"

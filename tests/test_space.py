@@ -375,3 +375,22 @@ def test_drawn_masks_stay_visible_on_their_own_colour():
     assert (
         np.linalg.norm(colour - green[0, 0]) > 200
     )  # a segmentation overlay picks a colour far from the photo
+
+
+def test_tiled_runs_report_tile_progress(served, tmp_path):
+    _, demo = served
+    path = tmp_path / "wide.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (100, 150, 3), dtype=np.uint8)).save(path)
+    reports = []
+
+    def progress(fraction, desc=None):
+        reports.append((round(fraction, 4), desc))
+
+    demo.upocr.segment(str(path), 0.4, True, progress=progress)  # 64-px tiles, overlap 16: 2 rows × 3 columns
+    assert reports[-1] == (1.0, "tile 6 of 6") and len(reports) == 6
+    reports.clear()
+    demo.upocr.remove(str(path), True, True, progress=progress)  # keep-background: the segmentation pass too
+    assert reports[-1] == (1.0, "tile 12 of 12")
+    reports.clear()
+    demo.upocr.remove(str(path), False, True, progress=progress)  # one model call: nothing to report
+    assert reports == []
