@@ -50,6 +50,7 @@ from upocr_hf.training import (
     PaperSchedule,
     TrainingProgress,
     build_model,
+    gather_full_model,
     optimizer_param_groups,
     parse_class_weights,
     parse_split_overrides,
@@ -255,7 +256,12 @@ def build_accelerator(args: TrainArguments) -> Accelerator:
         dynamo_backend="inductor" if args.torch_compile else None,
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    logger.info("mixed precision: %s; %d process(es)", accelerator.mixed_precision, accelerator.num_processes)
+    logger.info(
+        "mixed precision: %s; %d process(es), %s",
+        accelerator.mixed_precision,
+        accelerator.num_processes,
+        accelerator.distributed_type.value,
+    )
     return accelerator
 
 
@@ -538,9 +544,9 @@ def train(args: TrainArguments) -> Path:
     train_steps(run)
 
     final_dir = output_dir / "final"
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        save_final_model(accelerator.unwrap_model(model, keep_torch_compile=False), final_dir, args)
+    final_model = gather_full_model(accelerator, model)  # on every rank: FSDP gathers the shards
+    if final_model is not None:
+        save_final_model(final_model, final_dir, args)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return final_dir
@@ -553,17 +559,17 @@ def validate(
     progress: TrainingProgress,
     args: TrainArguments,
 ) -> None:
-    """Score the model on each validation set (main process) and keep the best model in `OUTPUT_DIR/best`.
+    """Score the model on each validation set and keep the best model in `OUTPUT_DIR/best`. Every rank gathers the
+    full weights (FSDP and ZeRO-3 shard them); the main process scores and saves them while the others wait.
 
     The selection score is the mean over tasks of one figure in [0, 1] each, higher is better: each task's
     `Task.selection_metric` (MSSIM for text removal, fgIoU for text segmentation, mF for tampered text detection).
     """
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
+    full_model = gather_full_model(accelerator, model)
+    if full_model is not None:
         pipe = UpocrPipeline(
-            model=unwrapped,
-            image_processor=UpocrImageProcessor.for_model(unwrapped.config),
+            model=full_model,
+            image_processor=UpocrImageProcessor.for_model(full_model.config),
             device=accelerator.device,
         )
         logs, scores = {}, []
@@ -579,8 +585,7 @@ def validate(
         logger.info("validation at step %d: score %.4f %s", progress.step, score, json.dumps(logs))
         if progress.best_metric is None or score > progress.best_metric:
             progress.best_metric, progress.best_step = score, progress.step
-            save_final_model(unwrapped, Path(args.output_dir) / "best", args)
-        unwrapped.train()
+            save_final_model(full_model, Path(args.output_dir) / "best", args)
     accelerator.wait_for_everyone()
     # every rank keeps the same record of the best score (each rank saves it with its checkpoint state)
     best = broadcast_object_list([progress.best_metric, progress.best_step], from_process=0)
