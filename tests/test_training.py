@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -275,6 +276,43 @@ def test_fsdp_on_two_cpu_ranks_validates_and_saves_the_gathered_weights(syntheti
     resumed = run_fsdp(4, ["--resume_from_checkpoint", "latest"])
     assert "at step 3" in resumed.stderr
     assert not torch.equal(assert_final_is_checkpoint(4)["bottleneck.weight"], saved["bottleneck.weight"])
+
+
+def read_event_scalars(path):
+    """`{tag: {step: value}}` of a TensorBoard event file (TFRecord framing: length, its CRC, the `Event`, its CRC)."""
+    try:
+        from tensorboardX.proto.event_pb2 import Event
+    except ImportError:
+        from tensorboard.compat.proto.event_pb2 import Event
+    data, position, scalars = path.read_bytes(), 0, {}
+    while position < len(data):
+        (length,) = struct.unpack("<Q", data[position : position + 8])
+        event = Event.FromString(data[position + 12 : position + 12 + length])
+        position += 12 + length + 4
+        for value in event.summary.value:
+            scalars.setdefault(value.tag, {})[event.step] = value.simple_value
+    return scalars
+
+
+def test_report_to_tensorboard_writes_the_logged_figures(synthetic_root, tmp_path):
+    from accelerate.utils import is_tensorboard_available
+
+    if not is_tensorboard_available():
+        pytest.skip("needs tensorboard or tensorboardX (the `tensorboard` or `test` extra)")
+    output_dir = tmp_path / "tensorboard"
+    result = run_train(tiny_run_args(synthetic_root, output_dir, 2, ["--report_to", "tensorboard"]))
+    assert result.returncode == 0, result.stderr[-3000:]
+    logged = [
+        json.loads(line.split(f"step {step}: ", 1)[1])
+        for step in (1, 2)
+        for line in result.stderr.splitlines()
+        if f"step {step}: {{" in line
+    ]
+    scalars = {}
+    for events in output_dir.glob("upocr/events.out.tfevents.*"):  # Accelerate's tracker, named after the run
+        scalars |= read_event_scalars(events)
+    assert scalars["loss"] == pytest.approx({1: logged[0]["loss"], 2: logged[1]["loss"]}, rel=1e-6)
+    assert set(scalars) >= {"loss/text-removal", "lr/encoder", "skipped_nonfinite"}
 
 
 def test_yaml_configuration_and_initialisations(tmp_path, synthetic_root, tiny_model):
