@@ -33,6 +33,7 @@ from accelerate.utils import broadcast_object_list, set_seed
 from accelerate.utils import (
     load as load_tensors_only,
 )  # torch.load(weights_only=True) with numpy's safe types
+from datasets import IterableDataset
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
@@ -162,6 +163,13 @@ class TrainArguments:
         },
     )
     validation_split: str = field(default="test")
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "Read the --data that datasets.load_dataset reads (Hub ids, imagefolders, Parquet) as streams "
+            "(IterableDataset), as training goes, instead of preparing them in the datasets cache first."
+        },
+    )
     on_bad_sample: Literal["error", "skip"] = field(
         default="error",
         metadata={
@@ -271,12 +279,20 @@ def training_loader(
     """One endless loader over every task's training splits, each augmented by its task's recipe."""
     overrides = parse_split_overrides(args.train_splits)
     splits = {task: overrides.get(task, list(get_task(task).train_splits)) for task in folders}
-    datasets = load_task_datasets(folders, splits, on_error=LOADER_ON_ERROR[args.on_bad_sample])
-    for dataset in datasets.values():
-        dataset.set_transform(UpocrAugment(args.image_size, tasks=model.config.tasks))
-    return MultiTaskDataLoader.from_accelerator(
-        accelerator, datasets, args.batch_size_per_task, seed=args.seed, num_workers=args.num_workers
+    datasets = load_task_datasets(
+        folders, splits, streaming=args.streaming, on_error=LOADER_ON_ERROR[args.on_bad_sample]
     )
+    augment = UpocrAugment(args.image_size, tasks=model.config.tasks)
+    streams = [task for task, dataset in datasets.items() if isinstance(dataset, IterableDataset)]
+    for task, dataset in datasets.items():
+        if task not in streams:  # a stream is augmented by the loader, as it reads it
+            dataset.set_transform(augment)
+    if args.streaming:
+        logger.info("streamed: %s; prepared first: %s", streams, [t for t in datasets if t not in streams])
+    return MultiTaskDataLoader.from_accelerator(
+        accelerator, datasets, args.batch_size_per_task, seed=args.seed, num_workers=args.num_workers,
+        stream_transform=augment.apply_to_stream,
+    )  # fmt: skip
 
 
 def validation_datasets(args: TrainArguments, tasks: list[str]) -> dict:

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import httpx
 import numpy as np
 import pytest
+import torch
 from conftest import fixed_synthetic_config
 from huggingface_hub import HfApi
 from huggingface_hub.errors import RepositoryNotFoundError
@@ -193,3 +194,43 @@ def test_training_and_evaluation_read_hub_ids_offline_and_imagefolders(tmp_path)
     )
     assert absent.returncode == 2
     assert "you/absent: no such folder; as a Hub dataset id: Couldn't reach 'you/absent'" in absent.stderr
+
+
+def test_streamed_training_resumes_exactly(tmp_path):
+    """`--streaming`: what `load_dataset` reads (here an imagefolder) is trained from a stream, mixed with a task
+    prepared as usual; a run resumed from a checkpoint mid-epoch ends with the weights of the run it continues."""
+    from safetensors.torch import load_file
+
+    layouts = tmp_path / "layouts"
+    generate_folders(layouts, 8, size=64, seed=0, config=fixed_synthetic_config())
+    removal = write_imagefolder(
+        load_task_dataset(TEXT_REMOVAL, layouts / "SCUT-EnsText"), tmp_path / "folder"
+    )
+
+    def train(output_dir, *extra):
+        command = [
+            sys.executable, "train.py", "--data", f"text-removal={removal}",
+            f"tampered-text-detection={layouts / 'Tampered-IC13'}", "--streaming", "true",
+            "--output_dir", str(output_dir), "--config", "tiny", "--image_size", "64", "--max_steps", "6",
+            "--batch_size_per_task", "2", "--perceptual_loss", "off", "--num_workers", "0", "--warmup_steps", "2",
+            "--lr_block", "1", "--checkpointing_steps", "3", *extra,
+        ]  # fmt: skip
+        env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1")
+        result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result
+
+    straight = train(
+        tmp_path / "straight"
+    )  # 4 batches an epoch: step 3 is mid-epoch, steps 5-6 the next epoch
+    assert "streamed: ['text-removal']; prepared first: ['tampered-text-detection']" in straight.stderr
+    shutil.copytree(
+        tmp_path / "straight" / "checkpoints" / "step_3", tmp_path / "resumed" / "checkpoints" / "step_3"
+    )
+    resumed = train(tmp_path / "resumed", "--resume_from_checkpoint", "latest")
+    assert "at step 3" in resumed.stderr
+    expected = load_file(str(tmp_path / "straight" / "final" / "model.safetensors"))
+    actual = load_file(str(tmp_path / "resumed" / "final" / "model.safetensors"))
+    assert expected.keys() == actual.keys()
+    for key in expected:  # same ops in the same order on the same machine
+        assert torch.allclose(expected[key], actual[key], atol=1e-6, rtol=0), key
