@@ -33,6 +33,7 @@ from accelerate.utils import broadcast_object_list, set_seed
 from accelerate.utils import (
     load as load_tensors_only,
 )  # torch.load(weights_only=True) with numpy's safe types
+from datasets import IterableDataset
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
@@ -50,6 +51,7 @@ from upocr_hf.training import (
     PaperSchedule,
     TrainingProgress,
     build_model,
+    gather_full_model,
     optimizer_param_groups,
     parse_class_weights,
     parse_split_overrides,
@@ -161,6 +163,13 @@ class TrainArguments:
         },
     )
     validation_split: str = field(default="test")
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "Read the --data that datasets.load_dataset reads (Hub ids, imagefolders, Parquet) as streams "
+            "(IterableDataset), as training goes, instead of preparing them in the datasets cache first."
+        },
+    )
     on_bad_sample: Literal["error", "skip"] = field(
         default="error",
         metadata={
@@ -255,7 +264,12 @@ def build_accelerator(args: TrainArguments) -> Accelerator:
         dynamo_backend="inductor" if args.torch_compile else None,
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    logger.info("mixed precision: %s; %d process(es)", accelerator.mixed_precision, accelerator.num_processes)
+    logger.info(
+        "mixed precision: %s; %d process(es), %s",
+        accelerator.mixed_precision,
+        accelerator.num_processes,
+        accelerator.distributed_type.value,
+    )
     return accelerator
 
 
@@ -265,12 +279,20 @@ def training_loader(
     """One endless loader over every task's training splits, each augmented by its task's recipe."""
     overrides = parse_split_overrides(args.train_splits)
     splits = {task: overrides.get(task, list(get_task(task).train_splits)) for task in folders}
-    datasets = load_task_datasets(folders, splits, on_error=LOADER_ON_ERROR[args.on_bad_sample])
-    for dataset in datasets.values():
-        dataset.set_transform(UpocrAugment(args.image_size, tasks=model.config.tasks))
-    return MultiTaskDataLoader.from_accelerator(
-        accelerator, datasets, args.batch_size_per_task, seed=args.seed, num_workers=args.num_workers
+    datasets = load_task_datasets(
+        folders, splits, streaming=args.streaming, on_error=LOADER_ON_ERROR[args.on_bad_sample]
     )
+    augment = UpocrAugment(args.image_size, tasks=model.config.tasks)
+    streams = [task for task, dataset in datasets.items() if isinstance(dataset, IterableDataset)]
+    for task, dataset in datasets.items():
+        if task not in streams:  # a stream is augmented by the loader, as it reads it
+            dataset.set_transform(augment)
+    if args.streaming:
+        logger.info("streamed: %s; prepared first: %s", streams, [t for t in datasets if t not in streams])
+    return MultiTaskDataLoader.from_accelerator(
+        accelerator, datasets, args.batch_size_per_task, seed=args.seed, num_workers=args.num_workers,
+        stream_transform=augment.apply_to_stream,
+    )  # fmt: skip
 
 
 def validation_datasets(args: TrainArguments, tasks: list[str]) -> dict:
@@ -538,9 +560,9 @@ def train(args: TrainArguments) -> Path:
     train_steps(run)
 
     final_dir = output_dir / "final"
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        save_final_model(accelerator.unwrap_model(model, keep_torch_compile=False), final_dir, args)
+    final_model = gather_full_model(accelerator, model)  # on every rank: FSDP gathers the shards
+    if final_model is not None:
+        save_final_model(final_model, final_dir, args)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return final_dir
@@ -553,17 +575,17 @@ def validate(
     progress: TrainingProgress,
     args: TrainArguments,
 ) -> None:
-    """Score the model on each validation set (main process) and keep the best model in `OUTPUT_DIR/best`.
+    """Score the model on each validation set and keep the best model in `OUTPUT_DIR/best`. Every rank gathers the
+    full weights (FSDP and ZeRO-3 shard them); the main process scores and saves them while the others wait.
 
     The selection score is the mean over tasks of one figure in [0, 1] each, higher is better: each task's
     `Task.selection_metric` (MSSIM for text removal, fgIoU for text segmentation, mF for tampered text detection).
     """
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
+    full_model = gather_full_model(accelerator, model)
+    if full_model is not None:
         pipe = UpocrPipeline(
-            model=unwrapped,
-            image_processor=UpocrImageProcessor.for_model(unwrapped.config),
+            model=full_model,
+            image_processor=UpocrImageProcessor.for_model(full_model.config),
             device=accelerator.device,
         )
         logs, scores = {}, []
@@ -579,8 +601,7 @@ def validate(
         logger.info("validation at step %d: score %.4f %s", progress.step, score, json.dumps(logs))
         if progress.best_metric is None or score > progress.best_metric:
             progress.best_metric, progress.best_step = score, progress.step
-            save_final_model(unwrapped, Path(args.output_dir) / "best", args)
-        unwrapped.train()
+            save_final_model(full_model, Path(args.output_dir) / "best", args)
     accelerator.wait_for_everyone()
     # every rank keeps the same record of the best score (each rank saves it with its checkpoint state)
     best = broadcast_object_list([progress.best_metric, progress.best_step], from_process=0)

@@ -2,7 +2,11 @@
 
 import json
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,7 +15,9 @@ from conftest import tiny_config_kwargs
 from PIL import Image
 
 from upocr_hf import UpocrConfig, UpocrModel
-from upocr_hf.cli import collect_jobs, main
+from upocr_hf.cli import Summary, _report, collect_jobs, main
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -185,3 +191,59 @@ def test_same_stem_inputs_do_not_collide(tmp_path):
     jobs, missing = collect_jobs([tmp_path / "in"], tmp_path / "out")
     assert not missing
     assert len({job.output for job in jobs}) == 2
+
+
+def test_processes_started_by_accelerate_share_the_files_and_report_once(model_dir, tmp_path):
+    """`accelerate launch -m upocr_hf.cli` on two CPU ranks (gloo): each file is processed by exactly one rank, the
+    outputs are those of a single-process run byte for byte, and the main process reports all failures once."""
+    folder = tmp_path / "in"
+    for i in range(5):
+        write_image(folder / f"img{i}.png", 40 + 4 * i, 50, seed=i)
+    broken = folder / "zz_broken.png"  # sorted last: in the second process's share
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    command = ["-m", "upocr_hf.cli", "detect-tampering", str(folder), "-q", "--model", str(model_dir), "-o"]
+    launcher = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+    ]  # fmt: skip
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="true")
+
+    def run(prefix, out):
+        return subprocess.run(
+            [*prefix, *command, str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+        )
+
+    shared, single = run(launcher, tmp_path / "shared"), run([sys.executable], tmp_path / "single")
+    assert single.returncode == 1, single.stderr[-3000:]
+    assert shared.returncode != 0 and shared.stdout.count("upocr detect-tampering:") == 1, shared.stderr[
+        -3000:
+    ]
+    assert f"5 written to {tmp_path / 'shared'} (2 processes: 3 + 2), 1 failed" in shared.stdout
+    assert shared.stderr.count(f"failed: {broken}: truncated") == 1
+    outputs = sorted(p.name for p in (tmp_path / "single").iterdir())
+    assert len(outputs) == 10 and sorted(p.name for p in (tmp_path / "shared").iterdir()) == outputs
+    for name in outputs:
+        assert (tmp_path / "shared" / name).read_bytes() == (tmp_path / "single" / name).read_bytes(), name
+
+
+def test_every_process_exits_with_the_status_of_the_whole_run(capsys):
+    args = SimpleNamespace(command="segment", output_dir=Path("out"))
+    jobs = [Path("a.png"), Path("b.png")]
+    summaries = [Summary(done=[Path("a.png")]), Summary(failed=[(Path("b.png"), "truncated")])]
+    main_process, other_process = (
+        SimpleNamespace(is_main_process=True),
+        SimpleNamespace(is_main_process=False),
+    )
+    assert (
+        _report(args, other_process, summaries, jobs, []) == 1
+    )  # its own share went well; another's did not
+    assert capsys.readouterr() == ("", "")  # the main process alone reports
+    assert _report(args, main_process, summaries, jobs, []) == 1
+    captured = capsys.readouterr()
+    assert "1 written to out (2 processes: 1 + 0), 1 failed" in captured.out
+    assert "failed: b.png: truncated" in captured.err
+    assert _report(args, other_process, [Summary(done=jobs), Summary()], jobs, []) == 0
+    unloadable = [Summary(), Summary(error="cannot load the model from m: broken")]
+    assert _report(args, other_process, unloadable, jobs, []) == 2
+    assert _report(args, main_process, unloadable, jobs, []) == 2
+    assert "upocr: error: cannot load the model from m: broken" in capsys.readouterr().err

@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from datasets import Dataset
+from datasets import Dataset, IterableDataset
 from PIL import Image
 
 from upocr_hf.data.augment import UpocrAugment
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 LENGTHS = {TEXT_REMOVAL: 10, TEXT_SEGMENTATION: 13, TAMPERED_TEXT_DETECTION: 7}
 
 
-def _dataset(task: str, n: int) -> Dataset:
+def _rows(task: str, n: int) -> Dataset:
     rng = np.random.default_rng(len(task))
     rows = {"image": [], "target": [], "mask": [], "task": [], "name": []}
     for i in range(n):
@@ -31,9 +31,22 @@ def _dataset(task: str, n: int) -> Dataset:
         rows["mask"].append(Image.new("L", (24, 20), 255) if task == TEXT_REMOVAL else None)
         rows["task"].append(task)
         rows["name"].append(f"{task}/{i}")
-    ds = Dataset.from_dict(rows, features=SAMPLE_FEATURES)
+    return Dataset.from_dict(rows, features=SAMPLE_FEATURES)
+
+
+def _dataset(task: str, n: int) -> Dataset:
+    ds = _rows(task, n)
     ds.set_transform(UpocrAugment(SIZE))
     return ds
+
+
+def _stream(task: str, n: int) -> IterableDataset:
+    """The rows as a stream (what `load_dataset(..., streaming=True)` gives)."""
+    return _rows(task, n).to_iterable_dataset(num_shards=1)
+
+
+#: How train.py augments streams: as the loader reads them.
+STREAMED = {"stream_transform": UpocrAugment(SIZE).apply_to_stream}
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +123,39 @@ def test_resume_exactly(datasets: dict[str, Dataset]) -> None:
     assert resumed.step == 11
     with pytest.raises(ValueError, match="seed"):
         MultiTaskDataLoader(datasets, 2, seed=4).load_state_dict(state)
+
+
+def test_streams_shard_per_process_run_endless_and_resume_exactly() -> None:
+    streams = {
+        TEXT_REMOVAL: _stream(TEXT_REMOVAL, 10),
+        TAMPERED_TEXT_DETECTION: _stream(TAMPERED_TEXT_DETECTION, 7),
+    }
+    ranks = [
+        MultiTaskDataLoader(streams, 2, seed=5, process_index=r, num_processes=2, **STREAMED)
+        for r in range(2)
+    ]
+    with pytest.raises(ValueError, match="is a stream"):
+        ranks[0].batches_per_epoch(TEXT_REMOVAL)
+    # an epoch of tampering: 7 samples, every other one per process (4 and 3), one batch of 2 each
+    first = [_names(r, 1)[0] for r in ranks]
+    assert not set(first[0]) & set(first[1]) and all(len(names) == 4 for names in first)
+    assert {n.split("/")[0] for n in first[0]} == {TEXT_REMOVAL, TAMPERED_TEXT_DETECTION}
+    reference = _names(MultiTaskDataLoader(streams, 2, seed=3, **STREAMED), 9)  # several epochs of both tasks
+    removal = [names[:2] for names in reference]  # 5 batches an epoch
+    assert sorted(sum(removal[:5], [])) == sorted(
+        f"{TEXT_REMOVAL}/{i}" for i in range(10)
+    )  # each sample once
+    assert removal[5:9] != removal[:4]  # the next epoch is reshuffled
+    interrupted = MultiTaskDataLoader(streams, 2, seed=3, **STREAMED)
+    head = _names(interrupted, 4)
+    state = interrupted.state_dict()
+    assert state["tasks"][TAMPERED_TEXT_DETECTION] == {"epoch": 1, "position": 1}
+    resumed = MultiTaskDataLoader(streams, 2, seed=3, **STREAMED)
+    resumed.load_state_dict(state)
+    assert head + _names(resumed, 5) == reference
+    tiny = MultiTaskDataLoader({TEXT_REMOVAL: _stream(TEXT_REMOVAL, 1)}, 2, **STREAMED)
+    with pytest.raises(ValueError, match="holds less than one batch of 2"):
+        next(iter(tiny))
 
 
 def test_workers_give_the_same_order(datasets: dict[str, Dataset]) -> None:

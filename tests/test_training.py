@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -195,13 +196,12 @@ def test_two_cpu_ranks_train_on_different_data(synthetic_root, tmp_path):
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
     ]  # fmt: skip
-    validation = [
-        f"--validation_data={task}={path}"
-        for task, path in parse_task_folders(data_args(synthetic_root)[1:4]).items()
-    ]
     result = run_train(
         tiny_run_args(
-            synthetic_root, output_dir, 3, ["--record_samples", "true", "--eval_steps", "2", *validation]
+            synthetic_root,
+            output_dir,
+            3,
+            ["--record_samples", "true", "--eval_steps", "2", *validation_args(synthetic_root)],
         ),
         env_extra={"ACCELERATE_USE_CPU": "true"},
         launcher=launcher,
@@ -229,6 +229,90 @@ def test_two_cpu_ranks_train_on_different_data(synthetic_root, tmp_path):
     assert state["best_step"] in (2, 3) and 0.0 <= state["best_metric"] <= 1.0
     assert UpocrModel.from_pretrained(output_dir / "best").config.tasks == list(DEFAULT_TASKS)
     assert (output_dir / "best" / "preprocessor_config.json").is_file()
+
+
+def validation_args(root):
+    return [
+        f"--validation_data={task}={path}" for task, path in parse_task_folders(data_args(root)[1:4]).items()
+    ]
+
+
+def test_fsdp_on_two_cpu_ranks_validates_and_saves_the_gathered_weights(synthetic_root, tmp_path):
+    """configs/accelerate/fsdp.yaml on two CPU ranks (FSDP2 over gloo): every rank gathers the shards for validation
+    and for the final and best models, final/ holds exactly the weights of Accelerate's own full-state-dict
+    checkpoint of the last step, and a run resumes from such a checkpoint."""
+    output_dir = tmp_path / "fsdp"
+    launcher = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "configs/accelerate/fsdp.yaml"),
+        "--num_processes", "2", "--mixed_precision", "no", "--dynamo_backend", "no",
+        str(REPO / "tests" / "fsdp_cpu_launch.py"),
+    ]  # fmt: skip
+
+    def run_fsdp(max_steps, extra=()):
+        argv = tiny_run_args(synthetic_root, output_dir, max_steps, ["--checkpointing_steps", "3", *extra])
+        result = run_train(argv, env_extra={"ACCELERATE_USE_CPU": "true"}, launcher=launcher)
+        assert result.returncode == 0, result.stderr[-4000:]
+        assert "2 process(es), FSDP" in result.stderr
+        return result
+
+    def assert_final_is_checkpoint(step):
+        # written by Accelerate's FSDP save_state on the main process from the gathered full state dict
+        checkpoint = output_dir / "checkpoints" / f"step_{step}" / "pytorch_model_fsdp.bin"
+        gathered = torch.load(checkpoint, weights_only=True)
+        saved = UpocrModel.from_pretrained(output_dir / "final").state_dict()
+        assert gathered.keys() == saved.keys()
+        for key, value in gathered.items():
+            assert torch.equal(value, saved[key]), key
+        return saved
+
+    first = run_fsdp(3, ["--eval_steps", "2", *validation_args(synthetic_root)])
+    assert first.stderr.count("validation at step") == 2
+    saved = assert_final_is_checkpoint(3)
+    initial = build_model("scratch", "tiny", DEFAULT_TASKS, 64).state_dict()
+    assert not torch.equal(
+        initial["bottleneck.weight"], saved["bottleneck.weight"]
+    )  # trained, not re-initialised
+    assert UpocrModel.from_pretrained(output_dir / "best").config.tasks == list(DEFAULT_TASKS)
+    resumed = run_fsdp(4, ["--resume_from_checkpoint", "latest"])
+    assert "at step 3" in resumed.stderr
+    assert not torch.equal(assert_final_is_checkpoint(4)["bottleneck.weight"], saved["bottleneck.weight"])
+
+
+def read_event_scalars(path):
+    """`{tag: {step: value}}` of a TensorBoard event file (TFRecord framing: length, its CRC, the `Event`, its CRC)."""
+    try:
+        from tensorboardX.proto.event_pb2 import Event
+    except ImportError:
+        from tensorboard.compat.proto.event_pb2 import Event
+    data, position, scalars = path.read_bytes(), 0, {}
+    while position < len(data):
+        (length,) = struct.unpack("<Q", data[position : position + 8])
+        event = Event.FromString(data[position + 12 : position + 12 + length])
+        position += 12 + length + 4
+        for value in event.summary.value:
+            scalars.setdefault(value.tag, {})[event.step] = value.simple_value
+    return scalars
+
+
+def test_report_to_tensorboard_writes_the_logged_figures(synthetic_root, tmp_path):
+    from accelerate.utils import is_tensorboard_available
+
+    if not is_tensorboard_available():
+        pytest.skip("needs tensorboard or tensorboardX (the `tensorboard` or `test` extra)")
+    output_dir = tmp_path / "tensorboard"
+    result = run_train(tiny_run_args(synthetic_root, output_dir, 2, ["--report_to", "tensorboard"]))
+    assert result.returncode == 0, result.stderr[-3000:]
+    logged = [
+        json.loads(line.split(f"step {step}: ", 1)[1])
+        for step in (1, 2)
+        for line in result.stderr.splitlines()
+        if f"step {step}: {{" in line
+    ]
+    scalars = {}
+    for events in output_dir.glob("upocr/events.out.tfevents.*"):  # Accelerate's tracker, named after the run
+        scalars |= read_event_scalars(events)
+    assert scalars["loss"] == pytest.approx({1: logged[0]["loss"], 2: logged[1]["loss"]}, rel=1e-6)
+    assert set(scalars) >= {"loss/text-removal", "lr/encoder", "skipped_nonfinite"}
 
 
 def test_yaml_configuration_and_initialisations(tmp_path, synthetic_root, tiny_model):
@@ -491,15 +575,25 @@ def test_a_broken_sample_stops_the_run_in_one_line_or_is_skipped_when_asked(synt
 
 @pytest.mark.parametrize(
     "name, kind, machines",
-    [("multi_gpu", "MULTI_GPU", 1), ("multi_node", "MULTI_GPU", 2), ("deepspeed_zero2", "DEEPSPEED", 1)],
+    [
+        ("multi_gpu", "MULTI_GPU", 1),
+        ("multi_node", "MULTI_GPU", 2),
+        ("deepspeed_zero2", "DEEPSPEED", 1),
+        ("fsdp", "FSDP", 1),
+    ],
 )
 def test_shipped_accelerate_configs_parse(name, kind, machines):
-    """The README's multi-GPU, multi-node and DeepSpeed examples are valid `accelerate launch --config_file`s (they
-    need GPUs to run, which this machine has not)."""
+    """The README's multi-GPU, multi-node, DeepSpeed and FSDP examples are valid `accelerate launch --config_file`s
+    (they need GPUs to run as they are; the FSDP one also runs on CPU ranks in the FSDP test above)."""
     from accelerate.commands.config.config_args import load_config_from_file
 
     folder = REPO / "configs" / "accelerate"
-    assert sorted(p.stem for p in folder.glob("*.yaml")) == ["deepspeed_zero2", "multi_gpu", "multi_node"]
+    assert sorted(p.stem for p in folder.glob("*.yaml")) == [
+        "deepspeed_zero2",
+        "fsdp",
+        "multi_gpu",
+        "multi_node",
+    ]
     config = load_config_from_file(str(folder / f"{name}.yaml"))
     assert (config.distributed_type.value, config.num_machines, config.mixed_precision) == (
         kind,
@@ -510,3 +604,6 @@ def test_shipped_accelerate_configs_parse(name, kind, machines):
         assert (
             config.deepspeed_config["zero_stage"] == 2 and config.deepspeed_config["gradient_clipping"] == 0.1
         )
+    if kind == "FSDP":  # FSDP2; full state dicts, which Accelerate reads back with weights_only=True
+        assert config.fsdp_config["fsdp_version"] == 2
+        assert config.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"

@@ -16,6 +16,14 @@ Inputs are files or folders; folders are walked recursively and their files with
 Outputs are written atomically (a temporary file in the same folder, then renamed). A file that cannot be read
 (not an image, truncated, empty, over `--max-pixels`) is reported with the reason and skipped; the run goes on and
 the exit status is 1 if any file failed (2 for usage errors), 0 otherwise.
+
+Several processes (GPUs, or CPU ranks over gloo with `ACCELERATE_USE_CPU=true`) share the files out between them:
+
+    accelerate launch --multi_gpu --num_processes 4 -m upocr_hf.cli remove photos/ -o out/ --model DIR
+
+Each process takes its own contiguous share of the sorted file list (`PartialState.split_between_processes`), so
+every output is written once; the main process prints the one report for all of them, and every process exits
+with the status of the whole run.
 """
 
 from __future__ import annotations
@@ -51,8 +59,11 @@ class Job:
 
 @dataclass
 class Summary:
+    """What one process did: the files it wrote and those that failed, or why it could not start (`error`)."""
+
     done: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    error: str | None = None
 
 
 def collect_jobs(
@@ -130,7 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--batch-size", type=int, default=1, help="images (or tiles with --tile) per model call"
         )
-        sub.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+        sub.add_argument(
+            "--device",
+            default=None,
+            help="cpu, cuda or cuda:N (default: cuda if available; under accelerate launch, each process's own GPU)",
+        )
         sub.add_argument(
             "--dtype", choices=("float32", "bfloat16"), default="float32", help="inference precision"
         )
@@ -155,12 +170,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_pipeline(args: argparse.Namespace) -> Any:
+def _process_state(args: argparse.Namespace) -> Any:
+    """This process's place among those `accelerate launch` started (the only one without it). CPU processes
+    (`ACCELERATE_USE_CPU=true`, `--device cpu`, or no GPU) talk over gloo."""
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    cpu = args.device == "cpu" or parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
+    return PartialState(cpu=cpu)
+
+
+def _load_pipeline(args: argparse.Namespace, device: Any) -> Any:
     import torch
     from transformers import pipeline
 
     check_model_location(args.model)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
     return pipeline("upocr", model=str(args.model), device=device, dtype=dtype)
 
@@ -201,12 +226,14 @@ def _pipeline_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-def _process(jobs: list[Job], pipe: Any, args: argparse.Namespace, summary: Summary) -> None:
+def _process(
+    jobs: list[Job], pipe: Any, args: argparse.Namespace, summary: Summary, show_progress: bool
+) -> None:
     """Read the jobs' images and run them through the pipeline in batches (one image per call with --tile)."""
     from tqdm.auto import tqdm
 
     options = _pipeline_options(args)
-    progress = tqdm(total=len(jobs), unit="image", disable=args.quiet or not jobs, file=sys.stderr)
+    progress = tqdm(total=len(jobs), unit="image", disable=not show_progress or not jobs, file=sys.stderr)
     step = 1 if args.tile else args.batch_size
     batch: list[tuple[Job, Image.Image]] = []
     for index, job in enumerate(jobs):
@@ -237,34 +264,63 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `upocr` console script; returns the exit status (0 ok, 1 some files failed, 2 usage)."""
-    args = _parse(argv)
-    jobs, missing = collect_jobs(args.inputs, args.output_dir)
-    summary = Summary(failed=list(missing))
+def _run_share(jobs: list[Job], args: argparse.Namespace, state: Any) -> Summary:
+    """Process this process's share of the jobs; a model that does not load is recorded, not raised, so that every
+    process still reaches the report."""
+    summary = Summary()
     # what an earlier run killed mid-write left beside these outputs
     remove_stale_temporaries(
         job.output.with_name(job.output.name + suffix) for job in jobs for suffix in (".png", ".json")
     )
     try:
-        pipe = _load_pipeline(args)
+        pipe = _load_pipeline(args, args.device or state.device)
     except Exception as error:  # any loading problem ends the run with a clear message
-        reason = (
+        summary.error = (
             str(error)
             if isinstance(error, FileNotFoundError)
             else f"cannot load the model from {args.model}: {error}"
         )
-        print(f"upocr: error: {reason}", file=sys.stderr)
+        return summary
+    _process(jobs, pipe, args, summary, show_progress=not args.quiet and state.is_local_main_process)
+    return summary
+
+
+def _report(
+    args: argparse.Namespace, state: Any, summaries: list[Summary], jobs: list[Job], missing: list
+) -> int:
+    """Print the one report of all processes (main process) and return the exit status of the whole run."""
+    errors = [summary.error for summary in summaries if summary.error]
+    if errors:
+        if state.is_main_process:
+            print(f"upocr: error: {errors[0]}", file=sys.stderr)
         return 2
-    _process(jobs, pipe, args, summary)
-    if not jobs and not missing:
-        print("upocr: no image files found in the inputs", file=sys.stderr)
-    print(
-        f"upocr {args.command}: {len(summary.done)} written to {args.output_dir}, {len(summary.failed)} failed"
-    )
-    for source, reason in summary.failed:
-        print(f"  failed: {source}: {reason}", file=sys.stderr)
-    return 1 if summary.failed or not jobs else 0
+    done = [source for summary in summaries for source in summary.done]
+    failed = [*missing, *(failure for summary in summaries for failure in summary.failed)]
+    if state.is_main_process:
+        if not jobs and not missing:
+            print("upocr: no image files found in the inputs", file=sys.stderr)
+        shares = f" ({len(summaries)} processes: {' + '.join(str(len(s.done)) for s in summaries)})"
+        print(
+            f"upocr {args.command}: {len(done)} written to {args.output_dir}"
+            + (shares if len(summaries) > 1 else "")
+            + f", {len(failed)} failed"
+        )
+        for source, reason in failed:
+            print(f"  failed: {source}: {reason}", file=sys.stderr)
+    return 1 if failed or not jobs else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `upocr` console script; returns the exit status (0 ok, 1 some files failed, 2 usage).
+    Under `accelerate launch` every process runs it on its share of the files and returns the status of all."""
+    from accelerate.utils import gather_object
+
+    args = _parse(argv)
+    state = _process_state(args)
+    jobs, missing = collect_jobs(args.inputs, args.output_dir)  # the same sorted list in every process
+    with state.split_between_processes(jobs) as share:
+        summary = _run_share(share, args, state)
+    return _report(args, state, gather_object([summary]), jobs, missing)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .data import load_task_datasets
+from .data import DatasetFolderError, load_task_datasets
 from .file_utils import atomic_write, check_model_location
 from .image_processing_upocr import UpocrImageProcessor
 from .metrics import load_metric
@@ -178,7 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         protocol = "tiled" if args.tile else f"resize to {processor.size['height']}x{processor.size['width']}"
         if args.keep_background:
             protocol += ", keep background (outside the detected text region, the input)"
-    dataset = load_task_datasets({args.task: Path(args.data)}, {args.task: [args.split]})[args.task]
+    try:
+        dataset = load_task_datasets({args.task: Path(args.data)}, {args.task: [args.split]})[args.task]
+    except DatasetFolderError as error:  # a broken folder, an unknown Hub id: one line naming it
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     figures = evaluate_model(
         pipe, dataset, args.task, batch_size=args.batch_size, threshold=args.threshold,
         tile=args.tile, keep_background=args.keep_background, save_predictions=args.save_predictions,

@@ -496,6 +496,10 @@ class UpocrModel(UpocrPreTrainedModel):
         self.decoder = UpocrDecoder(config)
         self.post_init()
 
+    def get_input_embeddings(self) -> nn.Module:
+        """The patch embedding, as transformers' Swin models return; FSDP2 (Accelerate) shards it as its own unit."""
+        return self.encoder.embeddings
+
     def add_tasks(self, tasks: Sequence[str]) -> list[str]:
         """Append task prompts for `tasks` not yet known (new rows, Kaiming-normal like the others); returns the
         added names. The existing prompts and `config.tasks` order are kept, so earlier task ids stay valid."""

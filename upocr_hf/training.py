@@ -137,6 +137,26 @@ def build_model(init_from: str, config: str, tasks: Sequence[str], image_size: i
     return model
 
 
+def gather_full_model(accelerator: Any, model: torch.nn.Module) -> UpocrModel | None:
+    """The prepared `model` with its full weights as a plain `UpocrModel` on the main process (`None` elsewhere), to
+    validate and save.
+
+    Every rank must call it: under FSDP or DeepSpeed ZeRO-3 `accelerator.get_state_dict` gathers the shards from all
+    ranks (a collective; the main process alone would wait forever), and with DDP it reads the local copy. The
+    result is a separate model because a sharded module cannot run a forward pass on one rank alone; it is built in
+    evaluation mode and leaves the training model untouched.
+    """
+    state_dict = accelerator.get_state_dict(model)
+    if not accelerator.is_main_process:
+        return None
+    config = accelerator.unwrap_model(model, keep_torch_compile=False).config
+    # `get_state_dict` keeps a compiled model's wrapper, whose keys start with "_orig_mod."
+    torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(state_dict, "_orig_mod.")
+    full = UpocrModel(UpocrConfig.from_dict(config.to_dict()))
+    full.load_state_dict(state_dict)
+    return full.to(accelerator.device).eval()
+
+
 def parse_task_folders(specs: Iterable[str]) -> dict[str, Path]:
     """Parse `TASK=DIR` arguments into `{task: folder}` in the registry's task order."""
     folders: dict[str, Path] = {}
@@ -318,6 +338,7 @@ __all__ = [
     "PaperSchedule",
     "TrainingProgress",
     "build_model",
+    "gather_full_model",
     "optimizer_param_groups",
     "parse_split_overrides",
     "parse_task_folders",

@@ -261,6 +261,13 @@ class UpocrAugment:
             out["name"] = list(batch["name"])
         return out
 
+    def apply_to_stream(self, stream: Any, batch_size: int = 8) -> Any:
+        """A ``datasets.IterableDataset`` in the uniform schema, augmented as it is read (what ``set_transform``
+        does for a ``Dataset``), ``batch_size`` samples at a time; the source images are dropped from its rows."""
+        columns = stream.column_names or ["image", "target"]
+        sources = [column for column in ("image", "target", "mask") if column in columns]
+        return stream.map(self, batched=True, batch_size=batch_size, remove_columns=sources)
+
 
 def upocr_collate(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Stack transformed samples into a batch: tensors for ``pixel_values``, ``labels``, ``text_mask``,

@@ -47,6 +47,7 @@ import io
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -55,7 +56,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from datasets import Dataset, DatasetDict, Features, Value
+from datasets import Dataset, DatasetDict, Features, IterableDataset, Value
 from datasets import Image as ImageFeature
 from PIL import Image
 
@@ -826,15 +827,29 @@ DATASET_LOADERS: dict[str, Callable[..., Any]] = {
 
 
 def load_task_dataset(
-    task: str, root: str | os.PathLike[str], splits: Sequence[str] | None = None, **options: Any
+    task: str,
+    root: str | os.PathLike[str],
+    splits: Sequence[str] | None = None,
+    *,
+    streaming: bool = False,
+    **options: Any,
 ) -> DatasetDict:
-    """Load ``task``'s dataset folder: a ``save_to_disk`` folder in the uniform schema (see
-    :func:`load_saved_dataset`), or a folder in the layout of its registered public dataset (``Task.dataset``), read
-    by that layout's loader with ``options`` (``on_error``, ``verify``, ...). Returns a ``DatasetDict`` keyed by
-    split."""
+    """Load ``task``'s data, in the uniform schema, from any of:
+
+    * a ``save_to_disk`` folder (see :func:`load_saved_dataset`);
+    * a folder ``datasets.load_dataset`` reads (see :func:`load_hub_dataset`): ``imagefolder`` style, with
+      ``metadata.jsonl``, or Parquet files as ``push_to_hub`` writes them;
+    * a Hub dataset id (``owner/name``; offline, from the ``datasets`` cache), when no such local path exists;
+    * a folder in the layout of the task's registered public dataset (``Task.dataset``), read by that layout's
+      loader with ``options`` (``on_error``, ``verify``, ...).
+
+    Returns a ``DatasetDict`` keyed by split; with ``streaming``, what ``load_dataset`` reads comes as an
+    ``IterableDatasetDict`` of streams (the other sources are prepared as usual)."""
     spec = get_task(task)
     if _is_saved_dataset(Path(root)):
         return load_saved_dataset(task, root, splits)
+    if _is_load_dataset_folder(Path(root)) or _is_hub_id(root):
+        return load_hub_dataset(task, str(root), splits, streaming=streaming)
     if spec.dataset not in DATASET_LOADERS:
         raise ValueError(
             f"task {task!r}: no loader for dataset layout {spec.dataset!r}; known: {list(DATASET_LOADERS)}"
@@ -848,6 +863,39 @@ def _is_saved_dataset(root: Path) -> bool:
     return (root / "dataset_dict.json").is_file() or (root / "state.json").is_file()
 
 
+#: Files by which `load_dataset` recognises a local folder (metadata of an ``imagefolder``, Parquet shards).
+_LOAD_DATASET_PATTERNS = ("metadata.jsonl", "*/metadata.jsonl", "*.parquet", "*/*.parquet")
+
+
+def _is_load_dataset_folder(root: Path) -> bool:
+    return root.is_dir() and any(next(root.glob(pattern), None) for pattern in _LOAD_DATASET_PATTERNS)
+
+
+def _is_hub_id(spec: str | os.PathLike[str]) -> bool:
+    """``owner/name`` that is not a local path."""
+    text = str(spec)
+    return not Path(text).exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", text) is not None
+
+
+def load_hub_dataset(
+    task: str, path: str, splits: Sequence[str] | None = None, *, streaming: bool = False
+) -> DatasetDict:
+    """What ``datasets.load_dataset(path)`` reads, in the uniform schema (checked as :func:`load_saved_dataset`
+    checks): a Hub dataset id (with ``HF_HUB_OFFLINE=1``, the copy an earlier online load left in the ``datasets``
+    cache), or a local folder of an ``imagefolder`` (``metadata.jsonl`` rows with ``image_file_name``,
+    ``target_file_name`` and, for text removal, ``mask_file_name``, per split folder ``train/``, ``test/``) or of
+    Parquet shards. `DatasetFolderError` names the source when it cannot be read. ``streaming``: an
+    ``IterableDatasetDict``, read as it is iterated."""
+    from datasets import load_dataset
+
+    try:
+        loaded = load_dataset(path, streaming=streaming)
+    except Exception as error:  # not found, not cached offline, unreadable: datasets' own reason
+        where = "no such folder; as a Hub dataset id" if _is_hub_id(path) else "load_dataset"
+        raise DatasetFolderError(path, f"{where}: {str(error).splitlines()[0]}") from None
+    return _uniform_splits(task, path, loaded, splits, "dataset")
+
+
 def load_saved_dataset(
     task: str, root: str | os.PathLike[str], splits: Sequence[str] | None = None
 ) -> DatasetDict:
@@ -856,40 +904,64 @@ def load_saved_dataset(
     a ``task`` column is added when there is none. `DatasetFolderError` names the folder and what is missing."""
     from datasets import load_from_disk
 
-    spec = get_task(task)
-    root = Path(root)
     loaded = load_from_disk(str(root))
     if isinstance(loaded, Dataset):
         loaded = DatasetDict({"train": loaded})
+    return _uniform_splits(task, Path(root), loaded, splits, "saved dataset")
+
+
+def _uniform_splits(
+    task: str, source: str | Path, loaded: DatasetDict, splits: Sequence[str] | None, kind: str
+) -> DatasetDict:
+    """The chosen splits of `loaded`, checked against the task's schema, with a ``task`` column."""
+    spec = get_task(task)
     out = {}
     for split in splits if splits is not None else list(loaded):
         if split not in loaded:
-            raise DatasetFolderError(root, f"no split {split!r} in this saved dataset (has {sorted(loaded)})")
-        dataset = loaded[split]
-        required = {"image", "target"} | ({"mask"} if spec.text_mask else set())
-        missing = sorted(required - set(dataset.column_names))
-        if missing:
-            raise DatasetFolderError(
-                root, f"split {split!r} lacks the column(s) {missing} of the {task} schema"
-            )
-        if "task" not in dataset.column_names:
-            dataset = dataset.add_column("task", [spec.id] * len(dataset))
-        elif set(dataset.unique("task")) != {spec.id}:
-            raise DatasetFolderError(
-                root, f"split {split!r} holds rows of task(s) {dataset.unique('task')}, not {spec.id!r}"
-            )
-        out[split] = dataset
-    return DatasetDict(out)
+            raise DatasetFolderError(source, f"no split {split!r} in this {kind} (has {sorted(loaded)})")
+        out[split] = _with_task_column(loaded[split], spec, source, split)
+    return type(loaded)(out)
+
+
+def _with_task_column(dataset: Any, spec: Any, source: str | Path, split: str) -> Any:
+    """`dataset` checked for the columns of `spec`'s schema, with a ``task`` column (added when there is none).
+    A stream whose features are not declared is checked as it is read, by the augmentation."""
+    columns = dataset.column_names
+    if columns is None:
+        return dataset.map(lambda row: {"task": spec.id})
+    required = {"image", "target"} | ({"mask"} if spec.text_mask else set())
+    missing = sorted(required - set(columns))
+    if missing:
+        raise DatasetFolderError(
+            source, f"split {split!r} lacks the column(s) {missing} of the {spec.id} schema"
+        )
+    if isinstance(dataset, IterableDataset):  # a stream's rows are only known as they are read
+        if "task" in columns:
+            return dataset
+        features = Features({**dataset.features, "task": Value("string")})
+        return dataset.map(lambda row: {"task": spec.id}, features=features)
+    if "task" not in columns:
+        return dataset.add_column("task", [spec.id] * len(dataset))
+    if set(dataset.unique("task")) != {spec.id}:
+        raise DatasetFolderError(
+            source, f"split {split!r} holds rows of task(s) {dataset.unique('task')}, not {spec.id!r}"
+        )
+    return dataset
 
 
 def load_task_datasets(
-    folders: Mapping[str, str | os.PathLike[str]], splits: Mapping[str, Sequence[str]], **options: Any
+    folders: Mapping[str, str | os.PathLike[str]],
+    splits: Mapping[str, Sequence[str]],
+    *,
+    streaming: bool = False,
+    **options: Any,
 ) -> dict[str, Dataset]:
-    """``{task: Dataset}``: for each task, the given ``splits[task]`` of its folder, concatenated."""
+    """``{task: Dataset}``: for each task, the given ``splits[task]`` of its data, concatenated (``streaming``: an
+    ``IterableDataset`` where ``load_dataset`` reads the data, see :func:`load_task_dataset`)."""
     from datasets import concatenate_datasets
 
     result = {}
     for task, folder in folders.items():
-        parts = load_task_dataset(task, folder, list(splits[task]), **options)
+        parts = load_task_dataset(task, folder, list(splits[task]), streaming=streaming, **options)
         result[task] = concatenate_datasets([parts[split] for split in splits[task]])
     return result

@@ -17,6 +17,15 @@ each rank takes a disjoint shard of every epoch's permutation (rank ``r`` takes 
 ``r + num_processes``, ...), after the permutation is cut to a whole number of global batches so that all
 ranks make the same number of steps per epoch (``drop_last`` semantics; the cut samples differ per epoch).
 
+Streams: a task's dataset may be a ``datasets.IterableDataset`` (``load_dataset(..., streaming=True)``), which has
+no length. Each rank then reads its part of the stream (``datasets.distributed.split_dataset_by_node``), shuffled
+through a buffer of ``shuffle_buffer_size`` samples with ``seed``, the task and the epoch (``set_epoch``), then
+transformed by ``stream_transform`` (e.g. :meth:`~upocr_hf.data.augment.UpocrAugment.apply_to_stream`), in batches
+of ``batch_size`` (an incomplete last batch dropped); an epoch ends when the stream does, so ranks may start their
+next epochs at different steps. Resuming skips the samples already used in the epoch (``IterableDataset.skip``):
+exact, at the cost of reading them again; the transform comes after the skip so that the skipped samples draw no
+random augmentation.
+
 Resuming: :meth:`state_dict` holds each task's epoch and the number of batches already *yielded* in it
 (prefetched batches do not count); :meth:`load_state_dict` continues from there exactly in sample order,
 without loading the skipped samples. All ranks are in the same state, so the main process's saved state is
@@ -34,6 +43,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
+from datasets import IterableDataset
+from datasets.distributed import split_dataset_by_node
 from torch.utils.data import DataLoader, Sampler
 
 from .augment import upocr_collate
@@ -116,7 +127,11 @@ class MultiTaskDataLoader:
         shuffle: reshuffle each epoch (``False``: dataset order, still sharded).
         device: move every tensor of a batch there (e.g. ``accelerator.device``); ``None`` leaves them on CPU.
         pin_memory, persistent_workers, prefetch_factor: passed to each DataLoader (workers persist across
-            epochs by default: small datasets start a new epoch every few dozen steps).
+            epochs by default: small datasets start a new epoch every few dozen steps; a stream's loader is made
+            anew each epoch).
+        shuffle_buffer_size: samples in the shuffle buffer of a stream (``IterableDataset.shuffle``).
+        stream_transform: ``(stream, batch_size) -> stream``, applied to each stream after its sharding, shuffling
+            and skipping (a ``Dataset``'s transform is its own ``set_transform``).
     """
 
     def __init__(
@@ -134,6 +149,8 @@ class MultiTaskDataLoader:
         pin_memory: bool = False,
         persistent_workers: bool = True,
         prefetch_factor: int | None = None,
+        shuffle_buffer_size: int = 1000,
+        stream_transform: Callable[[IterableDataset, int], IterableDataset] | None = None,
     ) -> None:
         if not datasets:
             raise ValueError("datasets must name at least one task")
@@ -155,13 +172,16 @@ class MultiTaskDataLoader:
             persistent_workers,
             prefetch_factor,
         )
+        self.shuffle_buffer_size = shuffle_buffer_size
+        self.stream_transform = stream_transform
         self._epoch = dict.fromkeys(self.tasks, 0)
         self._position = dict.fromkeys(self.tasks, 0)  # batches yielded in the current epoch
         self._step = 0
         self._iters: dict[str, Iterator[Any]] = {}
         self._loaders: dict[str, DataLoader] = {}
-        for task in self.tasks:  # validate sizes now rather than at the first step
-            self._sampler(task, 0, 0)
+        for task in self.tasks:  # validate sizes now rather than at the first step (a stream's is not known)
+            if not self._is_stream(task):
+                self._sampler(task, 0, 0)
 
     @classmethod
     def from_accelerator(
@@ -193,8 +213,27 @@ class MultiTaskDataLoader:
             start_batch=start,
         )
 
+    def _is_stream(self, task: str) -> bool:
+        return isinstance(self.datasets[task], IterableDataset)
+
+    def _stream(self, task: str) -> IterableDataset:
+        """This rank's part of ``task``'s stream in the current epoch, from the current position."""
+        stream = split_dataset_by_node(
+            self.datasets[task], rank=self.process_index, world_size=self.num_processes
+        )
+        if self.shuffle:
+            stream = stream.shuffle(seed=_task_seed(self.seed, task), buffer_size=self.shuffle_buffer_size)
+        # always skipped (if by nothing), so that a resumed stream is built exactly as the original one was
+        stream = stream.skip(self._position[task] * self.batch_sizes[task])
+        if self.stream_transform is not None:
+            stream = self.stream_transform(stream, self.batch_sizes[task])
+        stream.set_epoch(self._epoch[task])
+        return stream
+
     def batches_per_epoch(self, task: str) -> int:
-        """Steps after which ``task`` starts a new epoch (on every rank)."""
+        """Steps after which ``task`` starts a new epoch (on every rank); not known for a stream."""
+        if self._is_stream(task):
+            raise ValueError(f"task {task!r} is a stream: its epoch length is not known before it ends")
         return self._sampler(task, 0, 0).num_batches
 
     def _loader(self, task: str) -> DataLoader:
@@ -207,9 +246,20 @@ class MultiTaskDataLoader:
             )
             kwargs: dict[str, Any] = {}
             if self.num_workers > 0:
-                kwargs["persistent_workers"] = self.persistent_workers
+                kwargs["persistent_workers"] = self.persistent_workers and not self._is_stream(task)
                 if self.prefetch_factor is not None:
                     kwargs["prefetch_factor"] = self.prefetch_factor
+            if self._is_stream(task):
+                kwargs.update(batch_size=self.batch_sizes[task], drop_last=True)
+                self._loaders[task] = DataLoader(
+                    self._stream(task),
+                    collate_fn=self.collate_fn,
+                    num_workers=self.num_workers,
+                    pin_memory=self.pin_memory,
+                    generator=generator,
+                    **kwargs,
+                )
+                return self._loaders[task]
             self._loaders[task] = DataLoader(
                 self.datasets[task],
                 batch_sampler=self._sampler(task, self._epoch[task], self._position[task]),
@@ -222,6 +272,9 @@ class MultiTaskDataLoader:
         return self._loaders[task]
 
     def _new_iter(self, task: str) -> Iterator[Any]:
+        if self._is_stream(task):  # a stream's loader is built for one epoch and position
+            self._loaders.pop(task, None)
+            return iter(self._loader(task))
         loader = self._loader(task)
         sampler = loader.batch_sampler
         assert isinstance(sampler, ShardedEpochBatchSampler)
@@ -244,7 +297,12 @@ class MultiTaskDataLoader:
             self._epoch[task] += 1
             self._position[task] = 0
             self._iters[task] = self._new_iter(task)
-            batch = next(self._iters[task])
+            batch = next(self._iters[task], None)
+            if batch is None:  # only a stream can end before its first batch
+                raise ValueError(
+                    f"task {task!r}: process {self.process_index}'s part of the stream holds less than one batch "
+                    f"of {self.batch_sizes[task]}"
+                ) from None
         self._position[task] += 1
         return batch
 
@@ -297,7 +355,7 @@ class MultiTaskDataLoader:
             raise ValueError(f"state has task(s) {sorted(unknown)} this loader does not know")
         for task, s in state["tasks"].items():
             epoch, position = int(s["epoch"]), int(s["position"])
-            per_epoch = self.batches_per_epoch(task)
+            per_epoch = position if self._is_stream(task) else self.batches_per_epoch(task)
             if position > per_epoch:
                 raise ValueError(
                     f"task {task!r}: position {position} beyond its {per_epoch} batches per epoch"
