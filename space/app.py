@@ -12,7 +12,8 @@ Environment variables (all optional):
   model shipped with the `upocr_hf` package (`upocr_hf.DEFAULT_MODEL`).
 - `UPOCR_DEVICE`: `cpu`, `cuda`, ... (default: `cuda` when available).
 - `UPOCR_MAX_FILE_SIZE` (default `10mb`), `UPOCR_MAX_PIXELS` (default 25,000,000), `UPOCR_QUEUE_SIZE` (default 16),
-  `UPOCR_CONCURRENCY` (default 1: model calls run one at a time).
+  `UPOCR_CONCURRENCY` (default 1: model calls run one at a time), `UPOCR_CACHE_EXAMPLES` (default 1: compute the
+  examples' outputs at start-up; 0 to skip).
 - `GRADIO_SERVER_NAME` (default `0.0.0.0`, as Spaces need) and `GRADIO_SERVER_PORT` (default 7860).
 
 The model runs through the UPOCR pipeline: with the `upocr_hf` package installed, `pipeline("upocr", model=...)`;

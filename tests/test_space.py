@@ -394,3 +394,46 @@ def test_tiled_runs_report_tile_progress(served, tmp_path):
     reports.clear()
     demo.upocr.remove(str(path), False, True, progress=progress)  # one model call: nothing to report
     assert reports == []
+
+
+def test_the_shipped_default_model_deploys_to_a_bare_space(tmp_path):
+    """space/README.md's step 2 with the package's default model: `python -m upocr_hf.hub copy-with-code` writes
+    the folder a Space without `upocr_hf` serves; the bare app loads it from `model/` next to app.py and runs."""
+    import os
+    import shutil
+    import subprocess
+
+    import upocr_hf
+
+    space = tmp_path / "space"
+    shutil.copytree(SPACE, space, ignore=shutil.ignore_patterns("__pycache__"))
+    command = [
+        sys.executable,
+        "-m",
+        "upocr_hf.hub",
+        "copy-with-code",
+        upocr_hf.DEFAULT_MODEL,
+        str(space / "model"),
+    ]
+    subprocess.run(command, check=True, capture_output=True, timeout=300)
+    assert (space / "model" / "pipeline_upocr.py").is_file() and (
+        space / "model" / "eval_results.json"
+    ).is_file()
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "exists" in again.stderr  # an existing folder is never replaced
+    script = (
+        "import sys; sys.modules['upocr_hf'] = None\n"
+        "import runpy; app = runpy.run_path('app.py', run_name='space')\n"
+        "demo = app['build_demo']()\n"
+        "marked, class_map, verdict, info = demo.upocr.detect('examples/tampered_1.png')\n"
+        "print(type(demo.upocr.pipe).__module__, '|', demo.upocr.facts.line('tampered-text-detection'), '|', verdict)\n"
+    )
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), UPOCR_MODEL="")
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=space, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    module, line, verdict = result.stdout.strip().splitlines()[-1].split(" | ")
+    assert not module.startswith("upocr_hf")  # the folder's own code serves it
+    assert line.startswith("Model `model` · on its 150-image test split: mF ") and "model card" in line
+    assert verdict.startswith("### ")

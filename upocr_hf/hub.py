@@ -10,6 +10,9 @@ trust_remote_code=True)` works without this package: `config.json` (with `auto_m
 `image_processing_upocr.py`, `pipeline_upocr.py` and the modules they import) and `README.md`, the model card
 rendered from the top-level `model_card.md` with the given evaluation figures and training details.
 
+`copy_with_code` turns a folder saved without code (the package's default model ships so) into one that carries it:
+`python -m upocr_hf.hub copy-with-code upocr_hf/default_model space/model` (a Space that runs without the package).
+
 `push_to_hub` uploads that folder as one commit. (transformers' own `model.push_to_hub` also sends the model's
 code and weights, but neither the image processor nor the pipeline code, and it writes a generic model card.)
 
@@ -19,11 +22,14 @@ The card template has marked blocks (`<!-- upocr:metrics:start -->` ... `<!-- up
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
+import shutil
+import sys
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -311,8 +317,57 @@ def push_to_hub(
         )
 
 
+def copy_with_code(source: str | os.PathLike, destination: str | os.PathLike) -> Path:
+    """Copy the saved UPOCR folder `source` to `destination` with the model, image processor and pipeline code
+    added (`auto_map`, `custom_pipelines`), so that `pipeline(model=destination, trust_remote_code=True)` works where
+    `upocr_hf` is not installed. Every file of `source` comes along (card, figures, pictures); the weights are
+    written again, unchanged. The copy is assembled beside `destination` and renamed into place when complete.
+
+    Raises:
+        FileExistsError: `destination` exists (nothing is replaced).
+    """
+    from .image_processing_upocr import UpocrImageProcessor
+    from .modeling_upocr import UpocrModel
+    from .pipeline_upocr import UpocrPipeline, register_pipeline
+
+    destination = Path(destination)
+    if destination.exists():
+        raise FileExistsError(f"{destination} exists; choose a new folder")
+    model = UpocrModel.from_pretrained(source)
+    processor = UpocrImageProcessor.from_pretrained(source)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
+    try:
+        shutil.copytree(source, staging, dirs_exist_ok=True)
+        register_pipeline()  # `custom_pipelines` is written only for a registered pipeline class
+        UpocrPipeline(model=model, image_processor=processor, device=model.device).save_pretrained(staging)
+        staging.rename(destination)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return destination
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m upocr_hf.hub copy-with-code SOURCE DESTINATION`."""
+    parser = argparse.ArgumentParser(prog="python -m upocr_hf.hub", description="Hub-ready UPOCR folders.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    copy = commands.add_parser("copy-with-code", help=copy_with_code.__doc__.split(".")[0])
+    copy.add_argument("source", help="a saved UPOCR folder")
+    copy.add_argument("destination", help="the new folder to write")
+    args = parser.parse_args(argv)
+    try:
+        folder = copy_with_code(args.source, args.destination)
+    except (OSError, ValueError) as error:
+        print(f"upocr_hf.hub: error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {folder} (model, image processor, pipeline and their code)")
+    return 0
+
+
 __all__ = [
     "MODEL_CARD_TEMPLATE",
+    "copy_with_code",
     "format_metrics",
     "format_training",
     "hub_operations",
@@ -322,3 +377,7 @@ __all__ = [
     "render_model_card",
     "write_model_card",
 ]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
