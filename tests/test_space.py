@@ -437,3 +437,15 @@ def test_the_shipped_default_model_deploys_to_a_bare_space(tmp_path):
     assert not module.startswith("upocr_hf")  # the folder's own code serves it
     assert line.startswith("Model `model` · on its 150-image test split: mF ") and "model card" in line
     assert verdict.startswith("### ")
+
+
+def test_tile_progress_estimates_the_time_left_from_its_own_pace():
+    app = load_app()
+    now = iter([100.0, 104.0, 108.5])  # started; 2 tiles after 4 s; all 6 after 8.5 s
+    reports = []
+    report = app.tile_reporter(
+        lambda fraction, desc: reports.append((fraction, desc)), clock=lambda: next(now)
+    )
+    report(2, 6)
+    report(6, 6)
+    assert reports == [(2 / 6, "tile 2 of 6 · about 8 s left"), (1.0, "tile 6 of 6")]
