@@ -5,7 +5,8 @@ run, with the model it would serve, in a process of its own.
 
 Each mode (resize, tiles, tiles + keep-background) runs the app's own callback once on a `--width`×`--height`
 photo-like image (`UPOCR_CONCURRENCY=1`: the queue runs one model call at a time, so one call's peak is the app's
-peak). Memory is the process's resident set (`ru_maxrss` for the peak); one JSON line per measurement, then a table.
+peak). Memory is the process's resident set; `peak_gib` is the highest so far (`ru_maxrss`, Linux: KiB), so a run
+that needs less than an earlier one repeats the earlier peak. One JSON line per measurement, then a table.
 """
 
 from __future__ import annotations
@@ -92,9 +93,7 @@ def main() -> None:
             rows.append({"measure": name, "seconds": round(time.perf_counter() - start, 2),
                          "rss_gib": round(rss_gib(), 3), "peak_gib": round(peak_gib(), 3)})  # fmt: skip
             print(json.dumps(rows[-1]))
-    print(
-        f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; {args.width}×{args.height} image"
-    )
+    print(f"\n{cpu_name()}, {os.cpu_count()} CPUs; {args.width}×{args.height} image")
     for row in rows:
         figures = ", ".join(f"{key} {value}" for key, value in row.items() if key != "measure")
         print(f"{row['measure']:<36} {figures}")

@@ -27,15 +27,18 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import inspect
 import json
 import logging
 import math
 import os
+import re
 import shutil
 import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import weakref
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
@@ -149,6 +152,8 @@ def _hex(rgb: Sequence[int]) -> str:
 
 # ---------------------------------------------------------------------------------------------------- the model's figures
 
+#: A Hub model id: OWNER/NAME.
+HUB_ID = r"[\w.-]+/[\w.-]+"
 #: Below this tampered-text F on its held-out figures, the tampering tab says plainly that detection is weak.
 WEAK_TAMPER_F = 0.3
 #: The figures each tab quotes from the model's evaluation records (`eval_results.json`, written by
@@ -185,18 +190,21 @@ class ModelFacts:
     @property
     def card_url(self) -> str | None:
         """The model card: the Hub page of a Hub id, the folder's README.md served by this app, or None."""
-        if not self.is_folder:
-            return f"https://huggingface.co/{self.model}"
+        if not self.is_folder:  # a Hub id has the form OWNER/NAME; a pipeline object's class name is no id
+            return f"https://huggingface.co/{self.model}" if re.fullmatch(HUB_ID, self.model) else None
         if self.card_path and self.card_path.is_file():
-            return f"/gradio_api/file={self.card_path.resolve()}"
+            return f"gradio_api/file={urllib.parse.quote(str(self.card_path.resolve()))}"
         return None
 
+    def metrics(self, record: str) -> Mapping[str, Any]:
+        """The figures of one evaluation record (empty where the record or its figures are missing or malformed)."""
+        entry = self.records.get(record) if isinstance(self.records, Mapping) else None
+        metrics = entry.get("metrics") if isinstance(entry, Mapping) else None
+        return metrics if isinstance(metrics, Mapping) else {}
+
     def figure(self, record: str, metric: str) -> float | None:
-        try:
-            value = self.records[record]["metrics"][metric]
-        except (KeyError, TypeError):
-            return None
-        return float(value) if isinstance(value, int | float) else None
+        value = self.metrics(record).get(metric)
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
     def line(self, task: str) -> str:
         """One line for a tab: the model, its figures on this task (where its folder records them), its card."""
@@ -205,12 +213,14 @@ class ModelFacts:
             value = self.figure(record, metric)
             if value is not None:
                 figures.append(f"{label} {value * factor:.1f}{unit}")
-        images = next((self.records[r]["metrics"].get("num_images") for r, *_ in TAB_FIGURES.get(task, ())
-                       if isinstance(self.records.get(r), Mapping)), None)  # fmt: skip
-        quality = (
-            f"on its {images}-image test split: {', '.join(figures)}" if figures and images else
-            f"its test figures: {', '.join(figures)}" if figures else "no test figures in its folder"
-        )  # fmt: skip
+        counts = [self.metrics(record).get("num_images") for record, *_ in TAB_FIGURES.get(task, ())]
+        images = next((count for count in counts if isinstance(count, int) and count > 0), None)
+        if not figures:
+            quality = "no test figures in its folder"
+        elif images:
+            quality = f"on its {images}-image test split: {', '.join(figures)}"
+        else:
+            quality = f"its test figures: {', '.join(figures)}"
         card = f" · [model card]({self.card_url})" if self.card_url else ""
         return f"Model `{self.name}` · {quality}{card}"
 
@@ -364,6 +374,15 @@ def tile_reporter(progress: Any, clock: Any = time.monotonic) -> Any:
     return report
 
 
+#: Pipeline options this app uses that older pipeline code (a model folder's copy) may not know.
+NEWER_OPTIONS = ("min_region_score", "progress_callback")
+
+
+def pipeline_options(pipe: Any) -> set[str]:
+    """The call options `pipe` accepts (the parameters of its `_sanitize_parameters`)."""
+    return set(inspect.signature(pipe._sanitize_parameters).parameters) - {"kwargs"}
+
+
 #: The callbacks' progress parameter (Gradio gives each call its own tracker in its place).
 PROGRESS = gr.Progress()
 
@@ -383,6 +402,11 @@ class UpocrDemo:
         ) or sys.modules.get(type(pipe.image_processor).__module__)
         self._to_uint8 = getattr(processing_module, "to_uint8_rgb", None)
         self._lock = threading.Lock()
+        #: the call options the loaded pipeline takes: a folder saved with older code lacks the newer ones (the
+        #: region rule, tile progress), and those are left out rather than refused on every run
+        self.options = pipeline_options(pipe)
+        if missing := sorted(set(NEWER_OPTIONS) - self.options):
+            logger.warning("the model folder's pipeline code predates %s; those features are off", missing)
         self.work_dir = Path(tempfile.mkdtemp(prefix="upocr-space-"))
         self.downloads_dir = self.work_dir / "downloads"
         self.examples_cache_dir = self.work_dir / "examples"
@@ -448,10 +472,13 @@ class UpocrDemo:
         """The pipeline's result for one image and the seconds it took (tiles reported to `progress`)."""
         if task not in self.tasks:
             raise _error("Task unknown to this model", f"it knows {', '.join(self.tasks)}, not {task}.")
-        if options.get("tile") and progress is not None:
-            options["progress_callback"] = tile_reporter(progress)
+        options = {key: value for key, value in options.items() if key in self.options}
         try:
             with self._lock:
+                if options.get("tile") and progress is not None and "progress_callback" in self.options:
+                    options["progress_callback"] = tile_reporter(
+                        progress
+                    )  # its clock starts when the model does
                 start = time.perf_counter()
                 result = self.pipe(image, task=task, **options)
                 return result, time.perf_counter() - start

@@ -135,9 +135,13 @@ def test_tampering_returns_the_input_size_and_one_verdict(client, photo):
     assert "80×48" in info
 
 
-def test_run_without_an_image_is_refused_before_the_model_runs(client):
+def test_run_without_an_image_is_refused_before_the_model_runs(served, client, monkeypatch):
+    calls = []
+    app = served[1].upocr
+    monkeypatch.setattr(app, "_read", lambda *args: calls.append(args))  # the callback must not even start
     with pytest.raises(Exception, match="Upload an image first"):
         client.predict(None, 0.4, False, api_name="/segment")
+    assert calls == []
 
 
 def test_tiled_mode_keeps_the_size(client, photo):
@@ -291,7 +295,9 @@ def test_each_tab_names_the_model_its_figures_and_card(served, tmp_path):
     line = demo.upocr.facts.line("text-segmentation")
     assert line.startswith("Model `space-model") and "no test figures in its folder" in line
     card = line.split("[model card](")[1].rstrip(")")
-    with urllib.request.urlopen(url.rstrip("/") + card) as response:  # the card is served by the app itself
+    with urllib.request.urlopen(
+        url.rstrip("/") + "/" + card
+    ) as response:  # the card is served by the app itself
         assert b"UPOCR" in response.read()
     record = {"metrics": {"fg_iou": 0.812, "f_score": 0.9, "num_images": 120}}
     (tmp_path / "eval_results.json").write_text(json.dumps({"text-segmentation": record}))
@@ -303,6 +309,9 @@ def test_each_tab_names_the_model_its_figures_and_card(served, tmp_path):
     assert "no test figures" in facts.line("text-removal")
     hub = app.ModelFacts("someone/upocr").line("text-removal")
     assert hub.endswith("[model card](https://huggingface.co/someone/upocr)")
+    assert app.ModelFacts("UpocrModel").card_url is None  # a ready pipeline's class name is no Hub id
+    (tmp_path / "eval_results.json").write_text(json.dumps({"text-segmentation": {"metrics": [1, 2]}}))
+    assert "no test figures" in app.ModelFacts(str(tmp_path)).line("text-segmentation")  # malformed: no crash
 
 
 def test_examples_are_computed_at_start_up(served):
@@ -355,10 +364,15 @@ def test_tamper_verdict_shares_and_regions_agree(tiny_model_dir, photo, tampered
         assert shown_tampered == 0 and shown_real == 310  # the border speck went back to background
         assert "0.0% of it is marked tampered (0 px), 100.0% real" in info
     assert f"Text covers {(shown_tampered + shown_real) / 64**2:.1%} of the image" in info
-    # the picture marks exactly the pixels the map calls tampered
+    # the picture marks the pixels the map calls text (tinted, outlined, with a halo just outside) and no others
+    from scipy import ndimage
+
     changed = np.abs(np.asarray(marked, dtype=int) - image).sum(axis=-1) > 0
+    text = ~(shown == app.CLASS_DISPLAY_RGB[0]).all(axis=-1)
     assert changed[(shown == app.CLASS_DISPLAY_RGB[2]).all(axis=-1)].all()
-    assert not changed[32, 63] and not changed[0:5, 40:60].any()
+    assert changed[(shown == app.CLASS_DISPLAY_RGB[1]).all(axis=-1)].all()
+    assert not (changed & ~ndimage.binary_dilation(text, iterations=1)).any()
+    assert not changed[32, 63]
 
 
 def test_drawn_masks_stay_visible_on_their_own_colour():
@@ -421,6 +435,10 @@ def test_the_shipped_default_model_deploys_to_a_bare_space(tmp_path):
     ).is_file()
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "exists" in again.stderr  # an existing folder is never replaced
+    assert (space / "model").stat().st_mode & 0o777 == 0o755  # an ordinary folder, not mkdtemp's private one
+    inside = subprocess.run(command[:-2] + [str(space / "model"), str(space / "model" / "copy")], capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
+    assert inside.returncode == 2 and "inside" in inside.stderr
     script = (
         "import sys; sys.modules['upocr_hf'] = None\n"
         "import runpy; app = runpy.run_path('app.py', run_name='space')\n"
@@ -449,3 +467,27 @@ def test_tile_progress_estimates_the_time_left_from_its_own_pace():
     report(2, 6)
     report(6, 6)
     assert reports == [(2 / 6, "tile 2 of 6 · about 8 s left"), (1.0, "tile 6 of 6")]
+
+
+def test_a_folder_with_older_pipeline_code_still_serves_every_tab(tiny_model_dir, photo, monkeypatch):
+    """Pipeline code saved before the region rule and tile progress refuses those options; the app leaves them
+    out for such a folder instead of failing every tampering and tiled run."""
+    app = load_app()
+    pipe = app.load_pipeline(str(tiny_model_dir), device="cpu")
+    newer = type(pipe)
+
+    class OlderPipeline(newer):
+        def _sanitize_parameters(
+            self, task=None, tile=None, threshold=None, min_region_area=None, tile_batch_size=None, **kwargs
+        ):
+            if kwargs:
+                raise TypeError(f"UpocrPipeline got unexpected options {sorted(kwargs)}")
+            known = dict(task=task, tile=tile, threshold=threshold, min_region_area=min_region_area)
+            return newer._sanitize_parameters(self, **known, tile_batch_size=tile_batch_size)
+
+    pipe.__class__ = OlderPipeline
+    demo = app.UpocrDemo(pipe, app.ModelFacts(str(tiny_model_dir)))
+    assert demo.options == {"task", "tile", "threshold", "min_region_area", "tile_batch_size"}
+    marked, _, verdict, _ = demo.detect(str(photo), True, progress=lambda *a, **k: None)
+    overlay, _, _ = demo.segment(str(photo), 0.4, True, progress=lambda *a, **k: None)
+    assert marked.size == overlay.size == (80, 48) and verdict.startswith("### ")

@@ -330,15 +330,20 @@ def copy_with_code(source: str | os.PathLike, destination: str | os.PathLike) ->
     from .modeling_upocr import UpocrModel
     from .pipeline_upocr import UpocrPipeline, register_pipeline
 
-    destination = Path(destination)
+    source, destination = Path(source), Path(destination)
     if destination.exists():
         raise FileExistsError(f"{destination} exists; choose a new folder")
+    if destination.resolve().is_relative_to(source.resolve()):
+        raise ValueError(f"{destination} lies inside {source}; choose a folder outside it")
     model = UpocrModel.from_pretrained(source)
     processor = UpocrImageProcessor.from_pretrained(source)
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
     try:
-        shutil.copytree(source, staging, dirs_exist_ok=True)
+        # the folder's files, not its version control, caches or code of another version (written anew below)
+        ignored = shutil.ignore_patterns(".git", ".cache", "__pycache__", "*.py", "pytorch_model.bin")
+        shutil.copytree(source, staging, dirs_exist_ok=True, ignore=ignored)
+        staging.chmod(0o755)  # mkdtemp makes it private; the copy is an ordinary, readable folder
         register_pipeline()  # `custom_pipelines` is written only for a registered pipeline class
         UpocrPipeline(model=model, image_processor=processor, device=model.device).save_pretrained(staging)
         staging.rename(destination)
@@ -352,7 +357,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """`python -m upocr_hf.hub copy-with-code SOURCE DESTINATION`."""
     parser = argparse.ArgumentParser(prog="python -m upocr_hf.hub", description="Hub-ready UPOCR folders.")
     commands = parser.add_subparsers(dest="command", required=True)
-    copy = commands.add_parser("copy-with-code", help=copy_with_code.__doc__.split(".")[0])
+    copy = commands.add_parser(
+        "copy-with-code", help="copy a saved folder, adding the model, processor and pipeline code"
+    )
     copy.add_argument("source", help="a saved UPOCR folder")
     copy.add_argument("destination", help="the new folder to write")
     args = parser.parse_args(argv)

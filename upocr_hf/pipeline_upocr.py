@@ -249,21 +249,13 @@ class UpocrPipeline(Pipeline):
         if meta[0]["tile"]:
             size = tile_size or self.image_processor.size.height or self.model.config.image_size
             outputs = []
-            for index, name in enumerate(
-                tasks
-            ):  # keep-background runs a second pass: count both in one total
+            # keep-background runs a second (segmentation) pass: both count towards one progress total
+            for index, name in enumerate(tasks):
                 progress = _pass_progress(progress_callback, index, len(tasks))
-                outputs.append(
-                    tiled_predict(
-                        self.model,
-                        x,
-                        name,
-                        tile_size=size,
-                        overlap=tile_overlap,
-                        batch_size=tile_batch_size,
-                        progress=progress,
-                    )  # fmt: skip
+                options = dict(
+                    tile_size=size, overlap=tile_overlap, batch_size=tile_batch_size, progress=progress
                 )
+                outputs.append(tiled_predict(self.model, x, name, **options))
         else:
             stacked = torch.cat([x] * len(tasks)) if len(tasks) > 1 else x
             prompts = [name for name in tasks for _ in range(batch)]
