@@ -221,7 +221,8 @@ class ModelFacts:
             quality = f"on its {images}-image test split: {', '.join(figures)}"
         else:
             quality = f"its test figures: {', '.join(figures)}"
-        card = f" · [model card]({self.card_url})" if self.card_url else ""
+        url = self.card_url
+        card = f" · [model card]({url})" if url else ""
         return f"Model `{self.name}` · {quality}{card}"
 
     def tamper_warning(self) -> str:
@@ -284,9 +285,8 @@ def class_map_image(class_map: np.ndarray) -> Image.Image:
     return Image.fromarray(palette[np.asarray(class_map, dtype=np.intp)], mode="RGB")
 
 
-def legend_html() -> str:
-    """Colour legend of the tampering outputs, in the colours they are drawn with."""
-    labels = {0: "background", 1: "real text", 2: "tampered text"}
+def legend_html(labels: Mapping[int, str]) -> str:
+    """Colour legend of the tampering outputs (class names `labels`), in the colours they are drawn with."""
     items = "".join(
         f'<span class="upocr-legend-item"><span class="upocr-swatch" style="background:{_hex(rgb)}"></span>'
         f"{labels[index]}</span>"
@@ -397,6 +397,9 @@ class UpocrDemo:
         self.tasks: list[str] = list(pipe.model.config.tasks)
         tasks_module = _sibling_module(pipe, "tasks")
         self.threshold: float = getattr(tasks_module, "SEGMENTATION_THRESHOLD", 0.4)
+        self.class_names: dict[int, str] = dict(
+            getattr(tasks_module, "TAMPER_ID2LABEL", {0: "background", 1: "real text", 2: "tampered text"})
+        )
         processing_module = _sibling_module(
             pipe.image_processor, "image_processing_upocr"
         ) or sys.modules.get(type(pipe.image_processor).__module__)
@@ -421,6 +424,11 @@ class UpocrDemo:
 
         Raises `gr.Error` with the processor's reason for any file that is not a usable image.
         """
+        image, name = self._load(upload)
+        return image, self._uint8(image), name
+
+    def _load(self, upload: Any) -> tuple[Any, str]:
+        """Uploaded file → (the processor's float image `(3, H, W)`, the file's name); `gr.Error` as `_read`."""
         if upload is None:
             raise _error("No image", NO_IMAGE)
         if isinstance(upload, Mapping):  # the upload's FileData (the events run with preprocess=False)
@@ -434,7 +442,7 @@ class UpocrDemo:
             image = self.pipe.image_processor.convert_image(path, max_pixels=self.max_pixels)
         except ValueError as error:  # ImageLoadError (a ValueError) carries a human-readable reason
             raise _error("Not a usable image", f"“{name}” cannot be used: {self._reason(error)}.") from None
-        return image, self._uint8(image), name
+        return image, name
 
     @staticmethod
     def _reason(error: ValueError) -> str:
@@ -450,7 +458,7 @@ class UpocrDemo:
         if upload is None:
             return gr.skip()
         try:
-            self._read(upload)
+            self._load(upload)
         except gr.Error as error:
             gr.Warning(error.message, title=error.title)
             return None
@@ -684,7 +692,7 @@ def _tampering_tab(app: UpocrDemo, shared: dict[str, Any]) -> None:
         with gr.Column(min_width=280):
             verdict = gr.Markdown(elem_id="detect-verdict")
             marked = _image("Real and tampered text, marked on the image", "detect-annotated", format="png")
-            gr.HTML(legend_html())
+            gr.HTML(legend_html(app.class_names))
             info = gr.Markdown(elem_id="detect-info")
             with gr.Accordion("Class map", open=False):
                 class_map = _image("Class map", "detect-map", format="png")

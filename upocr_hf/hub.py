@@ -35,6 +35,7 @@ from typing import Any
 
 from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard
 
+from .file_utils import staged_folder
 from .tasks import order_tasks
 
 #: The model card template: `model_card.md` at the top of the repository.
@@ -251,21 +252,27 @@ def prepare_hub_folder(
         The folder.
     """
     from .image_processing_upocr import UpocrImageProcessor
-    from .pipeline_upocr import UpocrPipeline, register_pipeline
 
-    register_pipeline()  # `custom_pipelines` is written only for a registered pipeline class
     if processor is None:
         processor = UpocrImageProcessor.for_model(model.config)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    was_training = model.training
-    try:
-        pipe = UpocrPipeline(model=model, image_processor=processor, device=model.device)
-        pipe.save_pretrained(folder)
-    finally:
-        model.train(was_training)
+    _save_with_code(model, processor, folder)
     write_model_card(folder, metrics, training, **card_kwargs)
     return folder
+
+
+def _save_with_code(model: Any, processor: Any, folder: Path) -> None:
+    """Save model, processor and pipeline with their code (`auto_map`, `custom_pipelines`) into `folder`; the
+    model's train/eval mode is left as it was."""
+    from .pipeline_upocr import UpocrPipeline, register_pipeline
+
+    register_pipeline()  # `custom_pipelines` is written only for a registered pipeline class
+    was_training = model.training
+    try:
+        UpocrPipeline(model=model, image_processor=processor, device=model.device).save_pretrained(folder)
+    finally:
+        model.train(was_training)
 
 
 def hub_operations(folder: str | os.PathLike) -> list[CommitOperationAdd]:
@@ -328,7 +335,6 @@ def copy_with_code(source: str | os.PathLike, destination: str | os.PathLike) ->
     """
     from .image_processing_upocr import UpocrImageProcessor
     from .modeling_upocr import UpocrModel
-    from .pipeline_upocr import UpocrPipeline, register_pipeline
 
     source, destination = Path(source), Path(destination)
     if destination.exists():
@@ -337,19 +343,11 @@ def copy_with_code(source: str | os.PathLike, destination: str | os.PathLike) ->
         raise ValueError(f"{destination} lies inside {source}; choose a folder outside it")
     model = UpocrModel.from_pretrained(source)
     processor = UpocrImageProcessor.from_pretrained(source)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
-    try:
-        # the folder's files, not its version control, caches or code of another version (written anew below)
-        ignored = shutil.ignore_patterns(".git", ".cache", "__pycache__", "*.py", "pytorch_model.bin")
+    # the folder's files, not its version control, caches or code of another version (written anew below)
+    ignored = shutil.ignore_patterns(".git", ".cache", "__pycache__", "*.py", "pytorch_model.bin")
+    with staged_folder(destination) as staging:
         shutil.copytree(source, staging, dirs_exist_ok=True, ignore=ignored)
-        staging.chmod(0o755)  # mkdtemp makes it private; the copy is an ordinary, readable folder
-        register_pipeline()  # `custom_pipelines` is written only for a registered pipeline class
-        UpocrPipeline(model=model, image_processor=processor, device=model.device).save_pretrained(staging)
-        staging.rename(destination)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        _save_with_code(model, processor, staging)
     return destination
 
 

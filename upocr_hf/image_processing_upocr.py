@@ -308,6 +308,10 @@ def _labelled_regions(mask: np.ndarray, scores: np.ndarray | None) -> tuple[np.n
     return labels, regions
 
 
+def _passing(regions: list[dict[str, Any]], min_area: int, min_score: float) -> list[dict[str, Any]]:
+    return [region for region in regions if region["area"] >= min_area and region["score"] >= min_score]
+
+
 def _largest_first(regions: list[dict[str, Any]]) -> list[dict[str, Any]]:
     regions = [{key: value for key, value in region.items() if key != "label"} for region in regions]
     return sorted(regions, key=lambda region: (-region["area"], region["box"][1], region["box"][0]))
@@ -326,7 +330,7 @@ def connected_regions(
     `scores` over the region (1.0 without scores)}`.
     """
     _, regions = _labelled_regions(_as_numpy(mask), None if scores is None else _as_numpy(scores))
-    return _largest_first([r for r in regions if r["area"] >= min_area and r["score"] >= min_score])
+    return _largest_first(_passing(regions, min_area, min_score))
 
 
 def confident_tampered_regions(
@@ -340,7 +344,7 @@ def confident_tampered_regions(
     (`connected_regions`' format, largest first).
     """
     labels, regions = _labelled_regions(_as_numpy(class_map == 2), _as_numpy(scores[2]))
-    kept = [r for r in regions if r["area"] >= min_area and r["score"] >= min_score]
+    kept = _passing(regions, min_area, min_score)
     if len(kept) < len(regions):
         kept_labels = {region["label"] for region in kept}
         dropped_labels = [region["label"] for region in regions if region["label"] not in kept_labels]

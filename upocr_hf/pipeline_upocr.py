@@ -170,6 +170,8 @@ class UpocrPipeline(Pipeline):
     ) -> tuple[dict, dict, dict]:
         if kwargs:
             raise TypeError(f"UpocrPipeline got unexpected options {sorted(kwargs)}")
+        if progress_callback is not None and not callable(progress_callback):
+            raise ValueError(f"progress_callback must be callable, got {progress_callback!r}")
         task = task if task is not None else upocr_task
         preprocess = _given(
             task=None if task is None else resolve_task(task, self.model.config.tasks),
@@ -184,8 +186,6 @@ class UpocrPipeline(Pipeline):
             tile_batch_size=_checked("batch_size", tile_batch_size, int, 1, None),
             progress_callback=progress_callback,
         )
-        if progress_callback is not None and not callable(progress_callback):
-            raise ValueError(f"progress_callback must be callable, got {progress_callback!r}")
         postprocess = _given(
             threshold=_checked("threshold", threshold, float, 0.0, 1.0),
             dilation=_checked("dilation", dilation, int, 0, None),
