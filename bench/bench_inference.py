@@ -1,16 +1,20 @@
-"""Benchmark of inference (not a test): the paper's resize protocol against high-resolution tiling.
+"""Benchmark of inference speed and training memory (not a test): one table of ratios, each against a baseline
+measured in the same run, on this machine.
 
-For each model config (randomly initialised; speed does not depend on the weights) the `upocr` pipeline processes
-one `--height`×`--width` photo-sized image end to end (pre-processing, model, post-processing) for text removal:
+- **model**: the paper's model (random weights with randomised post-norms, so every block does real work) at
+  512×512, batch 1, in float32 and under bf16 autocast, against the modeling code of git revision `--baseline`
+  (default: the main branch before the speed work) with the same weights. The two alternate, `--repeats` rounds of
+  one timed forward each after a warm-up; the best of each is kept, because on a shared machine slow outliers are
+  other load, not the code. Also the largest float32 difference between the two outputs.
+- **keep-background**: the shipped default model removing text from a `--width`×`--height` photo at native
+  resolution (tiles) and keeping the background: removal and text-segmentation prompts in one batched forward per
+  tile batch (today's pipeline) against one tiled pass per task (before). Also where the time of a tiled run goes
+  (model calls against the rest) and the resize protocol for scale.
+- **training memory**: peak resident memory of a training step of the paper's config (one 512² image per task,
+  forward + losses + backward + AdamW) with gradient checkpointing against without (`bench/bench_train.py`, one
+  process each). `--skip-training` leaves this out (it takes minutes and ~18 GiB).
 
-- resize: the image is resized to the model size, predicted once and resized back (the paper's protocol);
-- tile: overlapping model-size tiles at native resolution (overlap = tile/4), blended;
-- tile + keep-background: the same plus the text-segmentation pass that defines the text region.
-
-Configs: "tiny" (the test suite's, 64×64 tiles) and "small-reference" (the shared reference fixture's shape:
-embed_dim 16, depths 2/2/2/2 and 2/2/2/2/2, windows 16 and 8, 512×512 tiles).
-
-    python bench/bench_inference.py [--height 1536] [--width 2048] [--repeats 2] [--tile-batch 4] [--device cpu]
+    python bench/bench_inference.py [--repeats 5] [--json out.json] [--baseline REV] [--skip-training]
 """
 
 from __future__ import annotations
@@ -18,83 +22,217 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import tempfile
+import subprocess
+import sys
 import time
+import types
+from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import pipeline
 
-from upocr_hf import UpocrConfig, UpocrModel
-from upocr_hf.configuration_upocr import CONFIG_PRESETS
-from upocr_hf.tiling import tile_starts
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-CONFIGS: dict[str, dict] = {
-    "tiny": {**CONFIG_PRESETS["tiny"], "image_size": 64},
-    "small-reference": {**CONFIG_PRESETS["small"], "image_size": 512},
-}
+from upocr_hf import UpocrConfig, UpocrModel  # noqa: E402
+from upocr_hf.tiling import tiled_predict, tiled_predict_tasks  # noqa: E402
 
-
-def timed(function, repeats: int) -> float:
-    """Best wall time of `repeats` runs, in seconds (after one warm-up run)."""
-    function()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - start)
-    return best
+#: main before the speed work of this benchmark (separate q/k/v GEMMs, position bias recomputed in every forward)
+BASELINE_REVISION = "03237f6"
 
 
-def bench_config(name: str, kwargs: dict, image: np.ndarray, args: argparse.Namespace) -> dict:
+def baseline_model_class(revision: str) -> type:
+    """`UpocrModel` as `upocr_hf/modeling_upocr.py` was at `revision` (read with git, imported beside today's)."""
+    source = subprocess.run(
+        ["git", "show", f"{revision}:upocr_hf/modeling_upocr.py"], cwd=ROOT, capture_output=True, text=True,
+        check=True,
+    ).stdout  # fmt: skip
+    module = types.ModuleType("upocr_hf._baseline_modeling")
+    module.__package__ = "upocr_hf"
+    sys.modules[module.__name__] = module  # dataclasses look their module up
+    exec(compile(source, f"{revision}:upocr_hf/modeling_upocr.py", "exec"), module.__dict__)
+    return module.UpocrModel
+
+
+def paper_models(revision: str) -> tuple[torch.nn.Module, torch.nn.Module]:
     torch.manual_seed(0)
-    model = UpocrModel(UpocrConfig(**kwargs, drop_path_rate=0.0, decoder_drop_path_rate=0.0)).eval()
-    with tempfile.TemporaryDirectory() as folder:
-        model.save_pretrained(folder)
-        pipe = pipeline("upocr", model=folder, device=args.device)
-    size = kwargs["image_size"]
-    height, width = image.shape[:2]
-    tiles = len(tile_starts(height, size, size // 4)) * len(tile_starts(width, size, size // 4))
-    resize = timed(lambda: pipe(image, task="text-removal"), args.repeats)
-    tile = timed(
-        lambda: pipe(image, task="text-removal", tile=True, batch_size=args.tile_batch), args.repeats
-    )
-    keep = timed(
-        lambda: pipe(image, task="text-removal", tile=True, keep_background=True, batch_size=args.tile_batch),
-        args.repeats,
-    )
-    return {
-        "config": name,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "tile_size": size,
-        "tiles": tiles,
-        "resize_s": round(resize, 3),
-        "tile_s": round(tile, 3),
-        "tile_keep_background_s": round(keep, 3),
-        "tile_over_resize": round(tile / resize, 1),
-        "tile_keep_background_over_resize": round(keep / resize, 1),
-    }
+    config = UpocrConfig(drop_path_rate=0.0, decoder_drop_path_rate=0.0)
+    model = UpocrModel(config).eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.LayerNorm):  # post-norms start at zero: every block an identity
+                module.weight.normal_(1.0, 0.2)
+                module.bias.normal_(0.0, 0.05)
+    baseline = baseline_model_class(revision)(config).eval()
+    baseline.load_state_dict(model.state_dict())
+    return model, baseline
+
+
+def best_alternating(functions: dict[str, callable], repeats: int) -> dict[str, float]:
+    """Best wall time of each function over `repeats` alternating rounds (after one warm-up call each)."""
+    for function in functions.values():
+        function()
+    times = {name: float("inf") for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            times[name] = min(times[name], time.perf_counter() - start)
+    return times
+
+
+def bench_model(args: argparse.Namespace) -> list[dict]:
+    model, baseline = paper_models(args.baseline)
+    image = torch.rand(1, 3, 512, 512)
+    rows, float32 = [], {}
+    for precision in ("fp32", "bf16"):
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+        with torch.inference_mode(), autocast:
+            models = {"before": baseline, "now": model}
+            times = best_alternating(
+                {name: lambda m=m: m(image, task=0) for name, m in models.items()}, args.repeats
+            )
+            outputs = {name: m(image, task=0).prediction.float() for name, m in models.items()}
+        row = {
+            "figure": f"paper model 512², batch 1, {precision}",
+            "before_s": round(times["before"], 3),
+            "now_s": round(times["now"], 3),
+            "speed-up": round(times["before"] / times["now"], 2),
+        }
+        if precision == "fp32":
+            float32 = outputs
+            row["max_abs_difference"] = float(
+                f"{(outputs['now'] - outputs['before']).abs().max().item():.1e}"
+            )
+        else:  # bf16 rounding: each code's bf16 output against its own float32 output
+            for name in models:
+                error = (outputs[name] - float32[name]).abs().max().item()
+                row[f"bf16_error_{name}"] = float(f"{error:.2g}")
+        rows.append(row)
+    return rows
+
+
+class ModelTimer:
+    """Forward hooks that add up the time spent inside the model's calls."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.seconds, self.calls, self._start = 0.0, 0, 0.0
+        model.register_forward_pre_hook(lambda *_: setattr(self, "_start", time.perf_counter()))
+        model.register_forward_hook(lambda *_: self._add())
+
+    def _add(self) -> None:
+        self.seconds += time.perf_counter() - self._start
+        self.calls += 1
+
+
+def bench_keep_background(args: argparse.Namespace) -> list[dict]:
+    from transformers import pipeline
+
+    folder = ROOT / "upocr_hf" / "default_model"
+    pipe = pipeline("upocr", model=str(folder), device="cpu")
+    model = pipe.model
+    baseline = baseline_model_class(args.baseline).from_pretrained(folder).eval()
+    size = pipe.image_processor.size.height
+    photo = np.random.default_rng(0).integers(0, 256, (args.height, args.width, 3), dtype=np.uint8)
+    pixels = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255
+    tasks = ["text-removal", "text-segmentation"]
+    options = dict(tile_size=size, batch_size=args.tile_batch)
+    with torch.inference_mode():
+        times = best_alternating(
+            {
+                "before": lambda: [tiled_predict(baseline, pixels, task, **options) for task in tasks],
+                "two passes": lambda: [tiled_predict(model, pixels, task, **options) for task in tasks],
+                "one pass": lambda: tiled_predict_tasks(model, pixels, tasks, **options),
+            },
+            args.repeats,
+        )
+        timer = ModelTimer(model)
+        start = time.perf_counter()
+        pipe(photo, task="text-removal", tile=True, keep_background=True, batch_size=args.tile_batch)
+        end_to_end = time.perf_counter() - start
+        resized = best_alternating({"resize": lambda: pipe(photo, task="text-removal")}, args.repeats)[
+            "resize"
+        ]
+    figure = f"keep-background tiles, default model, {args.width}×{args.height}, {args.tile_batch} tiles/call"
+    return [
+        {
+            "figure": f"{figure} (model calls): before = old code, a pass per task",
+            "before_s": round(times["before"], 3),
+            "now_s": round(times["one pass"], 3),
+            "speed-up": round(times["before"] / times["one pass"], 2),
+        },
+        {
+            "figure": "  of which one batched pass for both prompts, against a pass per task (today's code)",
+            "before_s": round(times["two passes"], 3),
+            "now_s": round(times["one pass"], 3),
+            "speed-up": round(times["two passes"] / times["one pass"], 2),
+        },
+        {
+            "figure": "  a whole pipeline run of it: share of the time inside the model",
+            "now_s": round(end_to_end, 3),
+            "model_share": round(timer.seconds / end_to_end, 3),
+            "model_calls": timer.calls,
+            "resize_protocol_s": round(resized, 3),
+        },
+    ]
+
+
+def bench_training_memory(args: argparse.Namespace) -> list[dict]:
+    def peak(checkpointing: bool) -> dict:
+        command = [sys.executable, str(ROOT / "bench" / "bench_train.py"), "--child", "--configs", "paper",
+                   "--size", "512", "--batch-size-per-task", "1", "--steps", "1"]  # fmt: skip
+        command += ["--gradient-checkpointing"] if checkpointing else []
+        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        return json.loads(output.strip().splitlines()[-1])
+
+    without, with_checkpointing = peak(False), peak(True)
+    return [{
+        "figure": "training step, paper config, 3×512², peak RSS GiB (gradient checkpointing)",
+        "before": round(without["peak_rss_gib"], 2),
+        "now": round(with_checkpointing["peak_rss_gib"], 2),
+        "ratio": round(with_checkpointing["peak_rss_gib"] / without["peak_rss_gib"], 2),
+        "seconds_per_step": [round(without["seconds_per_step"], 1), round(with_checkpointing["seconds_per_step"], 1)],
+    }]  # fmt: skip
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--baseline", default=BASELINE_REVISION, help="git revision of the 'before' model code"
+    )
     parser.add_argument("--height", type=int, default=1536)
     parser.add_argument("--width", type=int, default=2048)
-    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--tile-batch", type=int, default=4, help="tiles per model call")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--json", type=Path, help="also write the report here")
     args = parser.parse_args()
-    image = np.random.default_rng(0).integers(0, 256, (args.height, args.width, 3), dtype=np.uint8)
-    results = [bench_config(name, CONFIGS[name], image, args) for name in args.configs]
+    rows = bench_model(args) + bench_keep_background(args)
+    if not args.skip_training:
+        rows += bench_training_memory(args)
     report = {
-        "image": f"{args.width}x{args.height}",
-        "device": args.device,
+        "cpu": cpu_name(),
+        "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
-        "machine": platform.processor() or platform.machine(),
-        "results": results,
+        "baseline_revision": args.baseline,
+        "rows": rows,
     }
-    print(json.dumps(report, indent=2))
+    print(f"{report['cpu']}, {report['torch_threads']} threads, torch {report['torch']}")
+    for row in rows:
+        figures = ", ".join(f"{key} {value}" for key, value in row.items() if key != "figure")
+        print(f"{row['figure']}: {figures}")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

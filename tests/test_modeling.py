@@ -483,3 +483,80 @@ def test_add_tasks_appends_prompts_and_keeps_the_old_ones(tiny_model, tmp_path):
     assert reloaded.config.tasks == ["text-removal", "tampered-text-detection", "text-segmentation", "deblur"]
     with torch.no_grad():
         assert reloaded(pixel_values, task="deblur").prediction.shape == (1, 3, 64, 64)
+
+
+@pytest.mark.numerics
+@pytest.mark.parametrize("gelu", [False, True])
+def test_float32_inference_linear_is_the_plain_linear(gelu):
+    """Without autograd, float32 linears run oneDNN's kernel with the GELU fused into it; with autograd, the plain
+    GEMM. Same function: one layer differs by float32 rounding (measured 1e-6 at |outputs| ≈ 10); 1e-4 is far
+    below what a wrong activation (tanh GELU: 5e-4), bias or layout would change."""
+    from upocr_hf.modeling_upocr import linear
+
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(3, 50, 96, generator=generator)
+    weight, bias = torch.randn(384, 96, generator=generator) / 5, torch.randn(384, generator=generator)
+    expected = torch.nn.functional.linear(hidden.double(), weight.double(), bias.double())
+    expected = torch.nn.functional.gelu(expected) if gelu else expected
+    with torch.no_grad():
+        inference = linear(hidden, weight, bias, gelu=gelu)
+    assert inference.shape == (3, 50, 384) and inference.dtype == torch.float32
+    assert (inference.double() - expected).abs().max().item() <= 1e-4
+
+
+@pytest.mark.numerics
+def test_float32_inference_is_the_float64_function():
+    """The whole float32 inference path (oneDNN linears, weights kept between forwards) against the float64 model:
+    float32 rounding, amplified by this random network, is 6e-4 here on either path (with or without autograd);
+    1e-2 passes any CPU's kernels and fails a mis-wired layer, whose error is of the order of the outputs (≈ 2)."""
+    model = randomised_tiny_model()
+    image = torch.rand(2, 3, 64, 96)
+    tasks = ["text-removal", "text-segmentation"]
+    with torch.no_grad():
+        inference = model(image, task=tasks).prediction
+        expected = randomised_tiny_model(dtype=torch.float64)(image.double(), task=tasks).prediction
+    assert (inference.double() - expected).abs().max().item() <= 1e-2
+
+
+@pytest.mark.numerics
+def test_weights_kept_between_inference_forwards_follow_every_weight_change():
+    """The fused query/key/value weights, the position biases and autocast's casts are computed once for inference
+    and must be recomputed after an optimizer step, `load_state_dict`, a cast, or a change of autocast state."""
+
+    def predict(model, image):
+        with torch.no_grad():
+            return model(image, task="text-removal").prediction
+
+    model = randomised_tiny_model(dtype=torch.float64)
+    image = torch.rand(1, 3, 64, 64, dtype=torch.float64)
+    before = predict(model, image)  # fills the caches
+
+    def fresh_copy():
+        copy = UpocrModel(model.config).to(torch.float64).eval()
+        copy.load_state_dict(model.state_dict())
+        return copy
+
+    model.train()
+    model(image, task="text-removal").prediction.square().mean().backward()
+    torch.optim.SGD(model.parameters(), lr=0.5).step()  # in place: the parameters' versions change
+    model.eval()
+    after_step = predict(model, image)
+    assert not torch.allclose(after_step, before)
+    torch.testing.assert_close(after_step, predict(fresh_copy(), image), rtol=0, atol=FLOAT64_ATOL)
+
+    other = randomised_tiny_model(dtype=torch.float64)
+    with torch.no_grad():
+        for param in other.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    model.load_state_dict(other.state_dict())
+    torch.testing.assert_close(predict(model, image), predict(other, image), rtol=0, atol=FLOAT64_ATOL)
+
+    model.float()
+    with torch.inference_mode():
+        float32 = model(image.float(), task="text-removal").prediction
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bfloat16 = model(image.float(), task="text-removal").prediction
+        again = model(image.float(), task="text-removal").prediction
+    torch.testing.assert_close(float32.double(), predict(other, image), rtol=0, atol=1e-4)  # float32 rounding
+    assert not torch.equal(bfloat16.float(), float32)  # autocast's own weights were used...
+    assert torch.equal(again, float32)  # ...and did not stay for the float32 forward after it

@@ -18,7 +18,7 @@ from upocr_hf import UpocrPipeline
 from upocr_hf.image_processing_upocr import ImageLoadError, UpocrImageProcessor
 from upocr_hf.pipeline_upocr import compose_keep_background, dilate_mask
 from upocr_hf.tasks import resolve_task
-from upocr_hf.tiling import tile_starts, tiled_predict
+from upocr_hf.tiling import tile_starts, tiled_predict, tiled_predict_tasks
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +102,32 @@ def test_one_tile_equals_the_untiled_result():
             untiled = model(image, task="text-segmentation").prediction
             tiled = tiled_predict(model, image, "text-segmentation", tile_size=64)
         assert torch.equal(tiled, untiled)  # one tile is the very same model call: identical bits
+
+
+class RecordingModel:
+    """A real model that records the tasks of every call."""
+
+    def __init__(self, model):
+        self.model, self.calls = model, []
+
+    def __call__(self, pixel_values, task):
+        self.calls.append(list(task) if isinstance(task, list) else [task] * len(pixel_values))
+        return self.model(pixel_values, task=task)
+
+
+@pytest.mark.numerics
+def test_several_tasks_share_each_tile_call_and_equal_separate_passes():
+    model = RecordingModel(randomised_tiny_model(dtype=torch.float64))
+    image = torch.rand(1, 3, 100, 150, dtype=torch.float64)
+    tasks = ["text-removal", "text-segmentation"]
+    options = dict(tile_size=64, overlap=16, batch_size=4)  # 2×3 windows: calls of 4 and 2 tiles
+    with torch.no_grad():
+        together = tiled_predict_tasks(model, image, tasks, **options)
+        assert model.calls == [[tasks[0]] * 4 + [tasks[1]] * 4, [tasks[0]] * 2 + [tasks[1]] * 2]
+        apart = [tiled_predict(model, image, task, **options) for task in tasks]
+    for one, other in zip(together, apart):
+        torch.testing.assert_close(one, other, rtol=0, atol=FLOAT64_ATOL)  # a batch's samples are independent
+    assert not torch.allclose(together[0], together[1])  # the prompts really differ
 
 
 @pytest.mark.numerics
@@ -245,10 +271,10 @@ def test_tile_progress_counts_every_model_call(pipe):
         progress_callback=lambda *r: reports.append(r),
     )
     assert reports == [(5, 12), (10, 12), (12, 12)]
-    reports.clear()  # keep-background runs the segmentation pass too: one total for both passes
-    pipe(image, task="text-removal", tile=True, tile_overlap=16, batch_size=12, keep_background=True,
+    reports.clear()  # keep-background's segmentation prompt goes through the same calls: the same 12 tiles
+    pipe(image, task="text-removal", tile=True, tile_overlap=16, batch_size=5, keep_background=True,
          progress_callback=lambda *r: reports.append(r))  # fmt: skip
-    assert reports == [(12, 24), (24, 24)]
+    assert reports == [(5, 12), (10, 12), (12, 12)]
     reports.clear()
     pipe(photo(40, 40), task="text-segmentation", tile=True, progress_callback=lambda *r: reports.append(r))
     assert reports == [(1, 1)]  # one window: one call

@@ -77,11 +77,94 @@ def shifted_window_attention_mask(
     return mask.masked_fill(mask != 0, SHIFTED_WINDOW_MASK_VALUE)
 
 
+def _onednn_linear_available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+_ONEDNN_LINEAR = _onednn_linear_available()
+
+
+def linear(
+    hidden_states: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool = False
+) -> torch.Tensor:
+    """`F.linear`, followed by the exact (erf) GELU when `gelu`.
+
+    In CPU inference (no autograd) with float32 weights, or under bf16 autocast with bf16 weights (`CachedLinear`
+    gives them), this runs oneDNN's linear, the kernel PyTorch's own compiler uses for CPU inference: it applies
+    the GELU to the GEMM's output while it is in cache, and in float32 it is faster than the default BLAS GEMM for
+    this model's narrow layers. Same function and dtypes as autocast would give, other kernel:
+    bench/bench_inference.py measures the gain; the float64 parity tests do not reach this path.
+    """
+    if _ONEDNN_LINEAR and hidden_states.device.type == "cpu" and not torch.is_grad_enabled():
+        if torch.is_autocast_enabled("cpu"):
+            onednn = weight.dtype == torch.bfloat16 == torch.get_autocast_dtype("cpu")
+            hidden_states = hidden_states.to(weight.dtype) if onednn else hidden_states
+        else:
+            onednn = hidden_states.dtype == weight.dtype == torch.float32
+        if onednn:
+            return torch.ops.mkldnn._linear_pointwise(
+                hidden_states, weight, bias, "gelu" if gelu else "none", [], "none" if gelu else ""
+            )
+    output = F.linear(hidden_states, weight, bias)
+    return F.gelu(output) if gelu else output
+
+
+class InferenceCache:
+    """One tensor derived from parameters, kept between forwards that need no gradient.
+
+    It is recomputed whenever a source tensor is changed in place (an optimizer step, `load_state_dict`), replaced,
+    moved or cast, or the autocast state differs; with autograd on it is never used, so training sees every change.
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._storages: list = []  # held so that a freed source's address cannot be reused under the same key
+        self._value: torch.Tensor | None = None
+
+    def get(self, compute, *sources: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() or any(source.is_inference() for source in sources):
+            return compute()
+        device = sources[0].device.type
+        key = (
+            torch.is_autocast_enabled(device),
+            torch.get_autocast_dtype(device),
+            *((s.data_ptr(), s._version, s.dtype, s.device) for s in sources),
+        )
+        if key != self._key:
+            self._value = compute()
+            self._key, self._storages = key, [s.untyped_storage() for s in sources]
+        return self._value
+
+
+def to_autocast_dtype(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+    """`tensors` in the dtype autocast would cast them to for a GEMM (unchanged when autocast is off). For weights,
+    cast once and kept in an `InferenceCache`, instead of autocast casting every weight again in every forward."""
+    device = next(t for t in tensors if t is not None).device.type
+    if not torch.is_autocast_enabled(device):
+        return tensors
+    dtype = torch.get_autocast_dtype(device)
+    return tuple(None if t is None else t.to(dtype) for t in tensors)
+
+
+class CachedLinear:
+    """The (weight, bias) of an `nn.Linear` for `linear`, cast for autocast and kept between inference forwards."""
+
+    def __init__(self, module: nn.Linear) -> None:
+        self._module = [module]  # a list, so that nn.Module does not register the layer a second time
+        self._cache = InferenceCache()
+
+    def weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        module = self._module[0]
+        sources = [t for t in (module.weight, module.bias) if t is not None]
+        return self._cache.get(lambda: to_autocast_dtype(module.weight, module.bias), *sources)
+
+
 class UpocrSelfAttention(nn.Module):
     """Swin V2 window attention: scaled cosine attention plus a log-spaced continuous position bias.
 
-    Computes exactly what the authors' window attention computes, but with separate query/key/value
-    projections (the key has no bias) so it can run through `torch.nn.functional.scaled_dot_product_attention`
+    Computes exactly what the authors' window attention computes. The query/key/value projections are stored
+    separately (the key has no bias), as in the converted checkpoints, and run as one GEMM over their
+    concatenated weights. Attention runs through `torch.nn.functional.scaled_dot_product_attention`
     (`config._attn_implementation == "sdpa"`) or plain matmul + softmax (`"eager"`).
     """
 
@@ -107,6 +190,10 @@ class UpocrSelfAttention(nn.Module):
         coords_table, position_index = self.create_coords_table_and_index()
         self.register_buffer("relative_coords_table", coords_table, persistent=False)
         self.register_buffer("relative_position_index", position_index, persistent=False)
+        # in inference the fused projection and the position bias depend on the weights only: computed once
+        self._qkv_cache = InferenceCache()
+        self._bias_cache = InferenceCache()
+        self._projection_weights = CachedLinear(self.projection)
 
     def create_coords_table_and_index(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The log-spaced table of relative offsets `(1, 2w-1, 2w-1, 2)` and the `(w², w²)` index into it."""
@@ -135,12 +222,32 @@ class UpocrSelfAttention(nn.Module):
 
     def relative_position_bias(self) -> torch.Tensor:
         """Bias of shape `(num_heads, w², w²)` added to the attention logits."""
+        mlp = self.continuous_position_bias_mlp
+        return self._bias_cache.get(
+            self._compute_relative_position_bias, mlp[0].weight, mlp[0].bias, mlp[2].weight
+        )
+
+    def _compute_relative_position_bias(self) -> torch.Tensor:
         coords = self.relative_coords_table.to(self.continuous_position_bias_mlp[0].weight.dtype)
         table = self.continuous_position_bias_mlp(coords).view(-1, self.num_heads)
         bias = table[self.relative_position_index.view(-1)]
         tokens = self.window_size * self.window_size
         bias = bias.view(tokens, tokens, self.num_heads).permute(2, 0, 1).contiguous()
         return 16 * torch.sigmoid(bias)
+
+    def fused_query_key_value(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The `(3 * dim, dim)` weight and `(3 * dim,)` bias of the three projections as one (zero key bias)."""
+        sources = (self.query.weight, self.key.weight, self.value.weight)
+        if self.config.qkv_bias:
+            sources += (self.query.bias, self.value.bias)
+        return self._qkv_cache.get(self._fuse_query_key_value, *sources)
+
+    def _fuse_query_key_value(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
+        bias = None
+        if self.config.qkv_bias:
+            bias = torch.cat([self.query.bias, torch.zeros_like(self.query.bias), self.value.bias])
+        return to_autocast_dtype(weight, bias)
 
     def forward(
         self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None
@@ -153,34 +260,40 @@ class UpocrSelfAttention(nn.Module):
             `(batch_size * num_windows, w², dim)`.
         """
         batch_windows, tokens, dim = hidden_states.shape
-        shape = (batch_windows, tokens, self.num_heads, self.head_dim)
-        query = F.normalize(self.query(hidden_states).view(shape).transpose(1, 2), dim=-1)
-        key = F.normalize(self.key(hidden_states).view(shape).transpose(1, 2), dim=-1)
-        value = self.value(hidden_states).view(shape).transpose(1, 2)
-        # The per-head logit scale goes on the unit queries: one pass over (N, head_dim) rather than over the
-        # (N, N) logits, and SDPA then needs no scale of its own (it only takes a scalar one).
-        logit_scale = torch.clamp(self.logit_scale, max=math.log(100.0)).exp()
-        query = query * logit_scale.to(query.dtype)
+        weight, bias = self.fused_query_key_value()
+        qkv = linear(hidden_states, weight, bias).view(
+            batch_windows, tokens, 3, self.num_heads, self.head_dim
+        )
+        qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, batch_windows, heads, tokens, head_dim)
+        # Cosine attention with a per-head logit scale: both unit-length divisions and the scale are one factor
+        # per token, applied to the query and key in one pass (F.normalize's eps, same function).
+        logit_scale = torch.clamp(self.logit_scale, max=math.log(100.0)).exp().to(qkv.dtype)
+        scales = torch.stack([logit_scale, torch.ones_like(logit_scale)])[:, None]  # (2, 1, heads, 1, 1)
+        norms = torch.linalg.vector_norm(qkv[:2], dim=-1, keepdim=True).clamp_min(1e-12)
+        query, key = qkv[:2] * (scales / norms).to(qkv.dtype)  # under autocast: stay in the GEMM dtype
+        value = qkv[2]
 
-        bias = self.relative_position_bias().unsqueeze(0)  # (1, heads, N, N)
+        position_bias = self.relative_position_bias().unsqueeze(0)  # (1, heads, N, N)
         if attention_mask is not None:
             num_windows = attention_mask.shape[0]
-            bias = bias + attention_mask.unsqueeze(1).to(bias.dtype)  # (nW, heads, N, N)
-            bias = bias.unsqueeze(0).expand(batch_windows // num_windows, -1, -1, -1, -1)
-            bias = bias.reshape(batch_windows, self.num_heads, tokens, tokens)
-        bias = bias.to(query.dtype)
+            position_bias = position_bias + attention_mask.unsqueeze(1).to(
+                position_bias.dtype
+            )  # (nW, heads, N, N)
+            position_bias = position_bias.unsqueeze(0).expand(batch_windows // num_windows, -1, -1, -1, -1)
+            position_bias = position_bias.reshape(batch_windows, self.num_heads, tokens, tokens)
+        position_bias = position_bias.to(query.dtype)
         dropout = self.dropout_prob if self.training else 0.0
 
         if self.config._attn_implementation == "sdpa":
             context = F.scaled_dot_product_attention(
-                query, key, value, attn_mask=bias, dropout_p=dropout, scale=1.0
+                query, key, value, attn_mask=position_bias, dropout_p=dropout, scale=1.0
             )
         else:
-            scores = query @ key.transpose(-2, -1) + bias
+            scores = query @ key.transpose(-2, -1) + position_bias
             probs = F.dropout(scores.softmax(dim=-1), p=dropout, training=self.training)
             context = probs @ value
         context = context.transpose(1, 2).reshape(batch_windows, tokens, dim)
-        return self.projection(context)
+        return linear(context, *self._projection_weights.weights())
 
 
 class UpocrPostLayerNorm(nn.LayerNorm):
@@ -215,6 +328,8 @@ class UpocrLayer(GradientCheckpointingLayer):
         self.output = Swinv2Output(config, dim)
         self.mlp_norm = UpocrPostLayerNorm(dim, eps=config.layer_norm_eps)
         self.drop_path = Swinv2DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
+        self.fuse_gelu = config.hidden_act == "gelu"  # transformers' "gelu" is the exact (erf) one
+        self._mlp_weights = (CachedLinear(self.intermediate.dense), CachedLinear(self.output.dense))
 
     def forward(self, hidden_states: torch.Tensor, shift_mask: torch.Tensor | None = None) -> torch.Tensor:
         """
@@ -227,7 +342,11 @@ class UpocrLayer(GradientCheckpointingLayer):
         batch_size, height, width, dim = hidden_states.shape
         window = self.window_size
         pad_bottom, pad_right = (-height) % window, (-width) % window
-        windows = F.pad(hidden_states, (0, 0, 0, pad_right, 0, pad_bottom))
+        # under autocast the attention's first GEMM would cast the windows anyway: cast before the layout copies
+        # (pad, roll, partition), which then move half the bytes
+        windows = to_autocast_dtype(hidden_states)[0]
+        if pad_bottom or pad_right:  # F.pad copies even when there is nothing to pad
+            windows = F.pad(windows, (0, 0, 0, pad_right, 0, pad_bottom))
         padded_height, padded_width = height + pad_bottom, width + pad_right
         if self.shift_size:
             windows = torch.roll(windows, shifts=(-self.shift_size, -self.shift_size), dims=(1, 2))
@@ -239,8 +358,18 @@ class UpocrLayer(GradientCheckpointingLayer):
         attended = attended[:, :height, :width, :]
 
         hidden_states = hidden_states + self.drop_path(self.attention_norm(attended))
-        mlp_output = self.output(self.intermediate(hidden_states))
-        return hidden_states + self.drop_path(self.mlp_norm(mlp_output))
+        return hidden_states + self.drop_path(self.mlp_norm(self.mlp(hidden_states)))
+
+    def mlp(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """Linear dim→4·dim, activation, Linear 4·dim→dim (transformers' Swinv2Intermediate and Swinv2Output)."""
+        if self.fuse_gelu:
+            hidden_states = linear(hidden_states, *self._mlp_weights[0].weights(), gelu=True)
+        else:
+            hidden_states = self.intermediate.intermediate_act_fn(
+                linear(hidden_states, *self._mlp_weights[0].weights())
+            )
+        output = linear(hidden_states, *self._mlp_weights[1].weights())
+        return self.output.dropout(output)
 
 
 class UpocrStage(nn.Module):

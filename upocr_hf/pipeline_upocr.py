@@ -53,7 +53,7 @@ from transformers import Pipeline
 from .image_io import to_uint8_rgb
 from .image_processing_upocr import UpocrImageProcessor
 from .tasks import SEGMENTATION_THRESHOLD, TAMPER_CLASS_RGB, TEXT_SEGMENTATION, get_task, resolve_task
-from .tiling import tiled_predict
+from .tiling import tiled_predict_tasks
 
 #: Name of the pipeline task registered with transformers' `PIPELINE_REGISTRY`.
 PIPELINE_TASK = "upocr"
@@ -248,14 +248,9 @@ class UpocrPipeline(Pipeline):
         batch = x.shape[0]
         if meta[0]["tile"]:
             size = tile_size or self.image_processor.size.height or self.model.config.image_size
-            outputs = []
-            # keep-background runs a second (segmentation) pass: both count towards one progress total
-            for index, name in enumerate(tasks):
-                progress = _pass_progress(progress_callback, index, len(tasks))
-                options = dict(
-                    tile_size=size, overlap=tile_overlap, batch_size=tile_batch_size, progress=progress
-                )
-                outputs.append(tiled_predict(self.model, x, name, **options))
+            # keep-background's segmentation prompt rides along in the same model calls as the removal one
+            options = dict(tile_size=size, overlap=tile_overlap, batch_size=tile_batch_size)
+            outputs = tiled_predict_tasks(self.model, x, tasks, progress=progress_callback, **options)
         else:
             stacked = torch.cat([x] * len(tasks)) if len(tasks) > 1 else x
             prompts = [name for name in tasks for _ in range(batch)]
@@ -381,15 +376,6 @@ def _checked(name: str, value: Any, kind: type, low: float, high: float | None) 
             f"{name} must be {'an integer' if kind is int else 'a number'} {bounds}, got {value!r}"
         )
     return number
-
-
-def _pass_progress(
-    callback: Callable[[int, int], None] | None, index: int, passes: int
-) -> Callable[[int, int], None] | None:
-    """Pass `index` of `passes` equal tiled passes → a tile-progress callback that reports on the whole run."""
-    if callback is None:
-        return None
-    return lambda done, total: callback(index * total + done, passes * total)
 
 
 def _is_dataset_with_images(inputs: Any) -> bool:

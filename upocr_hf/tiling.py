@@ -19,7 +19,7 @@ single model call on the whole image — exactly the untiled result (the model p
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -83,6 +83,23 @@ def tiled_predict(
         `(B, 3, H, W)` blended raw predictions on `pixel_values`' device (not clamped): float32, or float64 for
         float64 inputs.
     """
+    options = dict(tile_size=tile_size, overlap=overlap, batch_size=batch_size, min_size=min_size)
+    return tiled_predict_tasks(model, pixel_values, [task], progress=progress, **options)[0]
+
+
+def tiled_predict_tasks(
+    model: Callable[..., Any],
+    pixel_values: torch.Tensor,
+    tasks: Sequence[Any],
+    tile_size: int = 512,
+    overlap: int | None = None,
+    batch_size: int = 4,
+    min_size: int = 32,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[torch.Tensor]:
+    """[`tiled_predict`] for several tasks of the same images at once: each batch of tiles goes through the model
+    once, with every task's prompt (a batch of `len(tasks) * batch_size` images), instead of one tiled pass per
+    task. Returns one `(B, 3, H, W)` blended prediction per task, in the order of `tasks`."""
     if pixel_values.ndim != 4:
         raise ValueError(
             f"pixel_values must be (batch, channels, height, width), got {tuple(pixel_values.shape)}"
@@ -95,43 +112,53 @@ def tiled_predict(
         padded = F.pad(
             pixel_values, (0, max(0, min_size - width), 0, max(0, min_size - height)), mode="replicate"
         )
-        return tiled_predict(model, padded, task, tile_size, overlap, batch_size, min_size, progress)[
-            ..., :height, :width
-        ]
+        predictions = tiled_predict_tasks(
+            model, padded, tasks, tile_size, overlap, batch_size, min_size, progress
+        )
+        return [prediction[..., :height, :width] for prediction in predictions]
     rows, cols = tile_starts(height, tile_size, overlap), tile_starts(width, tile_size, overlap)
     tile_height, tile_width = min(tile_size, height), min(tile_size, width)
     windows = [(top, left) for top in rows for left in cols]
     # float64 stays float64 (a float64 model's tiles are not rounded to float32 before blending); anything
     # narrower is blended in float32
     dtype = torch.float64 if pixel_values.dtype == torch.float64 else torch.float32
+
+    def predict(images: torch.Tensor) -> list[torch.Tensor]:
+        """`(n, 3, h, w)` → one `(n, 3, h, w)` prediction per task, from one model call."""
+        prompts = [task for task in tasks for _ in range(len(images))]
+        prediction = model(torch.cat([images] * len(tasks)), task=prompts).prediction.to(dtype)
+        return list(prediction.split(len(images)))
+
     if len(windows) == 1:
-        prediction = model(pixel_values, task=task).prediction.to(dtype)
+        predictions = predict(pixel_values)
         if progress is not None:
             progress(batch, batch)
-        return prediction
+        return predictions
 
     device = pixel_values.device
     weight_rows = {top: _axis_weights(top, tile_height, height, overlap, dtype) for top in rows}
     weight_cols = {left: _axis_weights(left, tile_width, width, overlap, dtype) for left in cols}
-    results = []
+    results = [[] for _ in tasks]
     for index in range(batch):
         image = pixel_values[index]
-        accumulated = torch.zeros((3, height, width), dtype=dtype, device=device)
+        accumulated = torch.zeros((len(tasks), 3, height, width), dtype=dtype, device=device)
         total_weight = torch.zeros((1, height, width), dtype=dtype, device=device)
         for start in range(0, len(windows), batch_size):
             chunk = windows[start : start + batch_size]
             tiles = torch.stack(
                 [image[:, top : top + tile_height, left : left + tile_width] for top, left in chunk]
             )
-            predictions = model(tiles, task=task).prediction.to(dtype)
-            for (top, left), prediction in zip(chunk, predictions):
+            per_task = torch.stack(predict(tiles), dim=1)  # (tiles, tasks, 3, h, w)
+            for (top, left), prediction in zip(chunk, per_task):
                 weight = (weight_rows[top][:, None] * weight_cols[left][None, :]).to(device)
-                accumulated[:, top : top + tile_height, left : left + tile_width] += prediction * weight
+                accumulated[..., top : top + tile_height, left : left + tile_width] += prediction * weight
                 total_weight[:, top : top + tile_height, left : left + tile_width] += weight
             if progress is not None:
                 progress(index * len(windows) + start + len(chunk), batch * len(windows))
-        results.append(accumulated / total_weight)
-    return torch.stack(results)
+        blended = accumulated / total_weight
+        for results_of_task, prediction in zip(results, blended):
+            results_of_task.append(prediction)
+    return [torch.stack(predictions) for predictions in results]
 
 
-__all__ = ["tile_starts", "tiled_predict"]
+__all__ = ["tile_starts", "tiled_predict", "tiled_predict_tasks"]
