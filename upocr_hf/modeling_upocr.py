@@ -121,7 +121,7 @@ class InferenceCache:
         self._storages: list = []  # held so that a freed source's address cannot be reused under the same key
         self._value: torch.Tensor | None = None
 
-    def get(self, compute, *sources: torch.Tensor) -> torch.Tensor:
+    def get(self, compute, *sources: torch.Tensor, extra_key: tuple = ()) -> torch.Tensor:
         if torch.is_grad_enabled() or any(source.is_inference() for source in sources):
             return compute()
         device = sources[0].device.type
@@ -129,6 +129,7 @@ class InferenceCache:
             torch.is_autocast_enabled(device),
             torch.get_autocast_dtype(device),
             *((s.data_ptr(), s._version, s.dtype, s.device) for s in sources),
+            *extra_key,
         )
         if key != self._key:
             self._value = compute()
@@ -220,14 +221,16 @@ class UpocrSelfAttention(nn.Module):
         relative[:, :, 0] *= 2 * window - 1
         return table, relative.sum(-1)
 
-    def relative_position_bias(self) -> torch.Tensor:
-        """Bias of shape `(num_heads, w², w²)` added to the attention logits."""
+    def cached_relative_position_bias(self, dtype: torch.dtype) -> torch.Tensor:
+        """`relative_position_bias()` in `dtype`, computed once for inference (it depends on the weights only)."""
         mlp = self.continuous_position_bias_mlp
+        sources = (mlp[0].weight, mlp[0].bias, mlp[2].weight)
         return self._bias_cache.get(
-            self._compute_relative_position_bias, mlp[0].weight, mlp[0].bias, mlp[2].weight
+            lambda: self.relative_position_bias().to(dtype), *sources, extra_key=(dtype,)
         )
 
-    def _compute_relative_position_bias(self) -> torch.Tensor:
+    def relative_position_bias(self) -> torch.Tensor:
+        """Bias of shape `(num_heads, w², w²)` added to the attention logits."""
         coords = self.relative_coords_table.to(self.continuous_position_bias_mlp[0].weight.dtype)
         table = self.continuous_position_bias_mlp(coords).view(-1, self.num_heads)
         bias = table[self.relative_position_index.view(-1)]
@@ -273,15 +276,12 @@ class UpocrSelfAttention(nn.Module):
         query, key = qkv[:2] * (scales / norms).to(qkv.dtype)  # under autocast: stay in the GEMM dtype
         value = qkv[2]
 
-        position_bias = self.relative_position_bias().unsqueeze(0)  # (1, heads, N, N)
+        position_bias = self.cached_relative_position_bias(query.dtype).unsqueeze(0)  # (1, heads, N, N)
         if attention_mask is not None:
             num_windows = attention_mask.shape[0]
-            position_bias = position_bias + attention_mask.unsqueeze(1).to(
-                position_bias.dtype
-            )  # (nW, heads, N, N)
+            position_bias = position_bias + attention_mask.unsqueeze(1).to(query.dtype)  # (nW, heads, N, N)
             position_bias = position_bias.unsqueeze(0).expand(batch_windows // num_windows, -1, -1, -1, -1)
             position_bias = position_bias.reshape(batch_windows, self.num_heads, tokens, tokens)
-        position_bias = position_bias.to(query.dtype)
         dropout = self.dropout_prob if self.training else 0.0
 
         if self.config._attn_implementation == "sdpa":
