@@ -4,12 +4,13 @@ measured in the same run, on this machine.
 - **model**: the paper's model (random weights with randomised post-norms, so every block does real work) at
   512×512, batch 1, in float32 and under bf16 autocast, against the modeling code of git revision `--baseline`
   (default: the main branch before the speed work) with the same weights. The two alternate, `--repeats` rounds of
-  one timed forward each after a warm-up; the best of each is kept, because on a shared machine slow outliers are
-  other load, not the code. Also the largest float32 difference between the two outputs.
+  one timed forward each after a warm-up; reported are the best of each (on a shared machine slow outliers are
+  other load, not the code) and the median of the rounds' own ratios. Also the largest float32 difference between
+  the two outputs, and under bf16 each code's distance from its own float32 output.
 - **keep-background**: the shipped default model removing text from a `--width`×`--height` photo at native
-  resolution (tiles) and keeping the background: removal and text-segmentation prompts in one batched forward per
-  tile batch (today's pipeline) against one tiled pass per task (before). Also where the time of a tiled run goes
-  (model calls against the rest) and the resize protocol for scale.
+  resolution (tiles) and keeping the background. Before: the old model code, one tiled pass per task. Now: today's
+  code, the removal and text-segmentation prompts in one batched forward per tile batch; and that batching alone.
+  Also where a pipeline run's time goes (inside the model against the rest) and the resize protocol for scale.
 - **training memory**: peak resident memory of a training step of the paper's config (one 512² image per task,
   forward + losses + backward + AdamW) with gradient checkpointing against without (`bench/bench_train.py`, one
   process each). `--skip-training` leaves this out (it takes minutes and ~18 GiB).
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -68,17 +70,29 @@ def paper_models(revision: str) -> tuple[torch.nn.Module, torch.nn.Module]:
     return model, baseline
 
 
-def best_alternating(functions: dict[str, callable], repeats: int) -> dict[str, float]:
-    """Best wall time of each function over `repeats` alternating rounds (after one warm-up call each)."""
+def alternating_times(functions: dict[str, callable], repeats: int) -> dict[str, list[float]]:
+    """Wall times of each function over `repeats` alternating rounds (after one warm-up call each)."""
     for function in functions.values():
         function()
-    times = {name: float("inf") for name in functions}
+    times = {name: [] for name in functions}
     for _ in range(repeats):
         for name, function in functions.items():
             start = time.perf_counter()
             function()
-            times[name] = min(times[name], time.perf_counter() - start)
+            times[name].append(time.perf_counter() - start)
     return times
+
+
+def comparison(times: dict[str, list[float]], before: str, now: str) -> dict:
+    """Best times and two speed-ups: best against best, and the median of the rounds' own ratios (the machine's
+    speed drifts between rounds on shared hardware; within a round both ran in the same conditions)."""
+    ratios = [b / n for b, n in zip(times[before], times[now])]
+    return {
+        "before_s": round(min(times[before]), 3),
+        "now_s": round(min(times[now]), 3),
+        "speed-up": round(min(times[before]) / min(times[now]), 2),
+        "speed-up_median_round": round(statistics.median(ratios), 2),
+    }
 
 
 def bench_model(args: argparse.Namespace) -> list[dict]:
@@ -89,16 +103,11 @@ def bench_model(args: argparse.Namespace) -> list[dict]:
         autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
         with torch.inference_mode(), autocast:
             models = {"before": baseline, "now": model}
-            times = best_alternating(
+            times = alternating_times(
                 {name: lambda m=m: m(image, task=0) for name, m in models.items()}, args.repeats
             )
             outputs = {name: m(image, task=0).prediction.float() for name, m in models.items()}
-        row = {
-            "figure": f"paper model 512², batch 1, {precision}",
-            "before_s": round(times["before"], 3),
-            "now_s": round(times["now"], 3),
-            "speed-up": round(times["before"] / times["now"], 2),
-        }
+        row = {"figure": f"paper model 512², batch 1, {precision}", **comparison(times, "before", "now")}
         if precision == "fp32":
             float32 = outputs
             row["max_abs_difference"] = float(
@@ -138,7 +147,7 @@ def bench_keep_background(args: argparse.Namespace) -> list[dict]:
     tasks = ["text-removal", "text-segmentation"]
     options = dict(tile_size=size, batch_size=args.tile_batch)
     with torch.inference_mode():
-        times = best_alternating(
+        times = alternating_times(
             {
                 "before": lambda: [tiled_predict(baseline, pixels, task, **options) for task in tasks],
                 "two passes": lambda: [tiled_predict(model, pixels, task, **options) for task in tasks],
@@ -150,22 +159,18 @@ def bench_keep_background(args: argparse.Namespace) -> list[dict]:
         start = time.perf_counter()
         pipe(photo, task="text-removal", tile=True, keep_background=True, batch_size=args.tile_batch)
         end_to_end = time.perf_counter() - start
-        resized = best_alternating({"resize": lambda: pipe(photo, task="text-removal")}, args.repeats)[
-            "resize"
-        ]
+        resized = min(
+            alternating_times({"resize": lambda: pipe(photo, task="text-removal")}, args.repeats)["resize"]
+        )
     figure = f"keep-background tiles, default model, {args.width}×{args.height}, {args.tile_batch} tiles/call"
     return [
         {
             "figure": f"{figure} (model calls): before = old code, a pass per task",
-            "before_s": round(times["before"], 3),
-            "now_s": round(times["one pass"], 3),
-            "speed-up": round(times["before"] / times["one pass"], 2),
+            **comparison(times, "before", "one pass"),
         },
         {
             "figure": "  of which one batched pass for both prompts, against a pass per task (today's code)",
-            "before_s": round(times["two passes"], 3),
-            "now_s": round(times["one pass"], 3),
-            "speed-up": round(times["two passes"] / times["one pass"], 2),
+            **comparison(times, "two passes", "one pass"),
         },
         {
             "figure": "  a whole pipeline run of it: share of the time inside the model",
