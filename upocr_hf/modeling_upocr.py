@@ -138,13 +138,15 @@ class InferenceCache:
 
 
 def to_autocast_dtype(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
-    """`tensors` in the dtype autocast would cast them to for a GEMM (unchanged when autocast is off). For weights,
-    cast once and kept in an `InferenceCache`, instead of autocast casting every weight again in every forward."""
+    """`tensors` as autocast would cast them for a GEMM: floating-point ones other than float64 to the autocast
+    dtype (all unchanged when autocast is off). Weights are cast once and kept in an `InferenceCache`, instead of
+    autocast casting every weight again in every forward."""
     device = next(t for t in tensors if t is not None).device.type
     if not torch.is_autocast_enabled(device):
         return tensors
     dtype = torch.get_autocast_dtype(device)
-    return tuple(None if t is None else t.to(dtype) for t in tensors)
+    eligible = lambda t: t is not None and t.is_floating_point() and t.dtype != torch.float64  # noqa: E731
+    return tuple(t.to(dtype) if eligible(t) else t for t in tensors)
 
 
 class CachedLinear:
