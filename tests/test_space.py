@@ -403,7 +403,9 @@ def test_tiled_runs_report_tile_progress(served, tmp_path):
     demo.upocr.segment(str(path), 0.4, True, progress=progress)  # 64-px tiles, overlap 16: 2 rows × 3 columns
     assert reports[-1] == (1.0, "tile 6 of 6") and len(reports) == 6
     reports.clear()
-    demo.upocr.remove(str(path), True, True, progress=progress)  # keep-background: both prompts in the same calls
+    demo.upocr.remove(
+        str(path), True, True, progress=progress
+    )  # keep-background: both prompts in the same calls
     assert reports[-1] == (1.0, "tile 6 of 6") and len(reports) == 6
     reports.clear()
     demo.upocr.remove(str(path), False, True, progress=progress)  # one model call: nothing to report
