@@ -192,9 +192,9 @@ def bench_training_memory(args: argparse.Namespace) -> list[dict]:
 
     without, with_checkpointing = peak(False), peak(True)
     return [{
-        "figure": "training step, paper config, 3×512², peak RSS GiB (gradient checkpointing)",
-        "before": round(without["peak_rss_gib"], 2),
-        "now": round(with_checkpointing["peak_rss_gib"], 2),
+        "figure": "training step, paper config, 3×512², peak RSS GiB: without → with gradient checkpointing",
+        "without": round(without["peak_rss_gib"], 2),
+        "with": round(with_checkpointing["peak_rss_gib"], 2),
         "ratio": round(with_checkpointing["peak_rss_gib"] / without["peak_rss_gib"], 2),
         "seconds_per_step": [round(without["seconds_per_step"], 1), round(with_checkpointing["seconds_per_step"], 1)],
     }]  # fmt: skip

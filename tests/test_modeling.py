@@ -485,13 +485,19 @@ def test_add_tasks_appends_prompts_and_keeps_the_old_ones(tiny_model, tmp_path):
         assert reloaded(pixel_values, task="deblur").prediction.shape == (1, 3, 64, 64)
 
 
+def _onednn_linear_calls(function) -> int:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        function()
+    return sum(event.count for event in profile.key_averages() if "_linear_pointwise" in event.key)
+
+
 @pytest.mark.numerics
 @pytest.mark.parametrize("gelu", [False, True])
 def test_float32_inference_linear_is_the_plain_linear(gelu):
-    """Without autograd, float32 linears run oneDNN's kernel with the GELU fused into it; with autograd, the plain
-    GEMM. Same function: one layer differs by float32 rounding (measured 1e-6 at |outputs| ≈ 10); 1e-4 is far
-    below what a wrong activation (tanh GELU: 5e-4), bias or layout would change."""
-    from upocr_hf.modeling_upocr import linear
+    """The fast path's float32 linears run oneDNN's kernel with the GELU fused into it. Same function: one layer
+    differs by float32 rounding (measured 1e-6 at |outputs| ≈ 10); 1e-4 is far below what a wrong activation
+    (tanh GELU: 5e-4), bias or layout would change."""
+    from upocr_hf.modeling_upocr import _ONEDNN_LINEAR, linear
 
     generator = torch.Generator().manual_seed(0)
     hidden = torch.randn(3, 50, 96, generator=generator)
@@ -499,9 +505,85 @@ def test_float32_inference_linear_is_the_plain_linear(gelu):
     expected = torch.nn.functional.linear(hidden.double(), weight.double(), bias.double())
     expected = torch.nn.functional.gelu(expected) if gelu else expected
     with torch.no_grad():
-        inference = linear(hidden, weight, bias, gelu=gelu)
-    assert inference.shape == (3, 50, 384) and inference.dtype == torch.float32
-    assert (inference.double() - expected).abs().max().item() <= 1e-4
+        fast = linear(hidden, weight, bias, gelu=gelu)
+        assert _onednn_linear_calls(lambda: linear(hidden, weight, bias, gelu=gelu)) == int(_ONEDNN_LINEAR)
+    assert fast.shape == (3, 50, 384) and fast.dtype == torch.float32
+    assert (fast.double() - expected).abs().max().item() <= 1e-4
+
+
+def test_the_fast_path_runs_only_in_eval_mode_without_autograd():
+    from upocr_hf.modeling_upocr import _ONEDNN_LINEAR
+
+    if not _ONEDNN_LINEAR:
+        pytest.skip("this torch build has no oneDNN linear")
+    model = randomised_tiny_model()
+    image = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert _onednn_linear_calls(lambda: model(image)) > 0
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 weights cast once, same kernel
+            assert _onednn_linear_calls(lambda: model(image)) > 0
+        model.train()
+        assert _onednn_linear_calls(lambda: model(image)) == 0
+    model.eval()
+    assert _onednn_linear_calls(lambda: model(image)) == 0  # autograd on
+
+
+def test_replaced_or_hooked_layers_are_called_as_modules():
+    """PEFT/LoRA-style wrappers, quantised layers and hooks must see their calls: a layer that is no longer a plain
+    `nn.Linear`, or has a hook, makes its block call it instead of reading its weights."""
+
+    class Doubled(torch.nn.Linear):
+        def forward(self, hidden_states):
+            return 2 * super().forward(hidden_states)
+
+    model = randomised_tiny_model()
+    image = torch.rand(1, 3, 64, 64)
+    attention = model.encoder.stages[0].blocks[0].attention
+    with torch.no_grad():
+        before = model(image).prediction
+        calls = []
+        handle = attention.query.register_forward_hook(lambda *_: calls.append(1))
+        assert torch.equal(model(image).prediction, before) and calls == [1]
+        handle.remove()
+        doubled = Doubled(attention.projection.in_features, attention.projection.out_features)
+        doubled.load_state_dict(attention.projection.state_dict())
+        attention.projection = doubled
+        assert not torch.allclose(model(image).prediction, before)
+        dense = model.encoder.stages[0].blocks[0].intermediate.dense
+        calls.clear()
+        dense.register_forward_pre_hook(lambda *_: calls.append(1))
+        model(image)
+        assert calls == [1]
+
+
+def test_weights_written_through_data_are_seen_after_clearing_the_caches():
+    model = randomised_tiny_model()
+    image = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        before = model(image).prediction
+        model.encoder.stages[0].blocks[0].attention.query.weight.data.mul_(3)  # no version bump: caches blind
+        model.clear_inference_caches()
+        after = model(image).prediction
+        model.eval()  # eval() clears them too
+        assert torch.equal(model(image).prediction, after)
+    fresh = UpocrModel(model.config).eval()
+    fresh.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert not torch.allclose(after, before) and torch.equal(after, fresh(image).prediction)
+
+
+def test_a_cast_or_move_forgets_the_cached_copies():
+    import gc
+    import weakref
+
+    model = randomised_tiny_model()
+    with torch.no_grad():
+        model(torch.rand(1, 3, 64, 64))
+    attention = model.encoder.stages[0].blocks[0].attention
+    fused = weakref.ref(attention.fused_query_key_value()[0])
+    model.double()
+    gc.collect()
+    assert fused() is None  # the float32 copy is gone
 
 
 @pytest.mark.numerics

@@ -120,14 +120,24 @@ def test_several_tasks_share_each_tile_call_and_equal_separate_passes():
     model = RecordingModel(randomised_tiny_model(dtype=torch.float64))
     image = torch.rand(1, 3, 100, 150, dtype=torch.float64)
     tasks = ["text-removal", "text-segmentation"]
-    options = dict(tile_size=64, overlap=16, batch_size=4)  # 2×3 windows: calls of 4 and 2 tiles
+    options = dict(tile_size=64, overlap=16, batch_size=4)  # 2×3 windows, 2 per call: 4 images per call
     with torch.no_grad():
         together = tiled_predict_tasks(model, image, tasks, **options)
-        assert model.calls == [[tasks[0]] * 4 + [tasks[1]] * 4, [tasks[0]] * 2 + [tasks[1]] * 2]
+        assert model.calls == [[tasks[0]] * 2 + [tasks[1]] * 2] * 3
         apart = [tiled_predict(model, image, task, **options) for task in tasks]
     for one, other in zip(together, apart):
         torch.testing.assert_close(one, other, rtol=0, atol=FLOAT64_ATOL)  # a batch's samples are independent
     assert not torch.allclose(together[0], together[1])  # the prompts really differ
+
+
+def test_a_task_given_as_a_list_still_tiles():
+    model = RecordingModel(randomised_tiny_model())
+    image = torch.rand(2, 3, 40, 50)  # one window per image: the per-image tasks go to the model as given
+    with torch.no_grad():
+        mixed = tiled_predict(model, image, ["text-removal", "text-segmentation"], tile_size=64)
+        one = tiled_predict(model, image[:1], ["text-removal"], tile_size=64)
+    assert model.calls[0] == ["text-removal", "text-segmentation"] and mixed.shape == image.shape
+    assert one.shape == (1, 3, 40, 50)
 
 
 @pytest.mark.numerics
@@ -271,10 +281,10 @@ def test_tile_progress_counts_every_model_call(pipe):
         progress_callback=lambda *r: reports.append(r),
     )
     assert reports == [(5, 12), (10, 12), (12, 12)]
-    reports.clear()  # keep-background's segmentation prompt goes through the same calls: the same 12 tiles
+    reports.clear()  # keep-background's segmentation prompt goes through the same calls: 2 tiles × 2 prompts each
     pipe(image, task="text-removal", tile=True, tile_overlap=16, batch_size=5, keep_background=True,
          progress_callback=lambda *r: reports.append(r))  # fmt: skip
-    assert reports == [(5, 12), (10, 12), (12, 12)]
+    assert reports == [(done, 12) for done in range(2, 13, 2)]
     reports.clear()
     pipe(photo(40, 40), task="text-segmentation", tile=True, progress_callback=lambda *r: reports.append(r))
     assert reports == [(1, 1)]  # one window: one call

@@ -87,15 +87,14 @@ _ONEDNN_LINEAR = _onednn_linear_available()
 def linear(
     hidden_states: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool = False
 ) -> torch.Tensor:
-    """`F.linear`, followed by the exact (erf) GELU when `gelu`.
+    """`F.linear`, followed by the exact (erf) GELU when `gelu`, for the inference fast path.
 
-    In CPU inference (no autograd) with float32 weights, or under bf16 autocast with bf16 weights (`CachedLinear`
-    gives them), this runs oneDNN's linear, the kernel PyTorch's own compiler uses for CPU inference: it applies
-    the GELU to the GEMM's output while it is in cache, and in float32 it is faster than the default BLAS GEMM for
-    this model's narrow layers. Same function and dtypes as autocast would give, other kernel:
-    bench/bench_inference.py measures the gain; the float64 parity tests do not reach this path.
+    On CPU with float32 weights, or under bf16 autocast with bf16 weights, this runs oneDNN's linear, the kernel
+    PyTorch's own compiler uses for CPU inference: it applies the GELU to the GEMM's output while it is in cache,
+    and in float32 it is faster than the default BLAS GEMM for this model's narrow layers. Same function and
+    dtypes as autocast would give, other kernel; bench/bench_inference.py measures the gain.
     """
-    if _ONEDNN_LINEAR and hidden_states.device.type == "cpu" and not torch.is_grad_enabled():
+    if _ONEDNN_LINEAR and hidden_states.device.type == "cpu":
         if torch.is_autocast_enabled("cpu"):
             onednn = weight.dtype == torch.bfloat16 == torch.get_autocast_dtype("cpu")
             hidden_states = hidden_states.to(weight.dtype) if onednn else hidden_states
@@ -109,19 +108,41 @@ def linear(
     return F.gelu(output) if gelu else output
 
 
-class InferenceCache:
-    """One tensor derived from parameters, kept between forwards that need no gradient.
+def _has_hooks(module: nn.Module) -> bool:
+    hooks = (module._forward_hooks, module._forward_pre_hooks)
+    global_hooks = (nn.modules.module._global_forward_hooks, nn.modules.module._global_forward_pre_hooks)
+    return any(hooks) or any(global_hooks)
 
-    It is recomputed whenever a source tensor is changed in place (an optimizer step, `load_state_dict`), replaced,
-    moved or cast, or the autocast state differs; with autograd on it is never used, so training sees every change.
+
+def fast_path_applies(module: nn.Module, *children: tuple[nn.Module, type]) -> bool:
+    """Whether `module` may take the inference fast path (fused GEMMs, oneDNN kernels, cached weights) instead of
+    calling its children: it is in eval mode, autograd is off, and each child is still exactly the given type with
+    no hooks. A child replaced or wrapped (PEFT/LoRA, quantisation, a hook, FSDP on a single layer) makes the
+    module call its children, as in training."""
+    if module.training or torch.is_grad_enabled():
+        return False
+    return all(type(child) is kind and not _has_hooks(child) for child, kind in children)
+
+
+class InferenceCache:
+    """One value derived from parameters, kept between fast-path (inference) forwards.
+
+    Never used with autograd on. Recomputed whenever a source tensor is changed in place by a tracked op (an
+    optimizer step, `load_state_dict`) or replaced, or the autocast state differs; emptied by `UpocrModel.train()`,
+    `eval()` and any `.to()` or cast. A write through `param.data` is not visible to it: call `model.clear_inference_caches()`
+    after one (or switch the model to eval mode again).
     """
 
     def __init__(self) -> None:
-        self._key: tuple | None = None
-        self._storages: list = []  # held so that a freed source's address cannot be reused under the same key
-        self._value: torch.Tensor | None = None
+        # (key, value, sources' storages): one tuple, swapped whole, so that a reader never sees a key with
+        # another key's value; the storages are held so that a freed source's address cannot come back
+        self._entry: tuple | None = None
+
+    def clear(self) -> None:
+        self._entry = None
 
     def get(self, compute, *sources: torch.Tensor, extra_key: tuple = ()) -> torch.Tensor:
+        # inference tensors have no version counter to check
         if torch.is_grad_enabled() or any(source.is_inference() for source in sources):
             return compute()
         device = sources[0].device.type
@@ -131,16 +152,16 @@ class InferenceCache:
             *((s.data_ptr(), s._version, s.dtype, s.device) for s in sources),
             *extra_key,
         )
-        if key != self._key:
-            self._value = compute()
-            self._key, self._storages = key, [s.untyped_storage() for s in sources]
-        return self._value
+        entry = self._entry
+        if entry is None or entry[0] != key:
+            entry = (key, compute(), [s.untyped_storage() for s in sources])
+            self._entry = entry
+        return entry[1]
 
 
 def to_autocast_dtype(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
     """`tensors` as autocast would cast them for a GEMM: floating-point ones other than float64 to the autocast
-    dtype (all unchanged when autocast is off). Weights are cast once and kept in an `InferenceCache`, instead of
-    autocast casting every weight again in every forward."""
+    dtype (all unchanged when autocast is off)."""
     device = next(t for t in tensors if t is not None).device.type
     if not torch.is_autocast_enabled(device):
         return tensors
@@ -149,17 +170,13 @@ def to_autocast_dtype(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | Non
     return tuple(t.to(dtype) if eligible(t) else t for t in tensors)
 
 
-class CachedLinear:
-    """The (weight, bias) of an `nn.Linear` for `linear`, cast for autocast and kept between inference forwards."""
-
-    def __init__(self, module: nn.Linear) -> None:
-        self._module = [module]  # a list, so that nn.Module does not register the layer a second time
-        self._cache = InferenceCache()
-
-    def weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        module = self._module[0]
-        sources = [t for t in (module.weight, module.bias) if t is not None]
-        return self._cache.get(lambda: to_autocast_dtype(module.weight, module.bias), *sources)
+def cached_linear(
+    cache: InferenceCache, module: nn.Linear, hidden_states: torch.Tensor, gelu: bool = False
+) -> torch.Tensor:
+    """`module(hidden_states)` (then GELU) on the fast path: the weights cast for autocast once, not every forward."""
+    sources = [t for t in (module.weight, module.bias) if t is not None]
+    weight, bias = cache.get(lambda: to_autocast_dtype(module.weight, module.bias), *sources)
+    return linear(hidden_states, weight, bias, gelu=gelu)
 
 
 class UpocrSelfAttention(nn.Module):
@@ -193,10 +210,11 @@ class UpocrSelfAttention(nn.Module):
         coords_table, position_index = self.create_coords_table_and_index()
         self.register_buffer("relative_coords_table", coords_table, persistent=False)
         self.register_buffer("relative_position_index", position_index, persistent=False)
-        # in inference the fused projection and the position bias depend on the weights only: computed once
+        # on the fast path the fused projection, the position bias and autocast's weight casts depend on the
+        # weights only: computed once
         self._qkv_cache = InferenceCache()
         self._bias_cache = InferenceCache()
-        self._projection_weights = CachedLinear(self.projection)
+        self._projection_cache = InferenceCache()
 
     def create_coords_table_and_index(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The log-spaced table of relative offsets `(1, 2w-1, 2w-1, 2)` and the `(w², w²)` index into it."""
@@ -265,20 +283,28 @@ class UpocrSelfAttention(nn.Module):
             `(batch_size * num_windows, w², dim)`.
         """
         batch_windows, tokens, dim = hidden_states.shape
-        weight, bias = self.fused_query_key_value()
-        qkv = linear(hidden_states, weight, bias).view(
-            batch_windows, tokens, 3, self.num_heads, self.head_dim
+        fast = fast_path_applies(
+            self, *((m, nn.Linear) for m in (self.query, self.key, self.value, self.projection))
         )
-        qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, batch_windows, heads, tokens, head_dim)
-        # Cosine attention with a per-head logit scale: both unit-length divisions and the scale are one factor
-        # per token, applied to the query and key in one pass (F.normalize's eps, same function).
-        logit_scale = torch.clamp(self.logit_scale, max=math.log(100.0)).exp().to(qkv.dtype)
-        scales = torch.stack([logit_scale, torch.ones_like(logit_scale)])[:, None]  # (2, 1, heads, 1, 1)
-        norms = torch.linalg.vector_norm(qkv[:2], dim=-1, keepdim=True).clamp_min(1e-12)
-        query, key = qkv[:2] * (scales / norms).to(qkv.dtype)  # under autocast: stay in the GEMM dtype
-        value = qkv[2]
+        if fast:
+            weight, bias = self.fused_query_key_value()
+            shape = (batch_windows, tokens, 3, self.num_heads, self.head_dim)
+            query, key, value = linear(hidden_states, weight, bias).view(shape).unbind(2)
+        else:
+            query, key, value = self.query(hidden_states), self.key(hidden_states), self.value(hidden_states)
+        shape = (batch_windows, tokens, self.num_heads, self.head_dim)
+        query, key, value = (t.reshape(shape).transpose(1, 2) for t in (query, key, value))
+        # Cosine attention with a per-head logit scale: the unit-length division and the scale are one factor per
+        # token, so each of query and key takes one pass (F.normalize's eps, same function)
+        logit_scale = torch.clamp(self.logit_scale, max=math.log(100.0)).exp()
+        norms = [torch.linalg.vector_norm(t, dim=-1, keepdim=True).clamp_min(1e-12) for t in (query, key)]
+        query = query * (logit_scale / norms[0]).to(query.dtype)  # under autocast: stay in the GEMM dtype
+        key = key * (1.0 / norms[1]).to(key.dtype)
 
-        position_bias = self.cached_relative_position_bias(query.dtype).unsqueeze(0)  # (1, heads, N, N)
+        if fast:
+            position_bias = self.cached_relative_position_bias(query.dtype).unsqueeze(0)  # (1, heads, N, N)
+        else:
+            position_bias = self.relative_position_bias().to(query.dtype).unsqueeze(0)
         if attention_mask is not None:
             num_windows = attention_mask.shape[0]
             position_bias = position_bias + attention_mask.unsqueeze(1).to(query.dtype)  # (nW, heads, N, N)
@@ -295,7 +321,9 @@ class UpocrSelfAttention(nn.Module):
             probs = F.dropout(scores.softmax(dim=-1), p=dropout, training=self.training)
             context = probs @ value
         context = context.transpose(1, 2).reshape(batch_windows, tokens, dim)
-        return linear(context, *self._projection_weights.weights())
+        if fast:
+            return cached_linear(self._projection_cache, self.projection, context)
+        return self.projection(context)
 
 
 class UpocrPostLayerNorm(nn.LayerNorm):
@@ -330,8 +358,9 @@ class UpocrLayer(GradientCheckpointingLayer):
         self.output = Swinv2Output(config, dim)
         self.mlp_norm = UpocrPostLayerNorm(dim, eps=config.layer_norm_eps)
         self.drop_path = Swinv2DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
-        self.fuse_gelu = config.hidden_act == "gelu"  # transformers' "gelu" is the exact (erf) one
-        self._mlp_weights = (CachedLinear(self.intermediate.dense), CachedLinear(self.output.dense))
+        # the fast path fuses the GELU into the GEMM: transformers' "gelu" is the exact (erf) one
+        self._fuse_gelu = config.hidden_act == "gelu"
+        self._mlp_caches = (InferenceCache(), InferenceCache())
 
     def forward(self, hidden_states: torch.Tensor, shift_mask: torch.Tensor | None = None) -> torch.Tensor:
         """
@@ -364,14 +393,18 @@ class UpocrLayer(GradientCheckpointingLayer):
 
     def mlp(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """Linear dim→4·dim, activation, Linear 4·dim→dim (transformers' Swinv2Intermediate and Swinv2Output)."""
-        if self.fuse_gelu:
-            hidden_states = linear(hidden_states, *self._mlp_weights[0].weights(), gelu=True)
-        else:
-            hidden_states = self.intermediate.intermediate_act_fn(
-                linear(hidden_states, *self._mlp_weights[0].weights())
-            )
-        output = linear(hidden_states, *self._mlp_weights[1].weights())
-        return self.output.dropout(output)
+        modules = (
+            (self.intermediate, Swinv2Intermediate),
+            (self.intermediate.dense, nn.Linear),
+            (self.output, Swinv2Output),
+            (self.output.dense, nn.Linear),
+        )
+        if not (self._fuse_gelu and fast_path_applies(self, *modules)):
+            return self.output(self.intermediate(hidden_states))
+        hidden_states = cached_linear(self._mlp_caches[0], self.intermediate.dense, hidden_states, gelu=True)
+        return cached_linear(
+            self._mlp_caches[1], self.output.dense, hidden_states
+        )  # dropout: identity in eval
 
 
 class UpocrStage(nn.Module):
@@ -572,6 +605,24 @@ class UpocrPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _no_split_modules = ["UpocrLayer", "UpocrPatchSplit", "UpocrLateralConnection"]
+
+    def clear_inference_caches(self) -> None:
+        """Forget the weights derived for the inference fast path (fused projections, position biases, autocast
+        casts); they are recomputed on the next inference forward. Done by `train()`, `eval()` and every `.to()` or
+        cast; call it yourself after changing weights through `param.data`, which no cache can see."""
+        for module in self.modules():
+            for value in vars(module).values():
+                for cache in value if isinstance(value, tuple) else (value,):
+                    if isinstance(cache, InferenceCache):
+                        cache.clear()
+
+    def train(self, mode: bool = True) -> UpocrPreTrainedModel:
+        self.clear_inference_caches()
+        return super().train(mode)
+
+    def _apply(self, fn, *args, **kwargs):
+        self.clear_inference_caches()  # the old device's or dtype's copies would stay in memory
+        return super()._apply(fn, *args, **kwargs)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

@@ -55,6 +55,17 @@ def _axis_weights(start: int, size: int, length: int, overlap: int, dtype: torch
     return weights
 
 
+def _predict_tasks(
+    model: Callable[..., Any], images: torch.Tensor, tasks: Sequence[Any], dtype: torch.dtype
+) -> list[torch.Tensor]:
+    """`(n, 3, h, w)` → one `(n, 3, h, w)` prediction per task, from one model call."""
+    if len(tasks) == 1:  # the task as given: one for all, or one per image
+        return [model(images, task=tasks[0]).prediction.to(dtype)]
+    prompts = [task for task in tasks for _ in range(len(images))]
+    prediction = model(torch.cat([images] * len(tasks)), task=prompts).prediction.to(dtype)
+    return list(prediction.split(len(images)))
+
+
 def tiled_predict(
     model: Callable[..., Any],
     pixel_values: torch.Tensor,
@@ -98,8 +109,9 @@ def tiled_predict_tasks(
     progress: Callable[[int, int], None] | None = None,
 ) -> list[torch.Tensor]:
     """[`tiled_predict`] for several tasks of the same images at once: each batch of tiles goes through the model
-    once, with every task's prompt (a batch of `len(tasks) * batch_size` images), instead of one tiled pass per
-    task. Returns one `(B, 3, H, W)` blended prediction per task, in the order of `tasks`."""
+    once with every task's prompt, instead of one tiled pass per task. A call holds at most `batch_size` images
+    (`batch_size // len(tasks)` tiles, at least one), so memory stays what `batch_size` allows. Returns one
+    `(B, 3, H, W)` blended prediction per task, in the order of `tasks`."""
     if pixel_values.ndim != 4:
         raise ValueError(
             f"pixel_values must be (batch, channels, height, width), got {tuple(pixel_values.shape)}"
@@ -123,19 +135,14 @@ def tiled_predict_tasks(
     # narrower is blended in float32
     dtype = torch.float64 if pixel_values.dtype == torch.float64 else torch.float32
 
-    def predict(images: torch.Tensor) -> list[torch.Tensor]:
-        """`(n, 3, h, w)` → one `(n, 3, h, w)` prediction per task, from one model call."""
-        prompts = [task for task in tasks for _ in range(len(images))]
-        prediction = model(torch.cat([images] * len(tasks)), task=prompts).prediction.to(dtype)
-        return list(prediction.split(len(images)))
-
     if len(windows) == 1:
-        predictions = predict(pixel_values)
+        predictions = _predict_tasks(model, pixel_values, tasks, dtype)
         if progress is not None:
             progress(batch, batch)
         return predictions
 
     device = pixel_values.device
+    tiles_per_call = max(1, batch_size // len(tasks))
     weight_rows = {top: _axis_weights(top, tile_height, height, overlap, dtype) for top in rows}
     weight_cols = {left: _axis_weights(left, tile_width, width, overlap, dtype) for left in cols}
     results = [[] for _ in tasks]
@@ -143,12 +150,14 @@ def tiled_predict_tasks(
         image = pixel_values[index]
         accumulated = torch.zeros((len(tasks), 3, height, width), dtype=dtype, device=device)
         total_weight = torch.zeros((1, height, width), dtype=dtype, device=device)
-        for start in range(0, len(windows), batch_size):
-            chunk = windows[start : start + batch_size]
+        for start in range(0, len(windows), tiles_per_call):
+            chunk = windows[start : start + tiles_per_call]
             tiles = torch.stack(
                 [image[:, top : top + tile_height, left : left + tile_width] for top, left in chunk]
             )
-            per_task = torch.stack(predict(tiles), dim=1)  # (tiles, tasks, 3, h, w)
+            per_task = torch.stack(
+                _predict_tasks(model, tiles, tasks, dtype), dim=1
+            )  # (tiles, tasks, 3, h, w)
             for (top, left), prediction in zip(chunk, per_task):
                 weight = (weight_rows[top][:, None] * weight_cols[left][None, :]).to(device)
                 accumulated[..., top : top + tile_height, left : left + tile_width] += prediction * weight
