@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench_space import cpu_name  # noqa: E402  (bench/ is this script's own folder on sys.path)
 
 from upocr_hf import UpocrConfig, UpocrModel  # noqa: E402
 from upocr_hf.tiling import tiled_predict, tiled_predict_tasks  # noqa: E402
@@ -198,16 +199,6 @@ def bench_training_memory(args: argparse.Namespace) -> list[dict]:
         "ratio": round(with_checkpointing["peak_rss_gib"] / without["peak_rss_gib"], 2),
         "seconds_per_step": [round(without["seconds_per_step"], 1), round(with_checkpointing["seconds_per_step"], 1)],
     }]  # fmt: skip
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:

@@ -129,8 +129,8 @@ class InferenceCache:
 
     Never used with autograd on. Recomputed whenever a source tensor is changed in place by a tracked op (an
     optimizer step, `load_state_dict`) or replaced, or the autocast state differs; emptied by `UpocrModel.train()`,
-    `eval()` and any `.to()` or cast. A write through `param.data` is not visible to it: call `model.clear_inference_caches()`
-    after one (or switch the model to eval mode again).
+    `eval()` and any `.to()` or cast. A write through `param.data` is not visible to it: call
+    `model.clear_inference_caches()` after one (or switch the model to eval mode again).
     """
 
     def __init__(self) -> None:
@@ -183,8 +183,8 @@ class UpocrSelfAttention(nn.Module):
     """Swin V2 window attention: scaled cosine attention plus a log-spaced continuous position bias.
 
     Computes exactly what the authors' window attention computes. The query/key/value projections are stored
-    separately (the key has no bias), as in the converted checkpoints, and run as one GEMM over their
-    concatenated weights. Attention runs through `torch.nn.functional.scaled_dot_product_attention`
+    separately (the key has no bias), as in the converted checkpoints; on the inference fast path they run as one
+    GEMM over their concatenated weights. Attention runs through `torch.nn.functional.scaled_dot_product_attention`
     (`config._attn_implementation == "sdpa"`) or plain matmul + softmax (`"eager"`).
     """
 
@@ -242,7 +242,8 @@ class UpocrSelfAttention(nn.Module):
         return table, relative.sum(-1)
 
     def cached_relative_position_bias(self, dtype: torch.dtype) -> torch.Tensor:
-        """`relative_position_bias()` in `dtype`, computed once for inference (it depends on the weights only)."""
+        """`relative_position_bias()` in `dtype`, computed once for inference without autograd (it depends on the
+        weights only)."""
         mlp = self.continuous_position_bias_mlp
         sources = (mlp[0].weight, mlp[0].bias, mlp[2].weight)
         return self._bias_cache.get(
@@ -301,10 +302,7 @@ class UpocrSelfAttention(nn.Module):
         query = query * (logit_scale / norms[0]).to(query.dtype)  # under autocast: stay in the GEMM dtype
         key = key * (1.0 / norms[1]).to(key.dtype)
 
-        if fast:
-            position_bias = self.cached_relative_position_bias(query.dtype).unsqueeze(0)  # (1, heads, N, N)
-        else:
-            position_bias = self.relative_position_bias().to(query.dtype).unsqueeze(0)
+        position_bias = self.cached_relative_position_bias(query.dtype).unsqueeze(0)  # (1, heads, N, N)
         if attention_mask is not None:
             num_windows = attention_mask.shape[0]
             position_bias = position_bias + attention_mask.unsqueeze(1).to(query.dtype)  # (nW, heads, N, N)
@@ -360,7 +358,8 @@ class UpocrLayer(GradientCheckpointingLayer):
         self.drop_path = Swinv2DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
         # the fast path fuses the GELU into the GEMM: transformers' "gelu" is the exact (erf) one
         self._fuse_gelu = config.hidden_act == "gelu"
-        self._mlp_caches = (InferenceCache(), InferenceCache())
+        self._intermediate_cache = InferenceCache()
+        self._output_cache = InferenceCache()
 
     def forward(self, hidden_states: torch.Tensor, shift_mask: torch.Tensor | None = None) -> torch.Tensor:
         """
@@ -401,10 +400,11 @@ class UpocrLayer(GradientCheckpointingLayer):
         )
         if not (self._fuse_gelu and fast_path_applies(self, *modules)):
             return self.output(self.intermediate(hidden_states))
-        hidden_states = cached_linear(self._mlp_caches[0], self.intermediate.dense, hidden_states, gelu=True)
-        return cached_linear(
-            self._mlp_caches[1], self.output.dense, hidden_states
-        )  # dropout: identity in eval
+        hidden_states = cached_linear(
+            self._intermediate_cache, self.intermediate.dense, hidden_states, gelu=True
+        )
+        # the output's dropout is an identity in eval mode
+        return cached_linear(self._output_cache, self.output.dense, hidden_states)
 
 
 class UpocrStage(nn.Module):
@@ -612,9 +612,8 @@ class UpocrPreTrainedModel(PreTrainedModel):
         cast; call it yourself after changing weights through `param.data`, which no cache can see."""
         for module in self.modules():
             for value in vars(module).values():
-                for cache in value if isinstance(value, tuple) else (value,):
-                    if isinstance(cache, InferenceCache):
-                        cache.clear()
+                if isinstance(value, InferenceCache):
+                    value.clear()
 
     def train(self, mode: bool = True) -> UpocrPreTrainedModel:
         self.clear_inference_caches()

@@ -53,7 +53,7 @@ from transformers import Pipeline
 from .image_io import to_uint8_rgb
 from .image_processing_upocr import UpocrImageProcessor
 from .tasks import SEGMENTATION_THRESHOLD, TAMPER_CLASS_RGB, TEXT_SEGMENTATION, get_task, resolve_task
-from .tiling import tiled_predict_tasks
+from .tiling import predict_tasks, tiled_predict_tasks
 
 #: Name of the pipeline task registered with transformers' `PIPELINE_REGISTRY`.
 PIPELINE_TASK = "upocr"
@@ -245,17 +245,13 @@ class UpocrPipeline(Pipeline):
         ):
             tasks.append(TEXT_SEGMENTATION)
         x = pixel_values.to(device=self.device, dtype=self.model.dtype)
-        batch = x.shape[0]
         if meta[0]["tile"]:
             size = tile_size or self.image_processor.size.height or self.model.config.image_size
             # keep-background's segmentation prompt rides along in the same model calls as the removal one
             options = dict(tile_size=size, overlap=tile_overlap, batch_size=tile_batch_size)
             outputs = tiled_predict_tasks(self.model, x, tasks, progress=progress_callback, **options)
         else:
-            stacked = torch.cat([x] * len(tasks)) if len(tasks) > 1 else x
-            prompts = [name for name in tasks for _ in range(batch)]
-            prediction = self.model(stacked, task=prompts).prediction
-            outputs = list(prediction.split(batch))
+            outputs = predict_tasks(self.model, x, tasks)
         return {
             "prediction": outputs[0].float(),
             "text_prediction": outputs[1].float() if len(outputs) > 1 else None,

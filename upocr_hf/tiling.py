@@ -55,14 +55,16 @@ def _axis_weights(start: int, size: int, length: int, overlap: int, dtype: torch
     return weights
 
 
-def _predict_tasks(
-    model: Callable[..., Any], images: torch.Tensor, tasks: Sequence[Any], dtype: torch.dtype
+def predict_tasks(
+    model: Callable[..., Any], images: torch.Tensor, tasks: Sequence[Any], dtype: torch.dtype | None = None
 ) -> list[torch.Tensor]:
-    """`(n, 3, h, w)` → one `(n, 3, h, w)` prediction per task, from one model call."""
+    """`(n, 3, h, w)` → one `(n, 3, h, w)` raw prediction per task (in `dtype`, if given), from one model call."""
     if len(tasks) == 1:  # the task as given: one for all, or one per image
-        return [model(images, task=tasks[0]).prediction.to(dtype)]
-    prompts = [task for task in tasks for _ in range(len(images))]
-    prediction = model(torch.cat([images] * len(tasks)), task=prompts).prediction.to(dtype)
+        prediction = model(images, task=tasks[0]).prediction
+    else:
+        prompts = [task for task in tasks for _ in range(len(images))]
+        prediction = model(torch.cat([images] * len(tasks)), task=prompts).prediction
+    prediction = prediction if dtype is None else prediction.to(dtype)
     return list(prediction.split(len(images)))
 
 
@@ -136,7 +138,7 @@ def tiled_predict_tasks(
     dtype = torch.float64 if pixel_values.dtype == torch.float64 else torch.float32
 
     if len(windows) == 1:
-        predictions = _predict_tasks(model, pixel_values, tasks, dtype)
+        predictions = predict_tasks(model, pixel_values, tasks, dtype)
         if progress is not None:
             progress(batch, batch)
         return predictions
@@ -145,7 +147,7 @@ def tiled_predict_tasks(
     tiles_per_call = max(1, batch_size // len(tasks))
     weight_rows = {top: _axis_weights(top, tile_height, height, overlap, dtype) for top in rows}
     weight_cols = {left: _axis_weights(left, tile_width, width, overlap, dtype) for left in cols}
-    results = [[] for _ in tasks]
+    results = []
     for index in range(batch):
         image = pixel_values[index]
         accumulated = torch.zeros((len(tasks), 3, height, width), dtype=dtype, device=device)
@@ -155,19 +157,16 @@ def tiled_predict_tasks(
             tiles = torch.stack(
                 [image[:, top : top + tile_height, left : left + tile_width] for top, left in chunk]
             )
-            per_task = torch.stack(
-                _predict_tasks(model, tiles, tasks, dtype), dim=1
-            )  # (tiles, tasks, 3, h, w)
+            # (tiles, tasks, 3, h, w)
+            per_task = torch.stack(predict_tasks(model, tiles, tasks, dtype), dim=1)
             for (top, left), prediction in zip(chunk, per_task):
                 weight = (weight_rows[top][:, None] * weight_cols[left][None, :]).to(device)
                 accumulated[..., top : top + tile_height, left : left + tile_width] += prediction * weight
                 total_weight[:, top : top + tile_height, left : left + tile_width] += weight
             if progress is not None:
                 progress(index * len(windows) + start + len(chunk), batch * len(windows))
-        blended = accumulated / total_weight
-        for results_of_task, prediction in zip(results, blended):
-            results_of_task.append(prediction)
-    return [torch.stack(predictions) for predictions in results]
+        results.append(accumulated / total_weight)  # (tasks, 3, H, W)
+    return list(torch.stack(results, dim=1))
 
 
-__all__ = ["tile_starts", "tiled_predict", "tiled_predict_tasks"]
+__all__ = ["predict_tasks", "tile_starts", "tiled_predict", "tiled_predict_tasks"]
