@@ -396,7 +396,10 @@ class UpocrDemo:
         self.max_pixels = max_pixels
         self.tasks: list[str] = list(pipe.model.config.tasks)
         tasks_module = _sibling_module(pipe, "tasks")
-        self.threshold: float = getattr(tasks_module, "SEGMENTATION_THRESHOLD", 0.4)
+        # the model folder's defaults (preprocessor_config.json): the mode and threshold its model scored best in
+        paper_threshold = getattr(tasks_module, "SEGMENTATION_THRESHOLD", 0.4)
+        self.threshold: float = getattr(pipe.image_processor, "segmentation_threshold", paper_threshold)
+        self.tile: bool = bool(getattr(pipe.image_processor, "do_tile", False))
         self.class_names: dict[int, str] = dict(
             getattr(tasks_module, "TAMPER_ID2LABEL", {0: "background", 1: "real text", 2: "tampered text"})
         )
@@ -518,10 +521,16 @@ class UpocrDemo:
     # ------------------------------------------------------------------------------------------ callbacks
 
     def remove(
-        self, image: Any, tile: bool = False, keep_background: bool = True, progress: gr.Progress = PROGRESS
+        self,
+        image: Any,
+        tile: bool | None = None,
+        keep_background: bool = True,
+        progress: gr.Progress = PROGRESS,
     ) -> tuple[tuple[Image.Image, Image.Image], str, str]:
-        """Text removal → ((input, output) for the slider, PNG file to download, info line)."""
+        """Text removal → ((input, output) for the slider, PNG file to download, info line). `tile` `None`: the
+        model's default mode (as in the other callbacks)."""
         pixels, original, name = self._read(image)
+        tile = self.tile if tile is None else tile
         options = dict(tile=bool(tile), keep_background=bool(keep_background))
         result, seconds = self._run(pixels, TEXT_REMOVAL, progress, **options)
         output: Image.Image = result["image"]
@@ -532,10 +541,15 @@ class UpocrDemo:
         return (Image.fromarray(original), output), download, info
 
     def segment(
-        self, image: Any, threshold: float | None = None, tile: bool = False, progress: gr.Progress = PROGRESS
+        self,
+        image: Any,
+        threshold: float | None = None,
+        tile: bool | None = None,
+        progress: gr.Progress = PROGRESS,
     ) -> tuple[Image.Image, Image.Image, str]:
         """Text segmentation → (overlay on the input, binary mask, info line)."""
         pixels, original, _ = self._read(image)
+        tile = self.tile if tile is None else tile
         threshold = self.threshold if threshold is None else float(threshold)
         result, seconds = self._run(pixels, TEXT_SEGMENTATION, progress, tile=bool(tile), threshold=threshold)
         mask = np.asarray(result["mask"], dtype=bool)
@@ -546,10 +560,11 @@ class UpocrDemo:
         return overlay, result["image"], info
 
     def detect(
-        self, image: Any, tile: bool = False, progress: gr.Progress = PROGRESS
+        self, image: Any, tile: bool | None = None, progress: gr.Progress = PROGRESS
     ) -> tuple[Image.Image, Image.Image, str, str]:
         """Tampered text detection → (marked input, class map, verdict, info line), all from one `TamperVerdict`."""
         pixels, original, _ = self._read(image)
+        tile = self.tile if tile is None else tile
         height, width = original.shape[:2]
         options = dict(
             tile=bool(tile), min_region_area=min_region_area(height, width), min_region_score=MIN_REGION_SCORE
@@ -634,7 +649,7 @@ def _removal_tab(app: UpocrDemo, shared: dict[str, Any]) -> None:
         with gr.Column(min_width=280):
             image = _input("remove-input")
             with gr.Accordion("Options", open=False):
-                tile = gr.Checkbox(False, label="High resolution (tiles at native size)")
+                tile = gr.Checkbox(app.tile, label="High resolution (tiles at native size)")
                 keep = gr.Checkbox(
                     True,
                     label="Keep background (only text pixels may change)",
@@ -667,7 +682,7 @@ def _segmentation_tab(app: UpocrDemo, shared: dict[str, Any]) -> None:
                     0.05, 0.95, value=app.threshold, step=0.05, label="Threshold",
                     info="A pixel is text when the prediction's channel mean exceeds this.",
                 )  # fmt: skip
-                tile = gr.Checkbox(False, label="High resolution (tiles at native size)")
+                tile = gr.Checkbox(app.tile, label="High resolution (tiles at native size)")
             button = gr.Button("Run", variant="primary", elem_id="segment-run")
         with gr.Column(min_width=280):
             overlay = _image("Text strokes, outlined on the image", "segment-overlay", format="png")
@@ -687,7 +702,7 @@ def _tampering_tab(app: UpocrDemo, shared: dict[str, Any]) -> None:
         with gr.Column(min_width=280):
             image = _input("detect-input")
             with gr.Accordion("Options", open=False):
-                tile = gr.Checkbox(False, label="High resolution (tiles at native size)")
+                tile = gr.Checkbox(app.tile, label="High resolution (tiles at native size)")
             button = gr.Button("Run", variant="primary", elem_id="detect-run")
         with gr.Column(min_width=280):
             verdict = gr.Markdown(elem_id="detect-verdict")

@@ -16,6 +16,7 @@ from PIL import Image
 
 from upocr_hf import UpocrConfig, UpocrModel
 from upocr_hf.cli import Summary, _report, collect_jobs, main
+from upocr_hf.image_processing_upocr import UpocrImageProcessor
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -247,3 +248,24 @@ def test_every_process_exits_with_the_status_of_the_whole_run(capsys):
     assert _report(args, other_process, unloadable, jobs, []) == 2
     assert _report(args, main_process, unloadable, jobs, []) == 2
     assert "upocr: error: cannot load the model from m: broken" in capsys.readouterr().err
+
+
+def test_the_model_folders_mode_is_the_default_and_no_tile_overrides_it(model_dir, tmp_path, capsys):
+    folder = tmp_path / "tiles-by-default"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (folder / name).write_bytes((model_dir / name).read_bytes())
+    UpocrImageProcessor(size={"height": 64, "width": 64}, do_tile=True).save_pretrained(folder)
+    write_image(tmp_path / "in" / "big.png", 100, 140)  # 2×3 tiles of 64, or one resize
+
+    def remove(*flags):
+        out = tmp_path / ("out" + "".join(flags))
+        assert (
+            main(["remove", str(tmp_path / "in"), "-o", str(out), "--model", str(folder), "-q", *flags]) == 0
+        )
+        return np.asarray(Image.open(out / "big.png"))
+
+    by_default = remove()
+    assert np.array_equal(by_default, remove("--tile"))
+    assert not np.array_equal(by_default, remove("--no-tile"))
+    capsys.readouterr()

@@ -438,3 +438,37 @@ def test_keep_background_helpers():
     assert np.array_equal(composed[mask], prediction[mask])
     dilated = dilate_mask(mask, 1)
     assert dilated.sum() == 9 and dilated[1:4, 2:5].all()
+
+
+def test_the_model_folder_sets_the_default_mode_and_threshold(model_dir, pipe64, tmp_path):
+    """A folder whose preprocessor_config.json says do_tile and segmentation_threshold gets them when a call does
+    not say; a call that does say wins; post_process uses the threshold too."""
+    folder = tmp_path / "tiles-by-default"
+    for name in ("config.json", "model.safetensors"):
+        (folder / name).parent.mkdir(exist_ok=True)
+        (folder / name).write_bytes((model_dir / name).read_bytes())
+    processor = UpocrImageProcessor(
+        size={"height": 64, "width": 64}, do_tile=True, segmentation_threshold=0.7
+    )
+    processor.save_pretrained(folder)
+    assert json.loads((folder / "preprocessor_config.json").read_text())["do_tile"] is True
+    tiles = pipeline("upocr", model=str(folder), device="cpu", dtype=torch.float64)
+    assert tiles.image_processor.do_tile and tiles.image_processor.segmentation_threshold == 0.7
+
+    image = photo(150, 200, seed=11)  # 3×4 tiles of 64: tiles and one resize differ
+    for task, key in (("text-removal", "image"), ("tampered-text-detection", "class_map")):
+        by_default = np.asarray(tiles(image, task=task)[key])
+        assert np.array_equal(by_default, np.asarray(pipe64(image, task=task, tile=True)[key]))
+        assert not np.array_equal(by_default, np.asarray(pipe64(image, task=task)[key]))
+        assert np.array_equal(np.asarray(tiles(image, task=task, tile=False)[key]), np.asarray(pipe64(image, task=task)[key]))  # fmt: skip
+
+    default = tiles(image, task="text-segmentation")
+    assert np.array_equal(default["mask"], default["scores"] > 0.7)
+    assert np.array_equal(
+        tiles(image, task="text-segmentation", threshold=0.2)["mask"], default["scores"] > 0.2
+    )
+    outputs = tiles.model(torch.rand(1, 3, 64, 64, dtype=torch.float64), task="text-segmentation")
+    reading = tiles.image_processor.post_process_text_segmentation(outputs)[0]
+    assert torch.equal(reading["mask"], reading["scores"] > 0.7)
+    # a folder that does not say keeps the paper's protocol: one resize, threshold 0.4
+    assert not pipe64.image_processor.do_tile and pipe64.image_processor.segmentation_threshold == 0.4

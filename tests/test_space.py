@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+import gradio as gr
 import numpy as np
 import pytest
 import torch
@@ -493,3 +494,21 @@ def test_a_folder_with_older_pipeline_code_still_serves_every_tab(tiny_model_dir
     marked, _, verdict, _ = demo.detect(str(photo), True, progress=lambda *a, **k: None)
     overlay, _, _ = demo.segment(str(photo), 0.4, True, progress=lambda *a, **k: None)
     assert marked.size == overlay.size == (80, 48) and verdict.startswith("### ")
+
+
+def test_the_model_folders_default_mode_and_threshold_are_the_apps(tmp_path, photo):
+    folder = save_tiny_model(tmp_path / "tiles-by-default")
+    UpocrImageProcessor(
+        size={"height": 64, "width": 64}, do_tile=True, segmentation_threshold=0.65
+    ).save_pretrained(folder)
+    app = load_app()
+    demo = app.build_demo(str(folder))
+    boxes = [b for b in demo.blocks.values() if isinstance(b, gr.Checkbox) and "tiles" in (b.label or "")]
+    sliders = [b for b in demo.blocks.values() if isinstance(b, gr.Slider) and b.label == "Threshold"]
+    assert len(boxes) == 3 and all(box.value is True for box in boxes)
+    assert [slider.value for slider in sliders] == [0.65]
+    _, _, info = demo.upocr.segment(str(photo), progress=lambda *a, **k: None)  # 80×48: two tiles of 64
+    assert "tiles" in info
+    _, _, info = demo.upocr.segment(str(photo), 0.65, False, progress=lambda *a, **k: None)
+    assert "resized" in info
+    demo.close()

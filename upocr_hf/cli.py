@@ -133,7 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("-o", "--output-dir", required=True, type=Path, help="folder for the results")
         sub.add_argument("--model", default=None, help="model folder (save_pretrained layout)")
         sub.add_argument(
-            "--tile", action="store_true", help="high-resolution mode: overlapping native-size tiles"
+            "--tile",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="high-resolution mode: overlapping native-size tiles; --no-tile: one resize to the model size "
+            "(default: the mode the model folder's preprocessor_config.json gives, do_tile)",
         )
         sub.add_argument(
             "--tile-overlap", type=int, default=None, help="tile overlap in pixels (default tile/4)"
@@ -164,7 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
             )
         if task.readout == "mask" or task.text_mask:
             sub.add_argument(
-                "--threshold", type=float, default=None, help="text mask threshold (default 0.4)"
+                "--threshold",
+                type=float,
+                default=None,
+                help="text mask threshold (default: the model folder's segmentation_threshold, else 0.4)",
             )
         sub.set_defaults(task=task.id)
     return parser
@@ -215,7 +222,9 @@ def _run_batch(
 
 def _pipeline_options(args: argparse.Namespace) -> dict[str, Any]:
     """The pipeline call options of the parsed command line."""
-    options: dict[str, Any] = {"task": args.task, "tile": args.tile, "max_pixels": args.max_pixels}
+    options: dict[str, Any] = {"task": args.task, "max_pixels": args.max_pixels}
+    if args.tile is not None:
+        options["tile"] = args.tile
     options["batch_size"] = args.batch_size  # images per call, or tiles per call with --tile
     if args.tile_overlap is not None:
         options["tile_overlap"] = args.tile_overlap
@@ -234,7 +243,8 @@ def _process(
 
     options = _pipeline_options(args)
     progress = tqdm(total=len(jobs), unit="image", disable=not show_progress or not jobs, file=sys.stderr)
-    step = 1 if args.tile else args.batch_size
+    tile = pipe.image_processor.do_tile if args.tile is None else args.tile
+    step = 1 if tile else args.batch_size
     batch: list[tuple[Job, Image.Image]] = []
     for index, job in enumerate(jobs):
         try:

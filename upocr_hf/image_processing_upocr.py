@@ -37,9 +37,16 @@ class UpocrImageProcessorKwargs(ImagesKwargs, total=False):
     """
     max_pixels (`int`, *optional*, defaults to `self.max_pixels`):
         Refuse images with more pixels than this (decompression-bomb guard); `None` disables the check.
+    do_tile (`bool`, *optional*, defaults to `self.do_tile`):
+        The model's default inference mode in `UpocrPipeline`: overlapping native-resolution tiles of `size`
+        instead of one resize to `size`.
+    segmentation_threshold (`float`, *optional*, defaults to `self.segmentation_threshold`):
+        Default threshold of the text-mask read-out.
     """
 
     max_pixels: int | None
+    do_tile: bool
+    segmentation_threshold: float
 
 
 class UpocrImageProcessor(TorchvisionBackend):
@@ -59,6 +66,11 @@ class UpocrImageProcessor(TorchvisionBackend):
         do_rescale (`bool`, *optional*, defaults to `True`): scale integer images to [0, 1] by their bit depth.
         rescale_factor (`float`, *optional*, defaults to `1/255`): scale of 8-bit images.
         max_pixels (`int`, *optional*, defaults to 256,000,000): decompression-bomb guard.
+        do_tile (`bool`, *optional*, defaults to `False`): the inference mode `UpocrPipeline` uses when a call
+            does not say: native-resolution tiles of `size` (`True`) or one resize to `size` (`False`, the
+            paper's protocol). A model folder saves the mode that scored best for its model.
+        segmentation_threshold (`float`, *optional*, defaults to 0.4, the paper's): the text-mask threshold used
+            when a call does not give one.
     """
 
     valid_kwargs = UpocrImageProcessorKwargs
@@ -74,6 +86,8 @@ class UpocrImageProcessor(TorchvisionBackend):
     do_convert_rgb = True
     return_tensors = "pt"
     max_pixels = DEFAULT_MAX_PIXELS
+    do_tile = False
+    segmentation_threshold = SEGMENTATION_THRESHOLD
 
     def __init__(self, **kwargs: Unpack[UpocrImageProcessorKwargs]):
         super().__init__(**kwargs)
@@ -238,14 +252,15 @@ class UpocrImageProcessor(TorchvisionBackend):
         ]
 
     def post_process_text_segmentation(
-        self, outputs: Any, target_sizes: Any = None, threshold: float = SEGMENTATION_THRESHOLD
+        self, outputs: Any, target_sizes: Any = None, threshold: float | None = None
     ) -> list[dict[str, torch.Tensor]]:
         """Text-segmentation predictions → text masks at the original sizes.
 
         Returns one dict per image with `mask`: `torch.BoolTensor (H, W)`, True where the channel mean of the
-        clamped, resized prediction is **strictly greater** than `threshold`; and `scores`: `torch.FloatTensor
-        (H, W)`, that channel mean (the soft map, in [0, 1]).
+        clamped, resized prediction is **strictly greater** than `threshold` (default `self.segmentation_threshold`);
+        and `scores`: `torch.FloatTensor (H, W)`, that channel mean (the soft map, in [0, 1]).
         """
+        threshold = self.segmentation_threshold if threshold is None else threshold
         predictions = self._predictions(outputs)
         sizes = self._target_sizes(target_sizes, len(predictions))
         results = []

@@ -19,7 +19,9 @@ keep-background mask), `dilation`, `difference_threshold`, `min_region_area` and
 regions smaller or less confident are read as the next most likely class), `max_pixels`, `progress_callback`
 (tile mode: called as `progress_callback(tiles_done, tiles_total)` after each model call); `batch_size` (images
 per model call in resize mode, tiles per model call in tile mode). Device and dtype are the standard pipeline
-arguments (`pipeline(..., device="cuda", dtype=torch.bfloat16)`).
+arguments (`pipeline(..., device="cuda", dtype=torch.bfloat16)`). Where a call leaves `tile` or `threshold` out,
+the model folder's image processor says (`do_tile`, `segmentation_threshold` in `preprocessor_config.json`: the
+mode its model scored best in; resize and 0.4, the paper's protocol, when it does not say).
 
 Results (one dict per image, all at the image's original size after EXIF orientation):
 - `text-removal`: `{"task", "image": PIL RGB, "text_mask": bool (H, W) ndarray or None}` — `text_mask` is the
@@ -52,7 +54,7 @@ from transformers import Pipeline
 
 from .image_io import to_uint8_rgb
 from .image_processing_upocr import UpocrImageProcessor
-from .tasks import SEGMENTATION_THRESHOLD, TAMPER_CLASS_RGB, TEXT_SEGMENTATION, get_task, resolve_task
+from .tasks import TAMPER_CLASS_RGB, TEXT_SEGMENTATION, get_task, resolve_task
 from .tiling import predict_tasks, tiled_predict_tasks
 
 #: Name of the pipeline task registered with transformers' `PIPELINE_REGISTRY`.
@@ -201,12 +203,13 @@ class UpocrPipeline(Pipeline):
         self,
         image: Any,
         task: str | None = None,
-        tile: bool = False,
+        tile: bool | None = None,
         keep_background: bool = False,
         max_pixels: int | None | str = "default",
     ) -> dict[str, Any]:
         """One image (path, PIL, array, tensor) → `{"pixel_values": (1, 3, h, w), "meta": {per-image info}}`."""
         task = resolve_task(task, self.model.config.tasks)
+        tile = self.image_processor.do_tile if tile is None else tile
         full = self.image_processor.convert_image(image, max_pixels=max_pixels)
         if tile:
             pixel_values = full[None]
@@ -261,7 +264,7 @@ class UpocrPipeline(Pipeline):
     def postprocess(
         self,
         model_outputs: dict[str, Any],
-        threshold: float = SEGMENTATION_THRESHOLD,
+        threshold: float | None = None,
         dilation: int | None = None,
         difference_threshold: float = 0.1,
         min_region_area: int = 1,
@@ -271,6 +274,7 @@ class UpocrPipeline(Pipeline):
         docstring). `prediction` and `text_prediction` are `(1, 3, h, w)`."""
         meta = _as_list(model_outputs["meta"])[0]
         prediction = model_outputs["prediction"]
+        threshold = self.image_processor.segmentation_threshold if threshold is None else threshold
         readout = get_task(meta["task"]).readout
         if readout == "mask":
             return self._read_mask(prediction, meta, threshold)
@@ -352,7 +356,8 @@ class UpocrPipeline(Pipeline):
             from transformers.pipelines.pt_utils import KeyDataset
 
             inputs = KeyDataset(inputs, "image")
-        if kwargs.get("tile", self._preprocess_params.get("tile", False)):
+        tile = kwargs.get("tile", self._preprocess_params.get("tile"))
+        if self.image_processor.do_tile if tile is None else tile:
             kwargs.setdefault("tile_batch_size", batch_size or self._batch_size or 1)
             batch_size = 1
         return super().__call__(inputs, *args, batch_size=batch_size, **kwargs)
