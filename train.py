@@ -36,6 +36,7 @@ from accelerate.utils import (
 from datasets import IterableDataset
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser
+from transformers.image_utils import SizeDict
 
 from upocr_hf.configuration_upocr import CONFIG_PRESETS
 from upocr_hf.data import DatasetFolderError, MultiTaskDataLoader, UpocrAugment, load_task_datasets
@@ -652,6 +653,16 @@ def checkpoint_write_failure(checkpoints: CheckpointFolders, step: int, error: B
     )
 
 
+def trained_model_processor(model: torch.nn.Module, init_from: str) -> UpocrImageProcessor:
+    """The image processor saved with a trained model: the one of the `save_pretrained` folder it started from (so
+    its inference defaults, `do_tile` and `segmentation_threshold`, carry over), at the training resolution; the
+    default processor when it started from scratch or from an authors' checkpoint file."""
+    folder = Path(init_from)
+    processor = UpocrImageProcessor.for_model(model.config, folder if folder.is_dir() else None)
+    processor.size = SizeDict(height=model.config.image_size, width=model.config.image_size)
+    return processor
+
+
 def save_final_model(model: torch.nn.Module, final_dir: Path, args: TrainArguments) -> None:
     """Write a Hub-ready `save_pretrained` folder (model, image processor, pipeline code, model card), staged."""
     with staged_folder(final_dir) as staging:
@@ -665,7 +676,7 @@ def save_final_model(model: torch.nn.Module, final_dir: Path, args: TrainArgumen
             "resolution": f"{size}×{size}",
             "perceptual/style loss": args.perceptual_loss,
         }
-        prepare_hub_folder(model, UpocrImageProcessor.for_model(model.config), staging, training=training)
+        prepare_hub_folder(model, trained_model_processor(model, args.init_from), staging, training=training)
         (staging / "training_args.json").write_text(json.dumps(asdict(args), indent=2))
     logger.info("saved the trained model to %s", final_dir)
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from transformers.image_utils import SizeDict
 
 from upocr_hf.data import load_task_datasets
 from upocr_hf.evaluation import evaluate_model
@@ -74,7 +75,7 @@ def modes(sizes: Sequence[int], tile_sizes: Sequence[int]) -> Iterator[dict[str,
 
 def pipeline_for(model: UpocrModel, model_dir: str, size: int) -> UpocrPipeline:
     processor = UpocrImageProcessor.for_model(model.config, model_dir)
-    processor.size = {"height": size, "width": size}
+    processor.size = SizeDict(height=size, width=size)
     return UpocrPipeline(model=model, image_processor=processor, device="cpu")
 
 

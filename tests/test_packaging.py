@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from upocr_hf import UpocrModel
+from upocr_hf import UpocrImageProcessor, UpocrModel
 from upocr_hf.packaging import (
     BaselineNotBeatenError,
     IncumbentNotBeatenError,
@@ -194,3 +194,15 @@ def test_a_model_replaces_the_shipped_one_only_when_it_scores_higher(trained_dir
               "--baselines", *paths["base"], "--incumbent", *paths["incumbent"]])  # fmt: skip
     assert exit_info.value.code == 1
     assert {p.name: p.read_bytes() for p in output.iterdir()} == before
+
+
+def test_the_packaged_folder_keeps_the_trained_folders_inference_mode_and_the_card_says_it(
+    trained_dir, tmp_path
+):
+    UpocrImageProcessor(size={"height": 64, "width": 64}, do_tile=True).save_pretrained(trained_dir)
+    output = package_model(trained_dir, tmp_path / "default_model", EVALUATIONS, BASELINES)
+    assert UpocrImageProcessor.from_pretrained(output).do_tile
+    assert (
+        "native-resolution tiles of 64×64 px, segmentation threshold 0.4"
+        in (output / "README.md").read_text()
+    )

@@ -14,7 +14,7 @@ import torch
 from conftest import fixed_synthetic_config
 from safetensors.torch import load_file
 
-from upocr_hf import UpocrModel
+from upocr_hf import UpocrImageProcessor, UpocrModel
 from upocr_hf.data.synthetic import generate_folders
 from upocr_hf.losses import UpocrLoss
 from upocr_hf.tasks import DEFAULT_TASKS, get_task
@@ -431,6 +431,9 @@ def test_a_new_task_trains_from_a_pretrained_folder(tmp_path, synthetic_root, ti
             pixels = (torch.rand(48, 64, 3, generator=rng) * 255).to(torch.uint8).numpy()
             Image.fromarray(pixels).save(folder / f"s{i}.png")
     tiny_model.save_pretrained(tmp_path / "initial")
+    # the folder's inference defaults carry over to the trained model, at the training resolution
+    chosen = UpocrImageProcessor(size={"height": 96, "width": 96}, do_tile=True, segmentation_threshold=0.55)
+    chosen.save_pretrained(tmp_path / "initial")
     result = run_train([
         "--data", f"text-removal={synthetic_root / 'SCUT-EnsText'}", f"deblur={tmp_path / 'deblur'}",
         "--init_from", str(tmp_path / "initial"), "--output_dir", str(tmp_path / "run"), "--image_size", "64",
@@ -443,6 +446,9 @@ def test_a_new_task_trains_from_a_pretrained_folder(tmp_path, synthetic_root, ti
     model = UpocrModel.from_pretrained(tmp_path / "run" / "final")
     assert model.config.tasks == [*DEFAULT_TASKS, "deblur"]
     assert model.task_embeddings.num_embeddings == 4
+    processor = UpocrImageProcessor.from_pretrained(tmp_path / "run" / "final")
+    assert processor.do_tile and processor.segmentation_threshold == 0.55
+    assert (processor.size.height, processor.size.width) == (model.config.image_size,) * 2
 
 
 class _PlantedCode:

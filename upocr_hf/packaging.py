@@ -138,6 +138,11 @@ def package_model(
     model = UpocrModel.from_pretrained(model_dir).eval()
     processor = UpocrImageProcessor.for_model(model.config, model_dir)
     details = dict(training or {})
+    mode = "native-resolution tiles of" if processor.do_tile else "one resize to"
+    details["default inference mode (preprocessor_config.json)"] = (
+        f"{mode} {processor.size.height}×{processor.size.width} px, segmentation threshold "
+        f"{processor.segmentation_threshold:g} (a call's tile= and threshold= override them)"
+    )
     for key, row in comparison.items():
         verdict = "beats it" if row["beats"] else "does NOT beat it"
         details[f"{key} vs trivial baseline"] = (
