@@ -36,7 +36,6 @@ from accelerate.utils import (
 from datasets import IterableDataset
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser
-from transformers.image_utils import SizeDict
 
 from upocr_hf.configuration_upocr import CONFIG_PRESETS
 from upocr_hf.data import DatasetFolderError, MultiTaskDataLoader, UpocrAugment, load_task_datasets
@@ -581,12 +580,13 @@ def validate(
 
     The selection score is the mean over tasks of one figure in [0, 1] each, higher is better: each task's
     `Task.selection_metric` (MSSIM for text removal, fgIoU for text segmentation, mF for tampered text detection).
+    The model is scored by the paper's protocol at the input size of the processor it will be saved with.
     """
     full_model = gather_full_model(accelerator, model)
     if full_model is not None:
         pipe = UpocrPipeline(
             model=full_model,
-            image_processor=UpocrImageProcessor.for_model(full_model.config),
+            image_processor=trained_model_processor(full_model, args.init_from),
             device=accelerator.device,
         )
         logs, scores = {}, []
@@ -654,13 +654,12 @@ def checkpoint_write_failure(checkpoints: CheckpointFolders, step: int, error: B
 
 
 def trained_model_processor(model: torch.nn.Module, init_from: str) -> UpocrImageProcessor:
-    """The image processor saved with a trained model: the one of the `save_pretrained` folder it started from (so
-    its inference defaults, `do_tile` and `segmentation_threshold`, carry over), at the training resolution; the
-    default processor when it started from scratch or from an authors' checkpoint file."""
+    """The image processor saved with a trained model: the one of the `save_pretrained` folder it started from, as
+    it is (its input size and inference defaults, `do_tile` and `segmentation_threshold`, carry over: the size a
+    model is run at need not be its training crop size); the default processor at the model's `image_size` when it
+    started from scratch or from an authors' checkpoint file."""
     folder = Path(init_from)
-    processor = UpocrImageProcessor.for_model(model.config, folder if folder.is_dir() else None)
-    processor.size = SizeDict(height=model.config.image_size, width=model.config.image_size)
-    return processor
+    return UpocrImageProcessor.for_model(model.config, folder if folder.is_dir() else None)
 
 
 def save_final_model(model: torch.nn.Module, final_dir: Path, args: TrainArguments) -> None:

@@ -431,7 +431,7 @@ def test_a_new_task_trains_from_a_pretrained_folder(tmp_path, synthetic_root, ti
             pixels = (torch.rand(48, 64, 3, generator=rng) * 255).to(torch.uint8).numpy()
             Image.fromarray(pixels).save(folder / f"s{i}.png")
     tiny_model.save_pretrained(tmp_path / "initial")
-    # the folder's inference defaults carry over to the trained model, at the training resolution
+    # the folder's processor (input size, inference defaults) carries over to the trained model
     chosen = UpocrImageProcessor(size={"height": 96, "width": 96}, do_tile=True, segmentation_threshold=0.55)
     chosen.save_pretrained(tmp_path / "initial")
     result = run_train([
@@ -448,7 +448,7 @@ def test_a_new_task_trains_from_a_pretrained_folder(tmp_path, synthetic_root, ti
     assert model.task_embeddings.num_embeddings == 4
     processor = UpocrImageProcessor.from_pretrained(tmp_path / "run" / "final")
     assert processor.do_tile and processor.segmentation_threshold == 0.55
-    assert (processor.size.height, processor.size.width) == (model.config.image_size,) * 2
+    assert (processor.size.height, processor.size.width) == (96, 96)
 
 
 class _PlantedCode:
