@@ -139,9 +139,9 @@ def package_model(
     processor = UpocrImageProcessor.for_model(model.config, model_dir)
     details = dict(training or {})
     mode = "native-resolution tiles of" if processor.do_tile else "one resize to"
-    details["default inference mode (preprocessor_config.json)"] = (
+    details["default inference mode"] = (
         f"{mode} {processor.size.height}×{processor.size.width} px, segmentation threshold "
-        f"{processor.segmentation_threshold:g} (a call's tile= and threshold= override them)"
+        f"{processor.segmentation_threshold:g} (preprocessor_config.json; a call's tile= and threshold= override them)"
     )
     for key, row in comparison.items():
         verdict = "beats it" if row["beats"] else "does NOT beat it"
