@@ -26,23 +26,16 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PIL import Image
 from transformers.image_utils import SizeDict
 
-from upocr_hf.data import load_task_datasets
-from upocr_hf.evaluation import evaluate_model
+from upocr_hf.data.synthetic import load_synthetic_folders
+from upocr_hf.evaluation import _json_ready, evaluate_model
 from upocr_hf.file_utils import atomic_write
 from upocr_hf.image_processing_upocr import UpocrImageProcessor
 from upocr_hf.metrics import load_metric
 from upocr_hf.modeling_upocr import UpocrModel
 from upocr_hf.pipeline_upocr import UpocrPipeline
-
-FOLDERS = {
-    "text-removal": "SCUT-EnsText",
-    "text-segmentation": "TextSeg",
-    "tampered-text-detection": "Tampered-IC13",
-}
 
 
 def mosaics(dataset: Any, grid: int = 3) -> list[dict[str, Any]]:
@@ -80,13 +73,13 @@ def pipeline_for(model: UpocrModel, model_dir: str, size: int) -> UpocrPipeline:
 
 
 def segmentation_by_threshold(
-    pipe: UpocrPipeline, rows: Any, thresholds: Sequence[float], tile: bool, tile_size: int
+    pipe: UpocrPipeline, rows: Any, thresholds: Sequence[float], tile: bool
 ) -> dict[float, dict[str, Any]]:
     """One forward per image, every threshold's figures (the read-out is `scores > threshold`)."""
     metrics = {t: load_metric("text-segmentation", threshold=t) for t in thresholds}
     for index in range(len(rows)):
         row = rows[index]
-        result = pipe(row["image"], task="text-segmentation", tile=tile, tile_size=tile_size)
+        result = pipe(row["image"], task="text-segmentation", tile=tile)
         for threshold, metric in metrics.items():
             metric.add_batch(predictions=[result["scores"] > threshold], references=[row["target"]])
     return {t: metric.compute() for t, metric in metrics.items()}
@@ -114,9 +107,7 @@ def study(
                 base = {"set": set_name, "task": task, "mode": mode["mode"], "num_images": len(rows)}
                 new = [{**base, **result} for result in _score(pipe, rows, task, mode, thresholds)]
                 with journal.open("a") as file:
-                    file.writelines(
-                        json.dumps(r, default=lambda v: np.asarray(v).tolist()) + "\n" for r in new
-                    )
+                    file.writelines(json.dumps(_json_ready(r)) + "\n" for r in new)
                 records.extend(new)
                 print(f"{set_name:9} {task:24} {mode['mode']:11} done", flush=True)
     return records
@@ -130,29 +121,15 @@ def _score(
     pipe: UpocrPipeline, rows: Any, task: str, mode: dict[str, Any], thresholds: Sequence[float]
 ) -> Iterator[dict[str, Any]]:
     if task == "text-segmentation":
-        by_threshold = segmentation_by_threshold(pipe, rows, thresholds, mode["tile"], mode["size"])
+        by_threshold = segmentation_by_threshold(pipe, rows, thresholds, mode["tile"])
         for threshold, figures in by_threshold.items():
             yield {"variant": f"threshold {threshold:g}", "metrics": figures}
         return
-    call = _TiledCall(pipe, mode["tile"], mode["size"])
     for keep_background in (False, True) if task == "text-removal" else (False,):
         figures = evaluate_model(
-            call, rows, task, batch_size=1, keep_background=keep_background, progress=False
+            pipe, rows, task, batch_size=1, tile=mode["tile"], keep_background=keep_background, progress=False
         )
         yield {"variant": "keep background" if keep_background else "", "metrics": figures}
-
-
-class _TiledCall:
-    """The pipeline with a tile size bound (evaluate_model passes `tile` itself)."""
-
-    def __init__(self, pipe: UpocrPipeline, tile: bool, tile_size: int | None = None) -> None:
-        self.pipe, self.tile, self.tile_size = pipe, tile, tile_size
-
-    def __call__(self, images: Any, **options: Any) -> Any:
-        options["tile"] = self.tile
-        if self.tile:
-            options["tile_size"] = self.tile_size
-        return self.pipe(images, **options)
 
 
 def table(records: Sequence[dict[str, Any]]) -> str:
@@ -184,18 +161,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
 
-    def load(root: str) -> dict[str, Any]:
-        folders = {task: Path(root) / folder for task, folder in FOLDERS.items()}
-        return load_task_datasets(folders, {task: [args.split] for task in FOLDERS})
-
-    held_out = load(args.data)
+    held_out = load_synthetic_folders(args.data, split=args.split)
     limit = args.limit or max(len(ds) for ds in held_out.values())
     sets = {
         "held-out": {t: ds.select(range(min(limit, len(ds)))) for t, ds in held_out.items()},
         "mosaic": {t: mosaics(ds)[: max(1, limit // 9)] for t, ds in held_out.items()},
     }
     if args.large:
-        sets["large"] = {t: ds.select(range(min(limit, len(ds)))) for t, ds in load(args.large).items()}
+        sets["large"] = {
+            t: ds.select(range(min(limit, len(ds))))
+            for t, ds in load_synthetic_folders(args.large, split=args.split).items()
+        }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     records = study(args.model, sets, args.sizes, args.tile_sizes, args.thresholds, out / "study.jsonl")
