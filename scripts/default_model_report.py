@@ -5,6 +5,8 @@
     python scripts/default_model_report.py plot --lineage lineage.json --out learning_curve.png
     python scripts/default_model_report.py contact-sheet --model DIR --data DATA_DIR --out contact_sheet.png
     python scripts/default_model_report.py card --lineage lineage.json --out lineage.md
+    python scripts/default_model_report.py study --runs 256=RUN_DIR 384=RUN_DIR --evaluations-root EVAL_DIR \
+        --start upocr_hf/default_model/eval_results.json --out study.md
 
 A lineage is a JSON list of training segments, oldest first; each records the exact command, steps, seed, wall time,
 the learning curve (training loss every logging step, validation score every evaluation) and the held-out figures.
@@ -146,6 +148,41 @@ def card(args: argparse.Namespace) -> None:
     Path(args.out).write_text("\n".join(lines))
 
 
+def _study_row(label: str, steps: str, hours: str, records: dict) -> str:
+    from upocr_hf.packaging import selection_score
+
+    m = {key: record["metrics"] for key, record in records.items()}
+    return (
+        f"| {label} | {steps} | {hours} | {m['text-removal']['psnr']:.2f} / {m['text-removal']['mssim_x100']:.2f} | "
+        f"{m['text-removal (keep background)']['psnr']:.2f} | {m['text-segmentation']['fg_iou']:.3f} | "
+        f"{m['tampered-text-detection']['mf']:.3f} / {m['tampered-text-detection']['tampered_f_score']:.3f} | "
+        f"{selection_score(records):.4f} |"
+    )
+
+
+def study(args: argparse.Namespace) -> None:
+    """The training-configuration study's table: one row per run (its held-out figures, steps and wall time)."""
+    from upocr_hf.hub import load_evaluation_results
+
+    lines = [
+        "| training crop (px) | steps | hours | removal PSNR / MSSIM | keep-background PSNR | seg fgIoU | "
+        "tamper mF / tampered F | selection score |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    if args.start:
+        lines.append(_study_row("start (shipped)", "–", "–", json.loads(Path(args.start).read_text())))
+    for label, run in (item.split("=", 1) for item in args.runs):
+        run = Path(run)
+        evaluations = sorted((Path(args.evaluations_root) / run.name / "new").glob("*.json"))
+        if not evaluations:
+            lines.append(f"| {label} | – | – | not evaluated ({run}) | | | | |")
+            continue
+        steps = read_curve(run / "train.log")["loss"][-1][0]
+        hours = sum(float(x) for x in (run / "wall_seconds").read_text().split()) / 3600
+        lines.append(_study_row(label, f"{steps:,}", f"{hours:.2f}", load_evaluation_results(evaluations)))
+    Path(args.out).write_text("\n".join(lines) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command_name", required=True)
@@ -168,8 +205,20 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("card")
     p.add_argument("--lineage", required=True)
     p.add_argument("--out", required=True)
+    p = sub.add_parser("study")
+    p.add_argument("--runs", nargs="+", required=True, help="LABEL=RUN_DIR of each configuration")
+    p.add_argument("--evaluations-root", required=True, help="folder holding RUN_NAME/new/*.json of each run")
+    p.add_argument("--start", help="eval_results.json of the model every run started from")
+    p.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    {"lineage": lineage, "plot": plot, "contact-sheet": contact_sheet, "card": card}[args.command_name](args)
+    commands = {
+        "lineage": lineage,
+        "plot": plot,
+        "contact-sheet": contact_sheet,
+        "card": card,
+        "study": study,
+    }
+    commands[args.command_name](args)
     return 0
 
 

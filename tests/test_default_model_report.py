@@ -1,0 +1,84 @@
+"""scripts/default_model_report.py: the learning curve read from a train.py log and the configuration study's table."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "default_model_report.py"
+
+
+def load_report():
+    spec = importlib.util.spec_from_file_location("default_model_report", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def records(psnr: float, fg_iou: float, mf: float) -> dict[str, dict]:
+    """Held-out records as the segment script's evaluations write them, keyed by file stem."""
+    base = {"model": "m", "split": "test", "protocol": "resize to 512x512"}
+    return {
+        "text-removal": {**base, "task": "text-removal", "metrics": {"psnr": psnr, "mssim_x100": 88.0, "mssim": 0.88}},
+        "text-removal-keep-background": {
+            **base, "task": "text-removal", "keep_background": True,
+            "metrics": {"psnr": psnr + 4, "mssim_x100": 90.0, "mssim": 0.9},
+        },
+        "text-segmentation": {**base, "task": "text-segmentation", "metrics": {"fg_iou": fg_iou, "f_score": 0.8}},
+        "tampered-text-detection": {
+            **base, "task": "tampered-text-detection", "metrics": {"mf": mf, "tampered_f_score": 0.37},
+        },
+    }  # fmt: skip
+
+
+def write_run(root: Path, name: str, log: str, wall_seconds: list[int], evaluations: dict | None) -> Path:
+    run = root / name
+    run.mkdir(parents=True)
+    (run / "train.log").write_text(log)
+    (run / "wall_seconds").write_text("".join(f"{s}\n" for s in wall_seconds))
+    if evaluations is not None:
+        folder = root / "eval" / name / "new"
+        folder.mkdir(parents=True)
+        for stem, record in evaluations.items():
+            (folder / f"{stem}.json").write_text(json.dumps(record))
+    return run
+
+
+LOG = (
+    'INFO step 25: {"loss": 1.5, "lr": 0.0003}\n'
+    "INFO validation at step 25: score 0.6100\n"
+    'INFO step 50: {"loss": 1.2, "lr": 0.0002}\n'
+    'INFO step 25: {"loss": 1.4, "lr": 0.0003}\n'  # a resumed run logs step 25 again: the last one wins
+)
+
+
+def test_the_curve_is_read_from_the_log_and_a_resumed_step_keeps_its_last_value(tmp_path):
+    (tmp_path / "train.log").write_text(LOG)
+    curve = load_report().read_curve(tmp_path / "train.log")
+    assert curve == {"loss": [(25, 1.4), (50, 1.2)], "validation_score": [(25, 0.61)]}
+
+
+def test_the_study_table_has_a_row_per_configuration_with_its_steps_hours_and_gate_score(tmp_path):
+    from upocr_hf.hub import load_evaluation_results
+    from upocr_hf.packaging import selection_score
+
+    report = load_report()
+    evaluated = records(psnr=30.25, fg_iou=0.661, mf=0.472)
+    small = write_run(tmp_path, "study-1200-256", LOG, [1000, 260], evaluated)
+    large = write_run(tmp_path, "study-1200-512", LOG, [1260], None)  # stopped before its evaluation
+    by_key = load_evaluation_results(sorted((tmp_path / "eval/study-1200-256/new").glob("*.json")))
+    start = tmp_path / "eval_results.json"  # the shipped folder's figures, keyed as its card keys them
+    start.write_text(json.dumps(by_key))
+    out = tmp_path / "study.md"
+    report.main(["study", "--runs", f"256={small}", f"512={large}", "--evaluations-root", str(tmp_path / "eval"),
+                 "--start", str(start), "--out", str(out)])  # fmt: skip
+    header, rule, row_start, row_256, row_512 = out.read_text().splitlines()
+    assert header.startswith("| training crop (px) | steps | hours |") and rule.startswith("| --- |")
+    score = selection_score(by_key)
+    assert (
+        row_start
+        == f"| start (shipped) | – | – | 30.25 / 88.00 | 34.25 | 0.661 | 0.472 / 0.370 | {score:.4f} |"
+    )
+    assert row_256 == (f"| 256 | 50 | 0.35 | 30.25 / 88.00 | 34.25 | 0.661 | 0.472 / 0.370 | {score:.4f} |")
+    assert row_512.startswith("| 512 | – | – | not evaluated")
