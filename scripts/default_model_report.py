@@ -170,7 +170,7 @@ def study(args: argparse.Namespace) -> None:
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     if args.start:
-        lines.append(_study_row("start (shipped)", "–", "–", json.loads(Path(args.start).read_text())))
+        lines.append(_study_row("start", "–", "–", json.loads(Path(args.start).read_text())))
     for label, run in (item.split("=", 1) for item in args.runs):
         run = Path(run)
         evaluations = sorted((Path(args.evaluations_root) / run.name / "new").glob("*.json"))
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("study")
     p.add_argument("--runs", nargs="+", required=True, help="LABEL=RUN_DIR of each configuration")
     p.add_argument("--evaluations-root", required=True, help="folder holding RUN_NAME/new/*.json of each run")
-    p.add_argument("--start", help="eval_results.json of the model every run started from")
+    p.add_argument("--start", help="eval_results.json of the model every run started from (the first row)")
     p.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     commands = {

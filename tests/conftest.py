@@ -26,6 +26,19 @@ FIXED_FONTS = tuple(
 )
 
 
+def load_script(path: Path, name: str):
+    """Import a script that is not in a package (scripts/*.py, space/app.py) as the module `name`, once."""
+    import importlib.util
+    import sys
+
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses and pickling look a module up by name
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
 def fixed_synthetic_config(**fields):
     """A `SyntheticConfig` on `FIXED_FONTS` and the photographs in scikit-image's wheel: left to itself the
     generator uses whatever fonts and wallpapers the machine has, and tests must not see different data elsewhere."""

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
+
+from conftest import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "default_model_report.py"
 
 
 def load_report():
-    spec = importlib.util.spec_from_file_location("default_model_report", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "default_model_report")
 
 
 def records(psnr: float, fg_iou: float, mf: float) -> dict[str, dict]:
@@ -68,17 +66,18 @@ def test_the_study_table_has_a_row_per_configuration_with_its_steps_hours_and_ga
     small = write_run(tmp_path, "study-1200-256", LOG, [1000, 260], evaluated)
     large = write_run(tmp_path, "study-1200-512", LOG, [1260], None)  # stopped before its evaluation
     by_key = load_evaluation_results(sorted((tmp_path / "eval/study-1200-256/new").glob("*.json")))
-    start = tmp_path / "eval_results.json"  # the shipped folder's figures, keyed as its card keys them
-    start.write_text(json.dumps(by_key))
+    before = write_run(tmp_path, "start", LOG, [0], records(psnr=29.5, fg_iou=0.6, mf=0.41))
+    start_records = load_evaluation_results(sorted((tmp_path / "eval/start/new").glob("*.json")))
+    start = before / "eval_results.json"  # the starting folder's figures, keyed as its card keys them
+    start.write_text(json.dumps(start_records))
     out = tmp_path / "study.md"
     report.main(["study", "--runs", f"256={small}", f"512={large}", "--evaluations-root", str(tmp_path / "eval"),
                  "--start", str(start), "--out", str(out)])  # fmt: skip
     header, rule, row_start, row_256, row_512 = out.read_text().splitlines()
     assert header.startswith("| training crop (px) | steps | hours |") and rule.startswith("| --- |")
-    score = selection_score(by_key)
+    score, start_score = selection_score(by_key), selection_score(start_records)
     assert (
-        row_start
-        == f"| start (shipped) | – | – | 30.25 / 88.00 | 34.25 | 0.661 | 0.472 / 0.370 | {score:.4f} |"
+        row_start == f"| start | – | – | 29.50 / 88.00 | 33.50 | 0.600 | 0.410 / 0.370 | {start_score:.4f} |"
     )
     assert row_256 == (f"| 256 | 50 | 0.35 | 30.25 / 88.00 | 34.25 | 0.661 | 0.472 / 0.370 | {score:.4f} |")
     assert row_512.startswith("| 512 | – | – | not evaluated")

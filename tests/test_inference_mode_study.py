@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
-from conftest import fixed_synthetic_config, randomised_tiny_model
+from conftest import fixed_synthetic_config, load_script, randomised_tiny_model
 from PIL import Image
 
 from upocr_hf import UpocrImageProcessor
@@ -17,10 +16,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "inference_mode_study
 
 
 def load_study():
-    spec = importlib.util.spec_from_file_location("inference_mode_study", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "inference_mode_study")
 
 
 def test_mosaics_paste_each_row_in_reading_order_and_drop_leftovers():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import socket
 import sys
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ import gradio as gr
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config_kwargs
+from conftest import load_script, tiny_config_kwargs
 from PIL import Image
 
 from upocr_hf import UpocrConfig, UpocrImageProcessor, UpocrModel
@@ -24,14 +23,7 @@ SPACE = ROOT / "space"
 
 def load_app() -> ModuleType:
     """Import space/app.py as a module (the Space folder is not a package)."""
-    name = "upocr_space_app"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, SPACE / "app.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SPACE / "app.py", "upocr_space_app")
 
 
 def free_port() -> int:
