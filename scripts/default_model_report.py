@@ -52,6 +52,9 @@ def lineage(args: argparse.Namespace) -> None:
     }
     curve = read_curve(Path(args.run) / "train.log")
     trained = curve["loss"][-1][0] if curve["loss"] else 0
+    # train.py validates with the processor it saves beside the best model: its size is the validation's
+    processor = Path(args.run) / "best" / "preprocessor_config.json"
+    validation_size = json.loads(processor.read_text())["size"]["height"] if processor.is_file() else None
     segment = {
         "segment": args.segment,
         "command": args.command,
@@ -60,6 +63,8 @@ def lineage(args: argparse.Namespace) -> None:
         "planned_steps": train_args["max_steps"],
         "seed": train_args["seed"],
         "images_per_step": train_args["batch_size_per_task"] * len(train_args["data"]),
+        "image_size": train_args["image_size"],
+        "validation_size": validation_size,
         "wall_time_s": args.wall_time,
         "curve": curve,
         "held_out": evaluations,
@@ -83,7 +88,10 @@ def plot(args: argparse.Namespace) -> None:
             ax_loss.plot(np.array(steps) + offset, values, lw=1, label=segment["segment"])
         if curve.get("validation_score"):
             steps, values = zip(*curve["validation_score"], strict=True)
-            ax_score.plot(np.array(steps) + offset, values, "o-", ms=3, label=segment["segment"])
+            # scores validated at different input sizes are not comparable: the legend says which is which
+            size = segment.get("validation_size")
+            label = f"{segment['segment']} (at {size} px)" if size else segment["segment"]
+            ax_score.plot(np.array(steps) + offset, values, "o-", ms=3, label=label)
         ax_loss.axvline(offset, color="0.8", lw=0.8)
         offset += segment["steps"]
     ax_loss.set(title="training loss", xlabel="step (all segments)", yscale="log")

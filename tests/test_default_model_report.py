@@ -81,3 +81,29 @@ def test_the_study_table_has_a_row_per_configuration_with_its_steps_hours_and_ga
     )
     assert row_256 == (f"| 256 | 50 | 0.35 | 30.25 / 88.00 | 34.25 | 0.661 | 0.472 / 0.370 | {score:.4f} |")
     assert row_512.startswith("| 512 | – | – | not evaluated")
+
+
+def test_a_segment_records_its_crop_and_validation_sizes_and_the_plot_shows_mixed_lineages(tmp_path):
+    report = load_report()
+    run = write_run(tmp_path, "s7", LOG, [900], None)
+    (run / "train_args.json").write_text(
+        json.dumps({"init_from": "shipped", "max_steps": 60, "seed": 3, "batch_size_per_task": 4,
+                    "data": ["a", "b", "c"], "image_size": 384})
+    )  # fmt: skip
+    (run / "best").mkdir()
+    (run / "best" / "preprocessor_config.json").write_text(
+        json.dumps({"size": {"height": 512, "width": 512}})
+    )
+    previous = tmp_path / "previous.json"  # an older segment that recorded neither size
+    previous.write_text(json.dumps([{"segment": "s6", "init_from": "x", "steps": 50, "seed": 1,
+                                     "images_per_step": 12, "wall_time_s": 60,
+                                     "curve": {"loss": [[50, 1.3]], "validation_score": [[50, 0.6]]}}]))  # fmt: skip
+    lineage = tmp_path / "lineage.json"
+    report.main(["lineage", "--previous", str(previous), "--segment", "s7", "--run", str(run), "--command", "c",
+                 "--wall-time", "900", "--out", str(lineage)])  # fmt: skip
+    segments = json.loads(lineage.read_text())
+    assert [s["segment"] for s in segments] == ["s6", "s7"]
+    assert (segments[1]["steps"], segments[1]["planned_steps"]) == (50, 60)
+    assert (segments[1]["image_size"], segments[1]["validation_size"]) == (384, 512)
+    report.main(["plot", "--lineage", str(lineage), "--out", str(tmp_path / "curve.png")])
+    assert (tmp_path / "curve.png").stat().st_size > 0
