@@ -39,6 +39,11 @@ def read_curve(log: Path) -> dict[str, list]:
     return {"loss": sorted(loss.items()), "validation_score": sorted(score.items())}
 
 
+def trained_steps(curve: dict[str, list]) -> int:
+    """The last step a run logged (a run stopped early trained fewer steps than its schedule planned)."""
+    return curve["loss"][-1][0] if curve["loss"] else 0
+
+
 def lineage(args: argparse.Namespace) -> None:
     previous = (
         json.loads(Path(args.previous).read_text()) if args.previous and Path(args.previous).is_file() else []
@@ -51,7 +56,6 @@ def lineage(args: argparse.Namespace) -> None:
         for key, record in load_evaluation_results(args.evaluations).items()
     }
     curve = read_curve(Path(args.run) / "train.log")
-    trained = curve["loss"][-1][0] if curve["loss"] else 0
     # train.py validates with the processor it saves beside the best model: its size is the validation's
     processor = Path(args.run) / "best" / "preprocessor_config.json"
     validation_size = json.loads(processor.read_text())["size"]["height"] if processor.is_file() else None
@@ -59,7 +63,7 @@ def lineage(args: argparse.Namespace) -> None:
         "segment": args.segment,
         "command": args.command,
         "init_from": train_args["init_from"],
-        "steps": trained,  # a segment stopped early says so: planned_steps is the schedule's length
+        "steps": trained_steps(curve),  # stopped early: fewer than planned_steps
         "planned_steps": train_args["max_steps"],
         "seed": train_args["seed"],
         "images_per_step": train_args["batch_size_per_task"] * len(train_args["data"]),
@@ -185,7 +189,7 @@ def study(args: argparse.Namespace) -> None:
         if not evaluations:
             lines.append(f"| {label} | – | – | not evaluated ({run}) | | | | |")
             continue
-        steps = read_curve(run / "train.log")["loss"][-1][0]
+        steps = trained_steps(read_curve(run / "train.log"))
         hours = sum(float(x) for x in (run / "wall_seconds").read_text().split()) / 3600
         lines.append(_study_row(label, f"{steps:,}", f"{hours:.2f}", load_evaluation_results(evaluations)))
     Path(args.out).write_text("\n".join(lines) + "\n")

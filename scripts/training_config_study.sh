@@ -32,11 +32,14 @@ mode=eager && [[ " $* " =~ \ --mixed[_-]precision[=\ ]bf16\  ]] && mode=bf16
 start="$work/study-$seconds-start.json"  # the figures of the model every size starts from, kept for the table
 [ -f "$start" ] || cp upocr_hf/default_model/eval_results.json "$start"
 
+evaluated() {  # NAME: the segment script wrote all four of its held-out evaluations
+    [ "$(ls "$work/eval/$1/new"/*.json 2>/dev/null | wc -l)" -ge 4 ]
+}
+
 rows=()
 for size in "${sizes[@]}"; do
     name="study-$seconds-$size"
-    evaluations="$work/eval/$name/new"
-    if [ "$(ls "$evaluations"/*.json 2>/dev/null | wc -l)" -lt 4 ]; then
+    if ! evaluated "$name"; then
         per_step=$($PY bench/bench_train.py --configs compact --size "$size" --batch-size-per-task 4 \
             --modes "$mode" --steps 2 | tail -1 | $PY -c 'import json, sys; print(json.load(sys.stdin)["seconds_per_step"])')
         steps=$($PY -c "print(max(1, round($seconds / $per_step)))")
@@ -45,7 +48,7 @@ for size in "${sizes[@]}"; do
         echo "== $name: $per_step s/step -> $steps steps: ${command[*]}"
         # the gate refusing a size that does not beat the shipped model is a result, not a failure
         UPOCR_DEFAULT_MODEL_OUT="$work/candidates/$name" "${command[@]}" || true
-        if [ "$(ls "$evaluations"/*.json 2>/dev/null | wc -l)" -lt 4 ]; then
+        if ! evaluated "$name"; then
             echo "training_config_study.sh: $name stopped before its evaluation was complete ($work/$name/train.log)" >&2
             exit 1
         fi
