@@ -130,6 +130,30 @@ def test_several_tasks_share_each_tile_call_and_equal_separate_passes():
     assert not torch.allclose(together[0], together[1])  # the prompts really differ
 
 
+@pytest.mark.numerics
+def test_only_the_windows_that_hold_needed_pixels_are_run():
+    model = RecordingModel(randomised_tiny_model(dtype=torch.float64))
+    image = torch.rand(2, 3, 100, 150, dtype=torch.float64)
+    options = dict(
+        tile_size=64, overlap=16, batch_size=1
+    )  # 2×3 windows, starting at rows 0, 36, columns 0, 48, 86
+    needed = torch.zeros(2, 100, 150, dtype=torch.bool)
+    needed[0, 10:20, 50:60] = True  # held by the windows at columns 0 and 48 of the first row
+    with torch.no_grad():
+        full = tiled_predict(model, image, "text-removal", **options)
+        model.calls.clear()
+        partial = tiled_predict(model, image, "text-removal", needed=needed, **options)
+    assert len(model.calls) == 2  # the second image needs nothing: no call for it
+    # where only those two windows reach (rows < 36, columns < 86, the needed pixels among them): the same calls
+    # as the full run, identical bits; where neither reaches, the input
+    assert torch.equal(partial[0, :, :36, :86], full[0, :, :36, :86])
+    covered = torch.zeros(2, 100, 150, dtype=torch.bool)
+    covered[0, :64, :112] = True
+    assert torch.equal(partial.permute(1, 0, 2, 3)[:, ~covered], image.permute(1, 0, 2, 3)[:, ~covered])
+    with pytest.raises(ValueError, match=r"needed must be \(batch, height, width\)"):
+        tiled_predict(model, image, "text-removal", needed=needed[0], **options)
+
+
 def test_a_task_given_as_a_list_still_tiles():
     model = RecordingModel(randomised_tiny_model())
     image = torch.rand(2, 3, 40, 50)  # one window per image: the per-image tasks go to the model as given
@@ -281,10 +305,14 @@ def test_tile_progress_counts_every_model_call(pipe):
         progress_callback=lambda *r: reports.append(r),
     )
     assert reports == [(5, 12), (10, 12), (12, 12)]
-    reports.clear()  # keep-background's segmentation prompt goes through the same calls: 2 tiles × 2 prompts each
-    pipe(image, task="text-removal", tile=True, tile_overlap=16, batch_size=5, keep_background=True,
-         progress_callback=lambda *r: reports.append(r))  # fmt: skip
-    assert reports == [(done, 12) for done in range(2, 13, 2)]
+    # keep-background: the segmentation pass counts against twice its tiles, then the removal's tiles are known
+    keep = dict(task="text-removal", tile=True, tile_overlap=16, batch_size=5, keep_background=True)
+    reports.clear()  # text (score > 0.4) on most of the image: every window is removed in
+    pipe(image, **keep, progress_callback=lambda *r: reports.append(r))
+    assert reports == [(5, 24), (10, 24), (12, 24), (17, 24), (22, 24), (24, 24)]
+    reports.clear()  # no text (no score reaches 1): no window is removed in, and the end is still reported
+    pipe(image, **keep, threshold=1.0, progress_callback=lambda *r: reports.append(r))
+    assert reports == [(5, 24), (10, 24), (12, 24), (12, 12)]
     reports.clear()
     pipe(photo(40, 40), task="text-segmentation", tile=True, progress_callback=lambda *r: reports.append(r))
     assert reports == [(1, 1)]  # one window: one call
@@ -310,6 +338,27 @@ def test_keep_background_leaves_non_text_pixels_byte_identical(pipe64, tile):
     # the region is the (dilated) segmentation mask of the same image
     segmentation = pipe(image, task="text-segmentation", tile=tile, threshold=0.45)["mask"]
     assert (mask >= segmentation).all()
+
+
+@pytest.mark.numerics
+def test_tiled_keep_background_removes_only_in_the_windows_that_hold_text(pipe64):
+    image = photo(150, 200, seed=5)  # 3×4 windows of 64 with overlap 16
+    calls = []
+    hook = pipe64.model.register_forward_pre_hook(
+        lambda module, args, kwargs: calls.append(kwargs["task"]), with_kwargs=True
+    )
+    try:  # text (score > 0.9) in a few small spots
+        result = pipe64(
+            image, task="text-removal", tile=True, keep_background=True, threshold=0.9, dilation=1
+        )
+    finally:
+        hook.remove()
+    assert calls[:12] == ["text-segmentation"] * 12
+    assert 0 < len(calls[12:]) < 12 and set(calls[12:]) == {"text-removal"}
+    mask, output = result["text_mask"], np.asarray(result["image"])
+    assert 0 < mask.sum() and np.array_equal(output[~mask], image[~mask])
+    plain = np.asarray(pipe64(image, task="text-removal", tile=True)["image"])
+    assert np.array_equal(output[mask], plain[mask])  # the same tile calls as a full removal, one tile each
 
 
 def test_keep_background_without_a_segmentation_task_uses_the_difference(tmp_path):

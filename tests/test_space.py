@@ -396,10 +396,11 @@ def test_tiled_runs_report_tile_progress(served, tmp_path):
     demo.upocr.segment(str(path), 0.4, True, progress=progress)  # 64-px tiles, overlap 16: 2 rows × 3 columns
     assert reports[-1] == (1.0, "tile 6 of 6") and len(reports) == 6
     reports.clear()
-    demo.upocr.remove(
-        str(path), True, True, progress=progress
-    )  # keep-background: both prompts in the same calls
-    assert reports[-1] == (1.0, "tile 6 of 6") and len(reports) == 6
+    demo.upocr.remove(str(path), True, True, progress=progress)  # keep-background: text first, then removal
+    fractions = [fraction for fraction, _ in reports]
+    assert reports[5][0] == 0.5 and reports[5][1].startswith("tile 6 of 12")  # the text pass: 6 of up to 12
+    assert fractions == sorted(fractions) and reports[-1] == (1.0, f"tile {len(reports)} of {len(reports)}")
+    assert 6 < len(reports) <= 12  # the random model sees text in some windows at least
     reports.clear()
     demo.upocr.remove(str(path), False, True, progress=progress)  # one model call: nothing to report
     assert reports == []

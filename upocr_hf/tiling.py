@@ -77,6 +77,7 @@ def tiled_predict(
     batch_size: int = 4,
     min_size: int = 32,
     progress: Callable[[int, int], None] | None = None,
+    needed: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Predict a large image with overlapping tiles and blend them.
 
@@ -91,13 +92,15 @@ def tiled_predict(
         min_size: smallest side the model accepts (32 for UPOCR); smaller images are edge-padded up to it and the
             prediction is cropped back.
         progress: called as `progress(tiles_done, tiles_total)` after every model call (all images together).
+        needed: `(B, H, W)` bool, where predictions are wanted (default: everywhere). Windows holding none of it
+            are not run; pixels no run window covers come back as the input's own values.
 
     Returns:
         `(B, 3, H, W)` blended raw predictions on `pixel_values`' device (not clamped): float32, or float64 for
         float64 inputs.
     """
     options = dict(tile_size=tile_size, overlap=overlap, batch_size=batch_size, min_size=min_size)
-    return tiled_predict_tasks(model, pixel_values, [task], progress=progress, **options)[0]
+    return tiled_predict_tasks(model, pixel_values, [task], progress=progress, needed=needed, **options)[0]
 
 
 def tiled_predict_tasks(
@@ -109,11 +112,17 @@ def tiled_predict_tasks(
     batch_size: int = 4,
     min_size: int = 32,
     progress: Callable[[int, int], None] | None = None,
+    needed: torch.Tensor | None = None,
 ) -> list[torch.Tensor]:
     """[`tiled_predict`] for several tasks of the same images at once: each batch of tiles goes through the model
     once with every task's prompt, instead of one tiled pass per task. A call holds at most `batch_size` images
     (`batch_size // len(tasks)` tiles, at least one), so memory stays what `batch_size` allows. Returns one
-    `(B, 3, H, W)` blended prediction per task, in the order of `tasks`."""
+    `(B, 3, H, W)` blended prediction per task, in the order of `tasks`.
+
+    `needed` (`(B, H, W)` bool, optional) says where predictions are wanted: windows that hold none of it are not
+    run, and pixels that no run window covers come back as the input's own values. A needed pixel gets the value
+    a full run gives it, since every window covering it holds it and is run.
+    """
     if pixel_values.ndim != 4:
         raise ValueError(
             f"pixel_values must be (batch, channels, height, width), got {tuple(pixel_values.shape)}"
@@ -123,50 +132,97 @@ def tiled_predict_tasks(
     overlap = tile_size // 4 if overlap is None else overlap
     batch, _, height, width = pixel_values.shape
     if height < min_size or width < min_size:  # below the model's minimum: pad (edge values), predict, crop
-        padded = F.pad(
-            pixel_values, (0, max(0, min_size - width), 0, max(0, min_size - height)), mode="replicate"
-        )
+        padding = (0, max(0, min_size - width), 0, max(0, min_size - height))
+        padded = F.pad(pixel_values, padding, mode="replicate")
+        needed = None if needed is None else F.pad(needed, padding, value=False)
         predictions = tiled_predict_tasks(
-            model, padded, tasks, tile_size, overlap, batch_size, min_size, progress
+            model, padded, tasks, tile_size, overlap, batch_size, min_size, progress, needed
         )
         return [prediction[..., :height, :width] for prediction in predictions]
     rows, cols = tile_starts(height, tile_size, overlap), tile_starts(width, tile_size, overlap)
     tile_height, tile_width = min(tile_size, height), min(tile_size, width)
     windows = [(top, left) for top in rows for left in cols]
+    runs = _windows_to_run(windows, needed, (batch, height, width), (tile_height, tile_width))
     # float64 stays float64 (a float64 model's tiles are not rounded to float32 before blending); anything
     # narrower is blended in float32
     dtype = torch.float64 if pixel_values.dtype == torch.float64 else torch.float32
 
-    if len(windows) == 1:
+    if len(windows) == 1 and all(runs):
         predictions = predict_tasks(model, pixel_values, tasks, dtype)
         if progress is not None:
             progress(batch, batch)
         return predictions
 
-    device = pixel_values.device
-    tiles_per_call = max(1, batch_size // len(tasks))
     weight_rows = {top: _axis_weights(top, tile_height, height, overlap, dtype) for top in rows}
     weight_cols = {left: _axis_weights(left, tile_width, width, overlap, dtype) for left in cols}
-    results = []
-    for index in range(batch):
-        image = pixel_values[index]
-        accumulated = torch.zeros((len(tasks), 3, height, width), dtype=dtype, device=device)
-        total_weight = torch.zeros((1, height, width), dtype=dtype, device=device)
-        for start in range(0, len(windows), tiles_per_call):
-            chunk = windows[start : start + tiles_per_call]
-            tiles = torch.stack(
-                [image[:, top : top + tile_height, left : left + tile_width] for top, left in chunk]
-            )
-            # (tiles, tasks, 3, h, w)
-            per_task = torch.stack(predict_tasks(model, tiles, tasks, dtype), dim=1)
-            for (top, left), prediction in zip(chunk, per_task):
-                weight = (weight_rows[top][:, None] * weight_cols[left][None, :]).to(device)
-                accumulated[..., top : top + tile_height, left : left + tile_width] += prediction * weight
-                total_weight[:, top : top + tile_height, left : left + tile_width] += weight
-            if progress is not None:
-                progress(index * len(windows) + start + len(chunk), batch * len(windows))
-        results.append(accumulated / total_weight)  # (tasks, 3, H, W)
+    done, total = 0, sum(map(len, runs))
+
+    def predict_chunk(tiles: torch.Tensor) -> torch.Tensor:  # (tiles, tasks, 3, h, w)
+        nonlocal done
+        predictions = torch.stack(predict_tasks(model, tiles, tasks, dtype), dim=1)
+        done += len(tiles)
+        if progress is not None:
+            progress(done, total)
+        return predictions
+
+    blend = dict(tiles_per_call=max(1, batch_size // len(tasks)), num_tasks=len(tasks), dtype=dtype)
+    results = [
+        _blend_windows(
+            predict_chunk, image, image_windows, (tile_height, tile_width), weight_rows, weight_cols, **blend
+        )
+        for image, image_windows in zip(pixel_values, runs)
+    ]
     return list(torch.stack(results, dim=1))
+
+
+def _windows_to_run(
+    windows: list[tuple[int, int]],
+    needed: torch.Tensor | None,
+    shape: tuple[int, int, int],
+    tile_shape: tuple[int, int],
+) -> list[list[tuple[int, int]]]:
+    """Per image, the windows `(top, left)` to run: all of them, or those holding a pixel of `needed`."""
+    if needed is None:
+        return [windows] * shape[0]
+    if tuple(needed.shape) != shape:
+        raise ValueError(f"needed must be (batch, height, width) = {shape}, got {tuple(needed.shape)}")
+    (tile_height, tile_width) = tile_shape
+    return [
+        [
+            (top, left)
+            for top, left in windows
+            if mask[top : top + tile_height, left : left + tile_width].any()
+        ]
+        for mask in needed
+    ]
+
+
+def _blend_windows(
+    predict_chunk: Callable[[torch.Tensor], torch.Tensor],
+    image: torch.Tensor,
+    windows: list[tuple[int, int]],
+    tile_shape: tuple[int, int],
+    weight_rows: dict[int, torch.Tensor],
+    weight_cols: dict[int, torch.Tensor],
+    tiles_per_call: int,
+    num_tasks: int,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """One `(3, H, W)` image's windows predicted `tiles_per_call` at a time and blended: `(tasks, 3, H, W)`.
+    Pixels that none of `windows` covers keep the image's own values."""
+    (tile_height, tile_width), (height, width) = tile_shape, image.shape[-2:]
+    accumulated = torch.zeros((num_tasks, 3, height, width), dtype=dtype, device=image.device)
+    total_weight = torch.zeros((1, height, width), dtype=dtype, device=image.device)
+    for start in range(0, len(windows), tiles_per_call):
+        chunk = windows[start : start + tiles_per_call]
+        tiles = torch.stack(
+            [image[:, top : top + tile_height, left : left + tile_width] for top, left in chunk]
+        )
+        for (top, left), prediction in zip(chunk, predict_chunk(tiles)):
+            weight = (weight_rows[top][:, None] * weight_cols[left][None, :]).to(image.device)
+            accumulated[..., top : top + tile_height, left : left + tile_width] += prediction * weight
+            total_weight[:, top : top + tile_height, left : left + tile_width] += weight
+    return torch.where(total_weight > 0, accumulated / total_weight, image.to(dtype))
 
 
 __all__ = ["predict_tasks", "tile_starts", "tiled_predict", "tiled_predict_tasks"]
