@@ -29,6 +29,7 @@ import subprocess
 import sys
 import time
 import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -125,10 +126,13 @@ def bench_model(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-def tiles_per_task(model: torch.nn.Module, run: callable) -> collections.Counter:
+def tiles_per_task(model: torch.nn.Module, run: Callable[[], Any]) -> collections.Counter:
     """How many tiles `run()` sends through `model` with each task prompt."""
     tiles = collections.Counter()
-    count = lambda module, args, kwargs: tiles.update({str(kwargs["task"]): len(args[0])})  # noqa: E731
+
+    def count(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        tiles.update({str(kwargs["task"]): len(args[0])})
+
     hook = model.register_forward_pre_hook(count, with_kwargs=True)
     try:
         run()
@@ -218,7 +222,11 @@ def keep_background_rows(
     pixels, meta = inputs["pixel_values"], [inputs["meta"]]
     tasks = ["text-removal", "text-segmentation"]
     options = dict(tile_size=pipe.image_processor.size.height, batch_size=args.tile_batch)
-    text_first = lambda: pipe._tiled_keep_background(pixels, tasks[0], meta, options, None, None, None)  # noqa: E731
+    region = dict(progress=None, threshold=pipe.image_processor.segmentation_threshold, dilation=None)
+
+    def text_first() -> dict:
+        return pipe._tiled_keep_background(pixels, tasks[0], meta, options, **region)
+
     with torch.inference_mode():
         times = alternating_times(
             {

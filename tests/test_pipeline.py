@@ -134,9 +134,8 @@ def test_several_tasks_share_each_tile_call_and_equal_separate_passes():
 def test_only_the_windows_that_hold_needed_pixels_are_run():
     model = RecordingModel(randomised_tiny_model(dtype=torch.float64))
     image = torch.rand(2, 3, 100, 150, dtype=torch.float64)
-    options = dict(
-        tile_size=64, overlap=16, batch_size=1
-    )  # 2×3 windows, starting at rows 0, 36, columns 0, 48, 86
+    # 2×3 windows, starting at rows 0, 36 and columns 0, 48, 86
+    options = dict(tile_size=64, overlap=16, batch_size=1)
     needed = torch.zeros(2, 100, 150, dtype=torch.bool)
     needed[0, 10:20, 50:60] = True  # held by the windows at columns 0 and 48 of the first row
     with torch.no_grad():
@@ -152,6 +151,23 @@ def test_only_the_windows_that_hold_needed_pixels_are_run():
     assert torch.equal(partial.permute(1, 0, 2, 3)[:, ~covered], image.permute(1, 0, 2, 3)[:, ~covered])
     with pytest.raises(ValueError, match=r"needed must be \(batch, height, width\)"):
         tiled_predict(model, image, "text-removal", needed=needed[0], **options)
+    with torch.no_grad():  # several tiles per call: other batches, the same function
+        batched = tiled_predict(model, image, "text-removal", needed=needed, **{**options, "batch_size": 4})
+    torch.testing.assert_close(batched, partial, rtol=0, atol=FLOAT64_ATOL)
+
+
+def test_needed_pixels_of_an_image_under_the_model_minimum():
+    model = RecordingModel(randomised_tiny_model())
+    image = torch.rand(2, 3, 10, 20)  # edge-padded to 32 for the model: one window each
+    needed = torch.zeros(2, 10, 20, dtype=torch.bool)
+    needed[1, 5, 5] = True
+    with torch.no_grad():
+        alone = tiled_predict(model, image[1:], "text-removal", tile_size=64)
+        model.calls.clear()
+        result = tiled_predict(model, image, "text-removal", tile_size=64, needed=needed)
+    assert len(model.calls) == 1 and result.shape == image.shape
+    assert torch.equal(result[0], image[0])  # nothing needed: the input, no model call
+    torch.testing.assert_close(result[1], alone[0])  # its own call, the same image
 
 
 def test_a_task_given_as_a_list_still_tiles():

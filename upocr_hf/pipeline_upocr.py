@@ -38,7 +38,9 @@ channel. The region is dilated (square) by `dilation` pixels (default: 3 px per 
 least 3) to cover stroke borders and effects; pixels outside it are copied from the input byte for byte (the input
 as the processor reads it: 8-bit RGB, transparency composited on white). In tile mode the segmentation runs first
 and the removal only in the windows that hold some of the region: the same result, at the cost of one tiled pass
-plus the windows with text.
+plus the windows with text (the same result up to float rounding where fewer windows change which tiles share a
+model call; tile progress then counts the segmentation pass against twice its windows, and the total falls to the
+windows actually run once the region is known).
 """
 
 from __future__ import annotations
@@ -263,7 +265,8 @@ class UpocrPipeline(Pipeline):
         if not finds_text:
             outputs = tiled_predict_tasks(self.model, x, [task], progress=progress_callback, **options)
             return self._forward_outputs(outputs, meta)
-        return self._tiled_keep_background(x, task, meta, options, progress_callback, threshold, dilation)
+        region = dict(threshold=self._threshold(threshold), dilation=dilation)
+        return self._tiled_keep_background(x, task, meta, options, progress=progress_callback, **region)
 
     def _tiled_keep_background(
         self,
@@ -271,24 +274,26 @@ class UpocrPipeline(Pipeline):
         task: str,
         meta: list[dict[str, Any]],
         options: dict[str, Any],
+        *,
         progress: Callable[[int, int], None] | None,
-        threshold: float | None,
+        threshold: float,
         dilation: int | None,
     ) -> dict[str, Any]:
         """Keep-background removal in tile mode: the text segmentation first, then the removal only in the windows
         that hold some of the region allowed to change (everywhere else the input is copied back anyway), so an
-        image with little text costs little more than one tiled pass. Same result as removing everywhere."""
+        image with little text costs little more than one tiled pass. Same result as removing everywhere (up to
+        float rounding where fewer windows change which tiles share a model call)."""
         passes = _TwoPassProgress(progress)
         tiled = partial(tiled_predict_tasks, self.model, pixel_values, **options)
-        text = tiled([TEXT_SEGMENTATION], progress=passes.first)[0]
-        threshold = self.image_processor.segmentation_threshold if threshold is None else threshold
+        text = tiled([TEXT_SEGMENTATION], progress=passes.first)[0].float().cpu()
         regions = [
             self._text_region(text[i : i + 1], item, threshold, dilation) for i, item in enumerate(meta)
         ]
-        regions = torch.stack(regions).to(pixel_values.device)
+        regions = torch.stack(regions)
         removal = tiled([task], progress=passes.second, needed=regions)[0]
         passes.finish()
-        return {**self._forward_outputs([removal, text], meta), "text_region": regions.cpu()}
+        # the region is all postprocess needs of the text pass
+        return {**self._forward_outputs([removal], meta), "text_region": regions}
 
     @staticmethod
     def _forward_outputs(outputs: list[torch.Tensor], meta: list[dict[str, Any]]) -> dict[str, Any]:
@@ -311,7 +316,7 @@ class UpocrPipeline(Pipeline):
         docstring). `prediction` and `text_prediction` are `(1, 3, h, w)`."""
         meta = _as_list(model_outputs["meta"])[0]
         prediction = model_outputs["prediction"]
-        threshold = self.image_processor.segmentation_threshold if threshold is None else threshold
+        threshold = self._threshold(threshold)
         readout = get_task(meta["task"]).readout
         if readout == "mask":
             return self._read_mask(prediction, meta, threshold)
@@ -377,6 +382,9 @@ class UpocrPipeline(Pipeline):
             text_prediction, [meta["original_size"]], threshold=threshold
         )[0]["mask"]
         return dilate_mask(mask, self._dilation(meta, dilation))
+
+    def _threshold(self, threshold: float | None) -> float:
+        return self.image_processor.segmentation_threshold if threshold is None else threshold
 
     @staticmethod
     def _dilation(meta: dict[str, Any], dilation: int | None) -> int:

@@ -14,6 +14,10 @@ photo does not survive that. Here the image is instead covered by `tile_size`×`
 
 An axis no longer than `tile_size` gets one window spanning it, so an image no larger than a tile is predicted by a
 single model call on the whole image — exactly the untiled result (the model pads non-multiples of 32 itself).
+
+A caller that needs predictions in part of the image only (keep-background removal: where the text is) passes that
+part as `needed`: windows that hold none of it are not run, and pixels no run window covers keep the input's values.
+Every needed pixel is blended from all the windows that cover it, as in a full run.
 """
 
 from __future__ import annotations
@@ -121,7 +125,8 @@ def tiled_predict_tasks(
 
     `needed` (`(B, H, W)` bool, optional) says where predictions are wanted: windows that hold none of it are not
     run, and pixels that no run window covers come back as the input's own values. A needed pixel gets the value
-    a full run gives it, since every window covering it holds it and is run.
+    a full run gives it, since every window covering it holds it and is run (bit-identical when its tiles share
+    model calls as in the full run, as with `batch_size=1`). `needed` may live on any device.
     """
     if pixel_values.ndim != 4:
         raise ValueError(
@@ -175,6 +180,11 @@ def tiled_predict_tasks(
     return list(torch.stack(results, dim=1))
 
 
+def _window(top: int, left: int, tile_shape: tuple[int, int]) -> tuple[slice, slice]:
+    """The (rows, columns) slices of the window at `(top, left)`."""
+    return slice(top, top + tile_shape[0]), slice(left, left + tile_shape[1])
+
+
 def _windows_to_run(
     windows: list[tuple[int, int]],
     needed: torch.Tensor | None,
@@ -186,13 +196,8 @@ def _windows_to_run(
         return [windows] * shape[0]
     if tuple(needed.shape) != shape:
         raise ValueError(f"needed must be (batch, height, width) = {shape}, got {tuple(needed.shape)}")
-    (tile_height, tile_width) = tile_shape
     return [
-        [
-            (top, left)
-            for top, left in windows
-            if mask[top : top + tile_height, left : left + tile_width].any()
-        ]
+        [(top, left) for top, left in windows if mask[_window(top, left, tile_shape)].any()]
         for mask in needed
     ]
 
@@ -210,18 +215,17 @@ def _blend_windows(
 ) -> torch.Tensor:
     """One `(3, H, W)` image's windows predicted `tiles_per_call` at a time and blended: `(tasks, 3, H, W)`.
     Pixels that none of `windows` covers keep the image's own values."""
-    (tile_height, tile_width), (height, width) = tile_shape, image.shape[-2:]
+    height, width = image.shape[-2:]
     accumulated = torch.zeros((num_tasks, 3, height, width), dtype=dtype, device=image.device)
     total_weight = torch.zeros((1, height, width), dtype=dtype, device=image.device)
     for start in range(0, len(windows), tiles_per_call):
         chunk = windows[start : start + tiles_per_call]
-        tiles = torch.stack(
-            [image[:, top : top + tile_height, left : left + tile_width] for top, left in chunk]
-        )
-        for (top, left), prediction in zip(chunk, predict_chunk(tiles)):
+        slices = [_window(top, left, tile_shape) for top, left in chunk]
+        tiles = torch.stack([image[:, rows, cols] for rows, cols in slices])
+        for (top, left), (rows, cols), prediction in zip(chunk, slices, predict_chunk(tiles)):
             weight = (weight_rows[top][:, None] * weight_cols[left][None, :]).to(image.device)
-            accumulated[..., top : top + tile_height, left : left + tile_width] += prediction * weight
-            total_weight[:, top : top + tile_height, left : left + tile_width] += weight
+            accumulated[..., rows, cols] += prediction * weight
+            total_weight[:, rows, cols] += weight
     return torch.where(total_weight > 0, accumulated / total_weight, image.to(dtype))
 
 
