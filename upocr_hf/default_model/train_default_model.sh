@@ -58,8 +58,11 @@ evaluate() {  # MODEL_DIR OUT_DIR
         --batch-size 8 --no-progress --output-json "$2/text-removal-keep-background.json"
 }
 evaluate "$run/best" "$eval/new"
-# the shipped model's figures change only with its files: evaluated once per version, shared by the segments
-incumbent="$work/eval/incumbent-$(cat "$shipped"/{model.safetensors,config.json,preprocessor_config.json} | sha256sum | cut -c1-16)"
+# the shipped model's figures change only with its files, the package's code, the held-out data and the evaluation
+# commands: evaluated once per version of those, shared by the segments
+version=$( (cat "$shipped"/{model.safetensors,config.json,preprocessor_config.json} "$data"/*/split.json
+    find upocr_hf -name '*.py' | sort | xargs cat; declare -f evaluate) | sha256sum | cut -c1-16)
+incumbent="$work/eval/incumbent-$version"
 if [ ! -f "$incumbent/done" ]; then
     rm -rf "$incumbent"
     evaluate "$shipped" "$incumbent"
