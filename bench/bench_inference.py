@@ -189,11 +189,14 @@ def bench_keep_background(args: argparse.Namespace) -> list[dict]:
     folder = ROOT / "upocr_hf" / "default_model"
     pipe = pipeline("upocr", model=str(folder), device="cpu")
     baseline = baseline_model_class(args.baseline).from_pretrained(folder).eval()
-    rows = []
-    for name, make in (("photo with a sign", photo_with_a_sign), ("page of text", page_with_a_paragraph)):
-        figure = f"keep-background tiles, default model, {args.width}×{args.height} {name}"
-        rows += keep_background_rows(pipe, baseline, make(args.height, args.width), figure, args)
     photo = photo_with_a_sign(args.height, args.width)
+    rows = []
+    for name, image in (
+        ("photo with a sign", photo),
+        ("page of text", page_with_a_paragraph(args.height, args.width)),
+    ):
+        figure = f"keep-background tiles, default model, {args.width}×{args.height} {name}"
+        rows += keep_background_rows(pipe, baseline, image, figure, args)
     with torch.inference_mode():
         timer = ModelTimer(pipe.model)
         start = time.perf_counter()

@@ -37,10 +37,10 @@ Keep-background rule (text removal): the text region is the model's own text-seg
 channel. The region is dilated (square) by `dilation` pixels (default: 3 px per 512 px of the longer side, at
 least 3) to cover stroke borders and effects; pixels outside it are copied from the input byte for byte (the input
 as the processor reads it: 8-bit RGB, transparency composited on white). In tile mode the segmentation runs first
-and the removal only in the windows that hold some of the region: the same result, at the cost of one tiled pass
-plus the windows with text (the same result up to float rounding where fewer windows change which tiles share a
-model call; tile progress then counts the segmentation pass against twice its windows, and the total falls to the
-windows actually run once the region is known).
+and the removal only in the windows that hold some of the region, at the cost of one tiled pass plus the windows
+with text: the same result (up to float rounding where fewer windows change which tiles share a model call). Tile
+progress then counts the segmentation pass against twice its windows, and the total falls to the windows actually
+run once the region is known.
 """
 
 from __future__ import annotations
