@@ -196,6 +196,38 @@ def test_a_model_replaces_the_shipped_one_only_when_it_scores_higher(trained_dir
     assert {p.name: p.read_bytes() for p in output.iterdir()} == before
 
 
+def test_a_higher_score_does_not_buy_a_lost_baseline_comparison(trained_dir, tmp_path):
+    # the incumbent's whole-image removal beats the input by more than 1 dB; the new one's falls within the margin,
+    # while its segmentation and tampering gains lift the selection score
+    incumbent = {
+        "text-removal": record("text-removal", psnr=27.0, mssim=0.95),
+        "text-removal-keep-background": record("text-removal", psnr=33.0, mssim=0.97),
+        "text-segmentation": record("text-segmentation", fg_iou=0.40),
+        "tampered-text-detection": record("tampered-text-detection", mf=0.30),
+    }
+    new = {
+        **incumbent,
+        "text-removal": record("text-removal", psnr=26.2, mssim=0.95),
+        "text-segmentation": record("text-segmentation", fg_iou=0.60),
+    }
+    assert (
+        compare_to_incumbent(new, incumbent)[0] > compare_to_incumbent(new, incumbent)[1]
+    )  # no baselines given
+    with pytest.raises(IncumbentNotBeatenError, match=(
+        r"text-removal: psnr 26\.2000 no longer beats the trivial baseline's 25\.4000 by the required 1\.0, which "
+        r"the incumbent's 27\.0000 does")):  # fmt: skip
+        compare_to_incumbent(new, incumbent, BASELINES)
+    # a comparison the incumbent lost too may stay lost
+    weak_incumbent = {**incumbent, "text-removal": record("text-removal", psnr=26.0, mssim=0.95)}
+    compare_to_incumbent(new, weak_incumbent, BASELINES)
+
+    output = package_model(trained_dir, tmp_path / "default_model", incumbent, BASELINES)
+    before = {p.name: p.read_bytes() for p in output.iterdir()}
+    with pytest.raises(IncumbentNotBeatenError, match="no longer beats"):
+        package_model(trained_dir, output, new, BASELINES, incumbent=incumbent)
+    assert {p.name: p.read_bytes() for p in output.iterdir()} == before
+
+
 def test_the_packaged_folder_keeps_the_trained_folders_inference_mode_and_the_card_says_it(
     trained_dir, tmp_path
 ):

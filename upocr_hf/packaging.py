@@ -52,12 +52,19 @@ def selection_score(evaluations: Mapping[str, Mapping[str, Any]], keys: Sequence
 
 
 def compare_to_incumbent(
-    evaluations: Mapping[str, Mapping[str, Any]], incumbent: Mapping[str, Mapping[str, Any]]
+    evaluations: Mapping[str, Mapping[str, Any]],
+    incumbent: Mapping[str, Mapping[str, Any]],
+    baselines: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[float, float]:
     """`(new score, incumbent score)`: `selection_score` of both over the records they share.
 
+    With `baselines`, the new model must also keep every comparison with the trivial baseline that the incumbent
+    wins (`compare_to_baselines`' rows, record by record): a gain in one task may not buy a loss there, e.g. a
+    protocol's PSNR falling back to within the margin of the input's.
+
     Raises:
-        IncumbentNotBeatenError: they share no record, or the new model does not score higher.
+        IncumbentNotBeatenError: they share no record, the new model does not score higher, or it loses a baseline
+            comparison the incumbent wins (each such record named with both figures).
     """
     shared = [k for k in evaluations if k in incumbent and _selection_metric(evaluations[k], k)]
     if not shared:
@@ -67,33 +74,55 @@ def compare_to_incumbent(
         raise IncumbentNotBeatenError(
             f"selection score {new:.4f} does not beat the incumbent's {old:.4f} (mean over {', '.join(shared)})"
         )
+    if baselines is not None:
+        ours, theirs = baseline_table(evaluations, baselines), baseline_table(incumbent, baselines)
+        lost = [
+            f"{key}: {row['metric']} {row['model']:.4f} no longer beats the trivial baseline's {row['baseline']:.4f} "
+            f"by the required {row['margin']}, which the incumbent's {theirs[key]['model']:.4f} does"
+            for key, row in ours.items()
+            if key in theirs and theirs[key]["beats"] and not row["beats"]
+        ]
+        if lost:
+            raise IncumbentNotBeatenError(
+                f"selection score {new:.4f} beats the incumbent's {old:.4f}, but " + "; ".join(lost)
+            )
     return new, old
+
+
+def baseline_table(
+    evaluations: Mapping[str, Mapping[str, Any]], baselines: Mapping[str, Mapping[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """`{key: {"task", "metric", "model", "baseline", "margin", "beats"}}` for every evaluation record of a task
+    with a `Task.baseline_margin` and a baseline record (baselines are looked up by the record's task)."""
+    table: dict[str, dict[str, Any]] = {}
+    for key, record in evaluations.items():
+        task = record.get("task", key)
+        if get_task(task).baseline_margin is None or task not in baselines:
+            continue
+        metric, margin = get_task(task).baseline_margin
+        model_value = float(record["metrics"][metric])
+        baseline_value = float(baselines[task]["metrics"][metric])
+        table[key] = {"task": task, "metric": metric, "model": model_value, "baseline": baseline_value,
+                      "margin": margin, "beats": model_value > baseline_value + margin}  # fmt: skip
+    return table
 
 
 def compare_to_baselines(
     evaluations: Mapping[str, Mapping[str, Any]],
     baselines: Mapping[str, Mapping[str, Any]],
 ) -> dict[str, dict[str, Any]]:
-    """`{key: {"task", "metric", "model", "baseline", "margin", "beats"}}` for every evaluation record of a task
-    with a `Task.baseline_margin` (keys as in `load_evaluation_results`; baselines are looked up by the record's
-    task).
+    """`baseline_table(evaluations, baselines)`, once every task passes: each task's records compared with its
+    trivial baseline, at least one of them beating it by the task's margin.
 
     Raises:
         BaselineNotBeatenError: a task has no baseline record, or none of its records exceeds the baseline's figure
             by the required margin (every failing task is named with its figures).
     """
-    table: dict[str, dict[str, Any]] = {}
     for key, record in evaluations.items():
         task = record.get("task", key)
-        if get_task(task).baseline_margin is None:
-            continue
-        if task not in baselines:
+        if get_task(task).baseline_margin is not None and task not in baselines:
             raise BaselineNotBeatenError(f"{task}: no baseline record to compare with")
-        metric, margin = get_task(task).baseline_margin
-        model_value = float(record["metrics"][metric])
-        baseline_value = float(baselines[task]["metrics"][metric])
-        table[key] = {"task": task, "metric": metric, "model": model_value, "baseline": baseline_value,
-                      "margin": margin, "beats": model_value > baseline_value + margin}  # fmt: skip
+    table = baseline_table(evaluations, baselines)
     failures = []
     for task in dict.fromkeys(row["task"] for row in table.values()):
         rows = {key: row for key, row in table.items() if row["task"] == task}
@@ -127,14 +156,15 @@ def package_model(
     remote-code files and their `auto_map` / `custom_pipelines` entries: right for a folder that ships inside
     `upocr_hf` itself (the installed classes load it; `upocr_hf.hub.push_to_hub` adds the code back on upload).
     `incumbent`: the evaluation records of the model `output` holds now, on the same data; the new one must score
-    higher (`compare_to_incumbent`) or nothing is written. `card_appendix`: Markdown added at the end of the card
-    (e.g. the training lineage, with images shipped as `extra_files`).
+    higher and keep the incumbent's wins over the baselines (`compare_to_incumbent`) or nothing is written.
+    `card_appendix`: Markdown added at the end of the card (e.g. the training lineage, with images shipped as
+    `extra_files`).
     """
     from . import UpocrImageProcessor, UpocrModel
 
     comparison = compare_to_baselines(evaluations, baselines)
     if incumbent is not None:
-        compare_to_incumbent(evaluations, incumbent)
+        compare_to_incumbent(evaluations, incumbent, baselines)
     model = UpocrModel.from_pretrained(model_dir).eval()
     processor = UpocrImageProcessor.for_model(model.config, model_dir)
     details = dict(training or {})
@@ -197,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         nargs="+",
         default=None,
         help="evaluation JSON records of the model the output folder holds now, on the same data: refuse unless the "
-        "new model's selection score is higher",
+        "new model's selection score is higher and it keeps every baseline comparison the incumbent wins",
     )
     parser.add_argument(
         "--training", nargs="*", default=[], metavar="KEY=VALUE", help="training details for the card"
@@ -249,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = f"not packaged: {args.model} into {args.output}: {error_line(error)} ({free})"
         parser.exit(2, message + "\n")
     if incumbent is not None:
-        new, old = compare_to_incumbent(evaluations, incumbent)
+        new, old = compare_to_incumbent(evaluations, incumbent, baselines)
         print(f"selection score {new:.4f} beats the incumbent's {old:.4f}")
     for key, row in compare_to_baselines(evaluations, baselines).items():
         verdict = "beats" if row["beats"] else "does NOT beat"
