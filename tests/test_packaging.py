@@ -210,16 +210,18 @@ def test_a_higher_score_does_not_buy_a_lost_baseline_comparison(trained_dir, tmp
         "text-removal": record("text-removal", psnr=26.2, mssim=0.95),
         "text-segmentation": record("text-segmentation", fg_iou=0.60),
     }
-    assert (
-        compare_to_incumbent(new, incumbent)[0] > compare_to_incumbent(new, incumbent)[1]
-    )  # no baselines given
+    new_score, old_score = compare_to_incumbent(new, incumbent)  # no baselines: the score alone passes
+    assert new_score > old_score
     with pytest.raises(IncumbentNotBeatenError, match=(
         r"text-removal: psnr 26\.2000 no longer beats the trivial baseline's 25\.4000 by the required 1\.0, which "
         r"the incumbent's 27\.0000 does")):  # fmt: skip
         compare_to_incumbent(new, incumbent, BASELINES)
-    # a comparison the incumbent lost too may stay lost
+    # a comparison the incumbent lost too may stay lost; one the new model has no record of counts as lost
     weak_incumbent = {**incumbent, "text-removal": record("text-removal", psnr=26.0, mssim=0.95)}
     compare_to_incumbent(new, weak_incumbent, BASELINES)
+    without_whole_image = {k: v for k, v in new.items() if k != "text-removal"}
+    with pytest.raises(IncumbentNotBeatenError, match="text-removal: the new model has no record"):
+        compare_to_incumbent(without_whole_image, incumbent, BASELINES)
 
     output = package_model(trained_dir, tmp_path / "default_model", incumbent, BASELINES)
     before = {p.name: p.read_bytes() for p in output.iterdir()}

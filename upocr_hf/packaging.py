@@ -59,8 +59,8 @@ def compare_to_incumbent(
     """`(new score, incumbent score)`: `selection_score` of both over the records they share.
 
     With `baselines`, the new model must also keep every comparison with the trivial baseline that the incumbent
-    wins (`compare_to_baselines`' rows, record by record): a gain in one task may not buy a loss there, e.g. a
-    protocol's PSNR falling back to within the margin of the input's.
+    wins (`baseline_table`'s rows, record by record; a record the new model lacks counts as lost): a gain in one
+    task may not buy a loss there, e.g. a protocol's PSNR falling back to within the margin of the input's.
 
     Raises:
         IncumbentNotBeatenError: they share no record, the new model does not score higher, or it loses a baseline
@@ -77,10 +77,12 @@ def compare_to_incumbent(
     if baselines is not None:
         ours, theirs = baseline_table(evaluations, baselines), baseline_table(incumbent, baselines)
         lost = [
-            f"{key}: {row['metric']} {row['model']:.4f} no longer beats the trivial baseline's {row['baseline']:.4f} "
-            f"by the required {row['margin']}, which the incumbent's {theirs[key]['model']:.4f} does"
-            for key, row in ours.items()
-            if key in theirs and theirs[key]["beats"] and not row["beats"]
+            f"{key}: the new model has no record, and the incumbent beats the trivial baseline there"
+            if key not in ours
+            else f"{key}: {ours[key]['metric']} {ours[key]['model']:.4f} no longer beats the trivial baseline's "
+            f"{row['baseline']:.4f} by the required {row['margin']}, which the incumbent's {row['model']:.4f} does"
+            for key, row in theirs.items()
+            if row["beats"] and not ours.get(key, {}).get("beats")
         ]
         if lost:
             raise IncumbentNotBeatenError(
@@ -93,7 +95,8 @@ def baseline_table(
     evaluations: Mapping[str, Mapping[str, Any]], baselines: Mapping[str, Mapping[str, Any]]
 ) -> dict[str, dict[str, Any]]:
     """`{key: {"task", "metric", "model", "baseline", "margin", "beats"}}` for every evaluation record of a task
-    with a `Task.baseline_margin` and a baseline record (baselines are looked up by the record's task)."""
+    with a `Task.baseline_margin` and a baseline record (keys as in `load_evaluation_results`; baselines are looked
+    up by the record's task)."""
     table: dict[str, dict[str, Any]] = {}
     for key, record in evaluations.items():
         task = record.get("task", key)
