@@ -12,7 +12,7 @@ from transformers import pipeline
 from upocr_hf import UpocrConfig, UpocrModel
 from upocr_hf.data import load_task_datasets
 from upocr_hf.data.synthetic import generate_folders
-from upocr_hf.evaluation import evaluate_model, main
+from upocr_hf.evaluation import TrivialBaseline, evaluate_model, main
 from upocr_hf.tasks import (
     DEFAULT_TASKS,
     TAMPER_CLASS_RGB,
@@ -138,6 +138,42 @@ def test_keep_background_removal_scores_the_composited_output(test_data, model_d
         main(["--baseline", "--task", TEXT_REMOVAL, "--data", data, "--keep-background"])
     with pytest.raises(SystemExit):
         main(["--model", str(model_dir), "--task", TEXT_SEGMENTATION, "--data", data, "--keep-background"])
+
+
+def _removal_rows(test_data):
+    data = str(test_data / get_task(TEXT_REMOVAL).dataset)
+    return load_task_datasets({TEXT_REMOVAL: data}, {TEXT_REMOVAL: ["test"]})[TEXT_REMOVAL]
+
+
+def test_the_threshold_is_the_model_folders_unless_given_and_reads_the_keep_background_region(
+    test_data, model_dir, tmp_path
+):
+    from upocr_hf import UpocrImageProcessor
+
+    folder = tmp_path / "strict"
+    UpocrModel.from_pretrained(model_dir).save_pretrained(folder)
+    UpocrImageProcessor(segmentation_threshold=0.95).save_pretrained(folder)
+
+    def record(task, *flags):
+        data, output = str(test_data / get_task(task).dataset), tmp_path / "record.json"
+        main(["--model", str(folder), "--task", task, "--data", data, "--output-json", str(output), "--no-progress",
+              *flags])  # fmt: skip
+        return json.loads(output.read_text())
+
+    # the random model's scores sit near 0.5: at the folder's 0.95 nothing is text, at 0.05 (nearly) everything
+    strict, loose = record(TEXT_SEGMENTATION), record(TEXT_SEGMENTATION, "--threshold", "0.05")
+    assert strict["protocol"].endswith("threshold 0.95") and loose["protocol"].endswith("threshold 0.05")
+    assert strict["metrics"]["recall"] == 0 < loose["metrics"]["recall"]
+    kept, changed = record(TEXT_REMOVAL, "--keep-background"), record(TEXT_REMOVAL, "--keep-background",
+                                                                       "--threshold", "0.05")  # fmt: skip
+    assert "threshold 0.95" in kept["protocol"] and "threshold 0.05" in changed["protocol"]
+    identity = evaluate_model(TrivialBaseline(), _removal_rows(test_data), TEXT_REMOVAL, progress=False)[
+        "psnr"
+    ]
+    assert kept["metrics"]["psnr"] == pytest.approx(
+        identity, abs=1e-9
+    )  # no text region: the input comes back
+    assert abs(changed["metrics"]["psnr"] - identity) > 0.01
 
 
 def test_evaluation_defaults_to_the_shipped_model(test_data, tmp_path, monkeypatch, capsys):

@@ -48,7 +48,7 @@ def evaluate_model(
     task: str,
     *,
     batch_size: int = 4,
-    threshold: float = SEGMENTATION_THRESHOLD,
+    threshold: float | None = None,
     tile: bool = False,
     keep_background: bool = False,
     save_predictions: str | os.PathLike | None = None,
@@ -58,16 +58,18 @@ def evaluate_model(
 
     Returns the metric's `compute()` result plus `num_samples`. `keep_background` scores the pipeline's
     keep-background mode for text removal (pixels outside the detected text region copied from the input; not the
-    paper's protocol). With `save_predictions`, each read-out (text-free image, text mask or colour class map) is
-    written as `DIR/<name>.png`.
+    paper's protocol). `threshold` reads the segmentation masks and the keep-background text region; `None`: the
+    pipeline's own (the model folder's `segmentation_threshold`, the mode its users get). With `save_predictions`,
+    each read-out (text-free image, text mask or colour class map) is written as `DIR/<name>.png`.
     """
     spec = get_task(task)
     if keep_background and not spec.text_mask:
         raise ValueError(f"keep_background applies to text removal only, not {task!r}")
     if spec.metric is None:
         raise ValueError(f"no metric for task {task!r}; metrics exist for {scored_tasks()}")
-    options: dict[str, Any] = {"threshold": threshold} if spec.readout == "mask" else {}
-    metric = load_metric(task, **options)
+    reads_a_mask = spec.readout == "mask" or keep_background
+    options: dict[str, Any] = {"threshold": threshold} if reads_a_mask and threshold is not None else {}
+    metric = load_metric(task, **(options if spec.readout == "mask" else {}))
     if keep_background:
         options["keep_background"] = True
     output_dir = Path(save_predictions) if save_predictions else None
@@ -121,6 +123,22 @@ def _json_ready(value: Any) -> Any:
     return value
 
 
+def _model_pipeline(args: argparse.Namespace) -> tuple[UpocrPipeline, str]:
+    """The pipeline of `--model` in its folder's inference mode, and the record's protocol text for that mode."""
+    model = UpocrModel.from_pretrained(args.model).eval()
+    processor = UpocrImageProcessor.for_model(model.config, args.model)
+    pipe = UpocrPipeline(model=model, image_processor=processor, device=args.device)
+    protocol = "tiled" if args.tile else f"resize to {processor.size['height']}x{processor.size['width']}"
+    threshold = processor.segmentation_threshold if args.threshold is None else args.threshold
+    if args.keep_background:
+        protocol += (
+            f", keep background (outside the text region detected at threshold {threshold:g}, the input)"
+        )
+    elif get_task(args.task).readout == "mask":
+        protocol += f", threshold {threshold:g}"
+    return pipe, protocol
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group()
@@ -139,7 +157,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--split", default="test")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument(
-        "--threshold", type=float, default=SEGMENTATION_THRESHOLD, help="segmentation threshold"
+        "--threshold",
+        type=float,
+        default=None,
+        help="segmentation threshold, also of the keep-background text region (default: the model folder's "
+        f"segmentation_threshold; the paper's {SEGMENTATION_THRESHOLD} where it says none)",
     )
     parser.add_argument(
         "--tile", action="store_true", help="tiled native-resolution inference (not the protocol)"
@@ -171,13 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_model_location(args.model)
         except FileNotFoundError as error:
             parser.error(str(error))
-        model = UpocrModel.from_pretrained(args.model).eval()
-        processor = UpocrImageProcessor.for_model(model.config, args.model)
-        pipe = UpocrPipeline(model=model, image_processor=processor, device=args.device)
+        pipe, protocol = _model_pipeline(args)
         label = f"ours ({Path(args.model).name})"
-        protocol = "tiled" if args.tile else f"resize to {processor.size['height']}x{processor.size['width']}"
-        if args.keep_background:
-            protocol += ", keep background (outside the detected text region, the input)"
     try:
         dataset = load_task_datasets({args.task: Path(args.data)}, {args.task: [args.split]})[args.task]
     except DatasetFolderError as error:  # a broken folder, an unknown Hub id: one line naming it
