@@ -70,6 +70,7 @@ def lineage(args: argparse.Namespace) -> None:
         "image_size": train_args["image_size"],
         "validation_size": validation_size,
         "wall_time_s": args.wall_time,
+        "weights": args.weights,  # which of the run's models was packaged: its held-out score in the card
         "curve": curve,
         "held_out": evaluations,
     }
@@ -148,7 +149,8 @@ def card(args: argparse.Namespace) -> None:
     total = 0.0
     for s in segments:
         scores = [v for _, v in (s.get("curve") or {}).get("validation_score", [])]
-        best = f"{max(scores):.4f}" if scores else "–"
+        landed = scores[-1] if s.get("weights") == "final" else max(scores, default=None)
+        best = f"{landed:.4f}" if scores else "–"
         total += s["wall_time_s"] / 3600
         lines.append(
             f"| {s['segment']} | {s['init_from']} | {s['steps']:,} | {s['images_per_step']} | {s['seed']} | "
@@ -205,6 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--command", required=True)
     p.add_argument("--wall-time", type=float, required=True)
     p.add_argument("--evaluations", nargs="*", default=[])
+    p.add_argument(
+        "--weights",
+        choices=("best", "final"),
+        default="best",
+        help="the run's model that is packaged: the best validated one (train.py's best/) or the last (final/)",
+    )
     p.add_argument("--out", required=True)
     p = sub.add_parser("plot")
     p.add_argument("--lineage", required=True)

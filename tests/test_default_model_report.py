@@ -107,3 +107,23 @@ def test_a_segment_records_its_crop_and_validation_sizes_and_the_plot_shows_mixe
     assert (segments[1]["image_size"], segments[1]["validation_size"]) == (384, 512)
     report.main(["plot", "--lineage", str(lineage), "--out", str(tmp_path / "curve.png")])
     assert (tmp_path / "curve.png").stat().st_size > 0
+
+
+def test_the_cards_held_out_score_is_that_of_the_weights_that_landed(tmp_path):
+    report = load_report()
+    curve = {"loss": [[500, 1.5], [750, 1.4]], "validation_score": [[500, 0.7042], [750, 0.7027]]}
+    segment = {
+        "init_from": "x",
+        "steps": 750,
+        "seed": 1,
+        "images_per_step": 12,
+        "wall_time_s": 3600,
+        "curve": curve,
+        "command": "c",
+    }
+    lineage = tmp_path / "lineage.json"
+    lineage.write_text(json.dumps([{**segment, "segment": "best-run"},  # recorded before `weights`: the best
+                                   {**segment, "segment": "final-run", "weights": "final"}]))  # fmt: skip
+    report.main(["card", "--lineage", str(lineage), "--out", str(tmp_path / "card.md")])
+    rows = {line.split(" | ")[0]: line for line in (tmp_path / "card.md").read_text().splitlines()}
+    assert "| 0.7042 |" in rows["| best-run"] and "| 0.7027 |" in rows["| final-run"]
