@@ -149,12 +149,12 @@ def card(args: argparse.Namespace) -> None:
     total = 0.0
     for s in segments:
         scores = [v for _, v in (s.get("curve") or {}).get("validation_score", [])]
-        landed = scores[-1] if s.get("weights") == "final" else max(scores, default=None)
-        best = f"{landed:.4f}" if scores else "–"
+        # the validation score of the model that was packaged (entries without `weights` packaged the best)
+        landed = f"{scores[-1] if s.get('weights') == 'final' else max(scores):.4f}" if scores else "–"
         total += s["wall_time_s"] / 3600
         lines.append(
             f"| {s['segment']} | {s['init_from']} | {s['steps']:,} | {s['images_per_step']} | {s['seed']} | "
-            f"{s['wall_time_s'] / 3600:.2f} | {best} | `{s['command']}` |"
+            f"{s['wall_time_s'] / 3600:.2f} | {landed} | `{s['command']}` |"
         )
     lines += ["", f"Total: {total:.2f} CPU-hours.", "", "![learning curve](learning_curve.png)", "",
               "Held-out inputs, outputs and targets (removal, segmentation, tampering):", "",
