@@ -84,6 +84,15 @@ def _onednn_linear_available() -> bool:
 _ONEDNN_LINEAR = _onednn_linear_available()
 
 
+def _onednn_weight_dtype(device: torch.device) -> torch.dtype | None:
+    """The weight dtype for which `linear` runs oneDNN on `device` in the current autocast state (`None`: none)."""
+    if not (_ONEDNN_LINEAR and device.type == "cpu"):
+        return None
+    if torch.is_autocast_enabled("cpu"):
+        return torch.bfloat16 if torch.get_autocast_dtype("cpu") == torch.bfloat16 else None
+    return torch.float32
+
+
 def linear(
     hidden_states: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool = False
 ) -> torch.Tensor:
@@ -92,20 +101,36 @@ def linear(
     On CPU with float32 weights, or under bf16 autocast with bf16 weights, this runs oneDNN's linear, the kernel
     PyTorch's own compiler uses for CPU inference: it applies the GELU to the GEMM's output while it is in cache,
     and in float32 it is faster than the default BLAS GEMM for this model's narrow layers. Same function and
-    dtypes as autocast would give, other kernel; bench/bench_inference.py measures the gain.
+    dtypes as autocast would give, other kernel; bench/bench_inference.py measures the gain. `weight` may be
+    plain or as `inference_linear_weights` prepared it.
     """
-    if _ONEDNN_LINEAR and hidden_states.device.type == "cpu":
-        if torch.is_autocast_enabled("cpu"):
-            onednn = weight.dtype == torch.bfloat16 == torch.get_autocast_dtype("cpu")
-            hidden_states = hidden_states.to(weight.dtype) if onednn else hidden_states
-        else:
-            onednn = hidden_states.dtype == weight.dtype == torch.float32
-        if onednn:
-            return torch.ops.mkldnn._linear_pointwise(
-                hidden_states, weight, bias, "gelu" if gelu else "none", [], "none" if gelu else ""
-            )
+    autocast = torch.is_autocast_enabled("cpu")
+    onednn_dtype = _onednn_weight_dtype(hidden_states.device)
+    if weight.dtype == onednn_dtype and (autocast or hidden_states.dtype == weight.dtype):
+        return torch.ops.mkldnn._linear_pointwise(
+            hidden_states.to(weight.dtype),
+            weight,
+            bias,
+            "gelu" if gelu else "none",
+            [],
+            "none" if gelu else "",
+        )
+    if weight.is_mkldnn:  # an input of another dtype: F.linear's own error, not oneDNN's
+        weight = weight.to_dense()
     output = F.linear(hidden_states, weight, bias)
     return F.gelu(output) if gelu else output
+
+
+def inference_linear_weights(
+    weight: torch.Tensor, bias: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`weight` and `bias` as the fast path keeps them for `linear`: cast as autocast would cast them, and where
+    `linear` runs oneDNN the weight reordered into oneDNN's blocked layout once (each call reorders a plain weight
+    again: 3-5 % of these GEMMs' time, measured in float32 and bf16)."""
+    weight, bias = to_autocast_dtype(weight, bias)
+    if weight.dtype == _onednn_weight_dtype(weight.device):
+        weight = torch.ops.mkldnn._reorder_linear_weight(weight)
+    return weight, bias
 
 
 def _has_hooks(module: nn.Module) -> bool:
@@ -175,8 +200,62 @@ def cached_linear(
 ) -> torch.Tensor:
     """`module(hidden_states)` (then GELU) on the fast path: the weights cast for autocast once, not every forward."""
     sources = [t for t in (module.weight, module.bias) if t is not None]
-    weight, bias = cache.get(lambda: to_autocast_dtype(module.weight, module.bias), *sources)
+    weight, bias = cache.get(lambda: inference_linear_weights(module.weight, module.bias), *sources)
     return linear(hidden_states, weight, bias, gelu=gelu)
+
+
+#: bytes of attention scores computed at a time by `chunked_window_attention`: about one core's L2 cache
+ATTENTION_CHUNK_BYTES = 1 << 20
+
+
+def chunked_window_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    position_bias: torch.Tensor,
+    shift_mask: torch.Tensor | None,
+) -> torch.Tensor:
+    """`softmax(query @ key^T + position_bias + shift_mask) @ value`, computed window-chunk by window-chunk.
+
+    For bf16 on CPU (the inference fast path under autocast), where SDPA's flash kernel is slow on this many tiny
+    matrices: a few windows' scores at a time, sized to stay in cache, start as the bias, take the GEMM's product
+    in place (one bf16 rounding of logit plus bias, where a product then an add rounds twice) and are normalised
+    there. bench/bench_inference.py measures it against SDPA.
+
+    Args:
+        query, key, value: `(batch_size * num_windows, heads, N, head_dim)`, query and key contiguous.
+        position_bias: `(heads, N, N)`.
+        shift_mask: `(num_windows, N, N)` for shifted windows, or `None`.
+    Returns:
+        The context `(batch_size * num_windows, N, heads * head_dim)`.
+    """
+    batch_windows, heads, tokens, head_dim = query.shape
+    context = query.new_empty(batch_windows, tokens, heads, head_dim)
+    # windows that share one shift mask (an image's) are chunked together, so a chunk's masks are one slice
+    group = batch_windows if shift_mask is None else shift_mask.shape[0]
+    chunk = max(1, min(group, ATTENTION_CHUNK_BYTES // (heads * tokens * tokens * query.element_size())))
+    scores = query.new_empty(chunk, heads, tokens, tokens)
+    if shift_mask is not None:
+        shift_mask = shift_mask.to(query.dtype).unsqueeze(1)
+    matrices = lambda t: t.reshape(-1, tokens, t.shape[-1])  # noqa: E731  (windows × heads) batch of matrices
+    start = 0
+    while start < batch_windows:
+        stop = min(start + chunk, (start // group + 1) * group)
+        chunk_scores = scores[: stop - start]
+        if shift_mask is None:
+            chunk_scores.copy_(position_bias)
+        else:
+            torch.add(position_bias, shift_mask[start % group : (stop - 1) % group + 1], out=chunk_scores)
+        flat_scores = chunk_scores.view(-1, tokens, tokens)
+        flat_scores.baddbmm_(matrices(query[start:stop]), matrices(key[start:stop]).transpose(1, 2))
+        probabilities = torch.softmax(flat_scores, dim=-1)
+        context[start:stop] = (
+            torch.bmm(probabilities, matrices(value[start:stop]))
+            .view(stop - start, heads, tokens, head_dim)
+            .transpose(1, 2)
+        )
+        start = stop
+    return context.view(batch_windows, tokens, heads * head_dim)
 
 
 class UpocrSelfAttention(nn.Module):
@@ -260,7 +339,8 @@ class UpocrSelfAttention(nn.Module):
         return 16 * torch.sigmoid(bias)
 
     def fused_query_key_value(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The `(3 * dim, dim)` weight and `(3 * dim,)` bias of the three projections as one (zero key bias)."""
+        """The `(3 * dim, dim)` weight and `(3 * dim,)` bias of the three projections as one (zero key bias), as
+        `inference_linear_weights` keeps them."""
         sources = (self.query.weight, self.key.weight, self.value.weight)
         if self.config.qkv_bias:
             sources += (self.query.bias, self.value.bias)
@@ -271,7 +351,7 @@ class UpocrSelfAttention(nn.Module):
         bias = None
         if self.config.qkv_bias:
             bias = torch.cat([self.query.bias, torch.zeros_like(self.query.bias), self.value.bias])
-        return to_autocast_dtype(weight, bias)
+        return inference_linear_weights(weight, bias)
 
     def forward(
         self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None
@@ -299,8 +379,23 @@ class UpocrSelfAttention(nn.Module):
         # token, so each of query and key takes one pass (F.normalize's eps, same function)
         logit_scale = torch.clamp(self.logit_scale, max=math.log(100.0)).exp()
         norms = [torch.linalg.vector_norm(t, dim=-1, keepdim=True).clamp_min(1e-12) for t in (query, key)]
-        query = query * (logit_scale / norms[0]).to(query.dtype)  # under autocast: stay in the GEMM dtype
-        key = key * (1.0 / norms[1]).to(key.dtype)
+        factors = [
+            (logit_scale / norms[0]).to(query.dtype),
+            (1.0 / norms[1]).to(key.dtype),
+        ]  # stay in GEMM dtype
+        chunked = fast and query.device.type == "cpu" and query.dtype == torch.bfloat16
+        chunked = chunked and self.config._attn_implementation == "sdpa"
+        if chunked:  # its GEMMs want each window's heads contiguous: the scaling writes them so, for free
+            query, key = (torch.mul(t, f, out=t.new_empty(t.shape)) for t, f in zip((query, key), factors))
+            context = chunked_window_attention(
+                query,
+                key,
+                value.contiguous(),
+                self.cached_relative_position_bias(query.dtype),
+                attention_mask,
+            )
+            return cached_linear(self._projection_cache, self.projection, context)
+        query, key = query * factors[0], key * factors[1]
 
         position_bias = self.cached_relative_position_bias(query.dtype).unsqueeze(0)  # (1, heads, N, N)
         if attention_mask is not None:
