@@ -511,20 +511,24 @@ def test_float32_inference_linear_is_the_plain_linear(gelu):
     assert (fast.double() - expected).abs().max().item() <= 1e-4
 
 
-@pytest.mark.parametrize("autocast", [False, True])
-def test_weights_kept_for_inference_are_prepacked_and_compute_the_same(autocast):
-    """Where the fast path runs oneDNN, the weights it keeps are reordered into oneDNN's layout once: the same
-    products, bit for bit, as the plain weight; an input of another dtype still gets F.linear's own error."""
-    from upocr_hf.modeling_upocr import _ONEDNN_LINEAR, inference_linear_weights, linear
+@pytest.mark.parametrize("autocast, derived", [(False, False), (False, True), (True, False)])
+def test_weights_kept_for_inference_are_prepacked_and_compute_the_same(autocast, derived):
+    """Where the fast path runs oneDNN and keeps a copy of a weight anyway (autocast's cast, the fused projections),
+    the copy is reordered into oneDNN's layout once: the same products, bit for bit, as the plain weight. A float32
+    parameter used as it is gets no second copy. An input of another dtype still gets F.linear's own error."""
+    from upocr_hf.modeling_upocr import _ONEDNN_BFLOAT16, _ONEDNN_LINEAR, inference_linear_weights, linear
 
-    if not _ONEDNN_LINEAR:
-        pytest.skip("this torch build has no oneDNN linear")
+    if not (_ONEDNN_BFLOAT16 if autocast else _ONEDNN_LINEAR):
+        pytest.skip("this torch build or CPU has no oneDNN linear for this dtype")
     generator = torch.Generator().manual_seed(0)
     hidden = torch.randn(2, 40, 96, generator=generator)
     weight, bias = torch.randn(384, 96, generator=generator), torch.randn(384, generator=generator)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        kept_weight, kept_bias = inference_linear_weights(weight, bias)
+        kept_weight, kept_bias = inference_linear_weights(weight, bias, derived=derived)
         plain_weight = weight.bfloat16() if autocast else weight
+        if not (autocast or derived):
+            assert kept_weight is weight
+            return
         assert kept_weight.is_mkldnn and kept_weight.dtype == plain_weight.dtype
         assert torch.equal(linear(hidden, kept_weight, kept_bias), linear(hidden, plain_weight, kept_bias))
     if not autocast:
@@ -532,8 +536,28 @@ def test_weights_kept_for_inference_are_prepacked_and_compute_the_same(autocast)
             linear(hidden.double(), kept_weight, kept_bias)
 
 
-def test_the_fast_path_runs_only_in_eval_mode_without_autograd():
+def test_a_model_that_ran_inference_copies_and_pickles():
+    """The inference caches hold oneDNN tensors, which can be neither copied nor pickled: a deep copy or a pickle
+    of the model starts with empty caches and computes the same."""
+    import copy
+    import pickle
+
     from upocr_hf.modeling_upocr import _ONEDNN_LINEAR
+
+    model = randomised_tiny_model()
+    image = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(image).prediction
+        assert (
+            not _ONEDNN_LINEAR
+            or model.encoder.stages[0].blocks[0].attention.fused_query_key_value()[0].is_mkldnn
+        )
+        for twin in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+            assert torch.equal(twin(image).prediction, expected)
+
+
+def test_the_fast_path_runs_only_in_eval_mode_without_autograd():
+    from upocr_hf.modeling_upocr import _ONEDNN_BFLOAT16, _ONEDNN_LINEAR
 
     if not _ONEDNN_LINEAR:
         pytest.skip("this torch build has no oneDNN linear")
@@ -541,8 +565,10 @@ def test_the_fast_path_runs_only_in_eval_mode_without_autograd():
     image = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         assert _onednn_linear_calls(lambda: model(image)) > 0
-        with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 weights cast once, same kernel
-            assert _onednn_linear_calls(lambda: model(image)) > 0
+        with torch.autocast(
+            "cpu", dtype=torch.bfloat16
+        ):  # bf16 weights cast once, same kernel where it has bf16
+            assert (_onednn_linear_calls(lambda: model(image)) > 0) == _ONEDNN_BFLOAT16
         model.train()
         assert _onednn_linear_calls(lambda: model(image)) == 0
     model.eval()

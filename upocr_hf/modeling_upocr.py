@@ -82,6 +82,8 @@ def _onednn_linear_available() -> bool:
 
 
 _ONEDNN_LINEAR = _onednn_linear_available()
+#: oneDNN's bf16 kernels need AVX-512 (or AMX); elsewhere bf16 linears take autocast's own path
+_ONEDNN_BFLOAT16 = _ONEDNN_LINEAR and getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)()
 
 
 def _onednn_weight_dtype(device: torch.device) -> torch.dtype | None:
@@ -89,7 +91,8 @@ def _onednn_weight_dtype(device: torch.device) -> torch.dtype | None:
     if not (_ONEDNN_LINEAR and device.type == "cpu"):
         return None
     if torch.is_autocast_enabled("cpu"):
-        return torch.bfloat16 if torch.get_autocast_dtype("cpu") == torch.bfloat16 else None
+        bfloat16 = torch.get_autocast_dtype("cpu") == torch.bfloat16 and _ONEDNN_BFLOAT16
+        return torch.bfloat16 if bfloat16 else None
     return torch.float32
 
 
@@ -122,15 +125,16 @@ def linear(
 
 
 def inference_linear_weights(
-    weight: torch.Tensor, bias: torch.Tensor | None
+    weight: torch.Tensor, bias: torch.Tensor | None, derived: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """`weight` and `bias` as the fast path keeps them for `linear`: cast as autocast would cast them, and where
-    `linear` runs oneDNN the weight reordered into oneDNN's blocked layout once (each call reorders a plain weight
-    again: 3-5 % of these GEMMs' time, measured in float32 and bf16)."""
-    weight, bias = to_autocast_dtype(weight, bias)
-    if weight.dtype == _onednn_weight_dtype(weight.device):
-        weight = torch.ops.mkldnn._reorder_linear_weight(weight)
-    return weight, bias
+    `linear` runs oneDNN and a copy of the weight is kept anyway (autocast's cast, or a weight `derived` from the
+    parameters, such as the fused projections), that copy reordered into oneDNN's blocked layout once: each call
+    would reorder a plain weight again (3-5 % of these GEMMs' time, measured in float32 and bf16)."""
+    kept, bias = to_autocast_dtype(weight, bias)
+    if (derived or kept is not weight) and kept.dtype == _onednn_weight_dtype(kept.device):
+        kept = torch.ops.mkldnn._reorder_linear_weight(kept)
+    return kept, bias
 
 
 def _has_hooks(module: nn.Module) -> bool:
@@ -166,6 +170,14 @@ class InferenceCache:
     def clear(self) -> None:
         self._entry = None
 
+    # a copy or a pickle of the model starts with empty caches: they hold oneDNN tensors, which can be neither
+    # copied nor serialised, and are recomputed on the copy's first inference forward anyway
+    def __deepcopy__(self, memo: dict) -> InferenceCache:
+        return InferenceCache()
+
+    def __getstate__(self) -> dict:
+        return {"_entry": None}
+
     def get(self, compute, *sources: torch.Tensor, extra_key: tuple = ()) -> torch.Tensor:
         # inference tensors have no version counter to check
         if torch.is_grad_enabled() or any(source.is_inference() for source in sources):
@@ -198,7 +210,8 @@ def to_autocast_dtype(*tensors: torch.Tensor | None) -> tuple[torch.Tensor | Non
 def cached_linear(
     cache: InferenceCache, module: nn.Linear, hidden_states: torch.Tensor, gelu: bool = False
 ) -> torch.Tensor:
-    """`module(hidden_states)` (then GELU) on the fast path: the weights cast for autocast once, not every forward."""
+    """`module(hidden_states)` (then GELU) on the fast path, with the weights `inference_linear_weights` keeps: cast
+    for autocast (and reordered for oneDNN) once, not every forward."""
     sources = [t for t in (module.weight, module.bias) if t is not None]
     weight, bias = cache.get(lambda: inference_linear_weights(module.weight, module.bias), *sources)
     return linear(hidden_states, weight, bias, gelu=gelu)
@@ -223,7 +236,8 @@ def chunked_window_attention(
     there. bench/bench_inference.py measures it against SDPA.
 
     Args:
-        query, key, value: `(batch_size * num_windows, heads, N, head_dim)`, query and key contiguous.
+        query, key, value: `(batch_size * num_windows, heads, N, head_dim)`; fastest contiguous (others are
+            copied chunk by chunk).
         position_bias: `(heads, N, N)`.
         shift_mask: `(num_windows, N, N)` for shifted windows, or `None`.
     Returns:
@@ -264,7 +278,8 @@ class UpocrSelfAttention(nn.Module):
     Computes exactly what the authors' window attention computes. The query/key/value projections are stored
     separately (the key has no bias), as in the converted checkpoints; on the inference fast path they run as one
     GEMM over their concatenated weights. Attention runs through `torch.nn.functional.scaled_dot_product_attention`
-    (`config._attn_implementation == "sdpa"`) or plain matmul + softmax (`"eager"`).
+    (`config._attn_implementation == "sdpa"`; on the inference fast path in bf16 on CPU, through
+    `chunked_window_attention` instead) or plain matmul + softmax (`"eager"`).
     """
 
     def __init__(
@@ -351,7 +366,7 @@ class UpocrSelfAttention(nn.Module):
         bias = None
         if self.config.qkv_bias:
             bias = torch.cat([self.query.bias, torch.zeros_like(self.query.bias), self.value.bias])
-        return inference_linear_weights(weight, bias)
+        return inference_linear_weights(weight, bias, derived=True)
 
     def forward(
         self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None
@@ -379,12 +394,10 @@ class UpocrSelfAttention(nn.Module):
         # token, so each of query and key takes one pass (F.normalize's eps, same function)
         logit_scale = torch.clamp(self.logit_scale, max=math.log(100.0)).exp()
         norms = [torch.linalg.vector_norm(t, dim=-1, keepdim=True).clamp_min(1e-12) for t in (query, key)]
-        factors = [
-            (logit_scale / norms[0]).to(query.dtype),
-            (1.0 / norms[1]).to(key.dtype),
-        ]  # stay in GEMM dtype
-        chunked = fast and query.device.type == "cpu" and query.dtype == torch.bfloat16
-        chunked = chunked and self.config._attn_implementation == "sdpa"
+        # under autocast: stay in the GEMM dtype
+        factors = [(logit_scale / norms[0]).to(query.dtype), (1.0 / norms[1]).to(key.dtype)]
+        cpu_bfloat16 = query.device.type == "cpu" and query.dtype == torch.bfloat16
+        chunked = fast and cpu_bfloat16 and self.config._attn_implementation == "sdpa"
         if chunked:  # its GEMMs want each window's heads contiguous: the scaling writes them so, for free
             query, key = (torch.mul(t, f, out=t.new_empty(t.shape)) for t, f in zip((query, key), factors))
             context = chunked_window_attention(
