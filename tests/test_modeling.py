@@ -565,9 +565,8 @@ def test_the_fast_path_runs_only_in_eval_mode_without_autograd():
     image = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         assert _onednn_linear_calls(lambda: model(image)) > 0
-        with torch.autocast(
-            "cpu", dtype=torch.bfloat16
-        ):  # bf16 weights cast once, same kernel where it has bf16
+        # bf16 weights cast once, the same kernel where the CPU has oneDNN's bf16 one
+        with torch.autocast("cpu", dtype=torch.bfloat16):
             assert (_onednn_linear_calls(lambda: model(image)) > 0) == _ONEDNN_BFLOAT16
         model.train()
         assert _onednn_linear_calls(lambda: model(image)) == 0
