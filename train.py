@@ -142,7 +142,15 @@ class TrainArguments:
         metadata={"help": f"VGG-16 for the perceptual/style losses: {' | '.join(PERCEPTUAL_CHOICES)}."},
     )
     vgg_weights_path: str | None = field(
-        default=None, metadata={"help": "torchvision VGG-16 weights for 'local'."}
+        default=None,
+        metadata={"help": "torchvision VGG-16 weights for 'local'; another craft_mlt_25k.pth for 'craft'."},
+    )
+    perceptual_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Feed the perceptual/style VGG images of at most this many pixels on the longer side "
+            "(default: the crop's own size, as the paper); cheaper on CPUs."
+        },
     )
     num_workers: int = field(default=2, metadata={"help": "DataLoader workers per task."})
     seed: int = field(default=0)
@@ -438,6 +446,7 @@ def prepare_run(args: TrainArguments) -> Run:
         model.config.tasks,
         perceptual=args.perceptual_loss,
         vgg_weights_path=args.vgg_weights_path,
+        perceptual_size=args.perceptual_size,
         task_weights=parse_task_weights(args.task_loss_weights),
         class_weights=parse_class_weights(args.class_loss_weights),
     )
@@ -674,6 +683,7 @@ def save_final_model(model: torch.nn.Module, final_dir: Path, args: TrainArgumen
             "images per task per process per step": args.batch_size_per_task,
             "resolution": f"{size}×{size}",
             "perceptual/style loss": args.perceptual_loss,
+            "perceptual/style size": args.perceptual_size or f"{size} (the crop)",
         }
         prepare_hub_folder(model, trained_model_processor(model, args.init_from), staging, training=training)
         (staging / "training_args.json").write_text(json.dumps(asdict(args), indent=2))

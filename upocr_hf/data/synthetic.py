@@ -151,6 +151,8 @@ class SyntheticConfig:
     shadow_prob: float = 0.25
     photo_prob: float = 0.5
     document_prob: float = 0.25  # a page or a screenshot: small, straight, mostly dark-on-light text
+    document_font_size_range: tuple[float, float] = (0.025, 0.07)  # of pages and screenshots
+    min_text_contrast: float = 90.0  # luma difference between text and its background, of 255
     camera: CameraConfig = field(default_factory=CameraConfig)
     tamper_word_fraction: tuple[float, float] = (0.2, 0.6)
     max_tampered_words: int = 4
@@ -200,6 +202,33 @@ class SyntheticSample:
     tampered: np.ndarray  # forged copy (tamper input)
     tamper_boxes: list[TamperBox] = field(default_factory=list)
     words: list[dict[str, Any]] = field(default_factory=list)
+
+
+#: Named looks, as overrides of `SyntheticConfig`'s fields. ``"training"``: the generator's defaults. ``"photos"``:
+#: what users bring -- larger text (4-23.5 % of the height: 20-120 px at 512), denser words, more pages and
+#: screenshots with larger print, lower text contrast (light text on saturated colours) and a lighter camera, so
+#: clean renders come as often as camera-like ones.
+LOOKS: dict[str, dict[str, Any]] = {
+    "training": {},
+    "photos": {
+        "font_size_range": (0.04, 0.235),
+        "max_blocks": 6,
+        "max_words_per_line": 6,
+        "document_prob": 0.35,
+        "document_font_size_range": (0.04, 0.09),
+        "min_text_contrast": 60.0,
+        "camera": CameraConfig(
+            lighting_prob=0.35,
+            shadow_prob=0.1,
+            blur_prob=0.2,
+            max_blur_sigma=1.0,
+            noise_prob=0.35,
+            max_noise_sigma=5.0,
+            jpeg_prob=0.4,
+            jpeg_quality=(60, 95),
+        ),  # fmt: skip
+    },
+}
 
 
 @lru_cache(maxsize=4096)
@@ -323,7 +352,7 @@ def _document_layout(cfg: SyntheticConfig) -> SyntheticConfig:
         max_blocks=8,
         max_lines=6,
         max_words_per_line=6,
-        font_size_range=(0.025, 0.07),
+        font_size_range=cfg.document_font_size_range,
         rotate_prob=0.0,
         perspective_prob=0.1,
         perspective_strength=0.05,
@@ -480,7 +509,9 @@ def _render_word(word: _Word, block_h: np.ndarray, w: int, h: int) -> None:
         word.quad = _apply(hw, np.array([[bx0, by0], [bx1, by0], [bx1, by1], [bx0, by1]], np.float64))
 
 
-def _contrasting_colour(rng: np.random.Generator, bg_mean: np.ndarray) -> np.ndarray:
+def _contrasting_colour(
+    rng: np.random.Generator, bg_mean: np.ndarray, min_contrast: float = 90.0
+) -> np.ndarray:
     lum = float(bg_mean @ np.array([0.299, 0.587, 0.114]))
     for _ in range(20):
         c = rng.uniform(0, 255, 3)
@@ -489,7 +520,7 @@ def _contrasting_colour(rng: np.random.Generator, bg_mean: np.ndarray) -> np.nda
                 -10, 10, 3
             )
             c = np.clip(c, 0, 255)
-        if abs(float(c @ np.array([0.299, 0.587, 0.114])) - lum) > 90:
+        if abs(float(c @ np.array([0.299, 0.587, 0.114])) - lum) > min_contrast:
             return c
     return np.full(3, 0.0 if lum > 128 else 255.0)
 
@@ -684,7 +715,7 @@ def _place_text(
         taken.append(box)
         x0, y0, x1, y1 = (int(v) for v in box)
         bg_mean = scene[max(0, y0) : y1 + 1, max(0, x0) : x1 + 1].reshape(-1, 3).mean(0)
-        style.fill = _contrasting_colour(rng, bg_mean)
+        style.fill = _contrasting_colour(rng, bg_mean, cfg.min_text_contrast)
         if style.effect == "outline":
             style.effect_colour = _contrasting_colour(rng, style.fill)
         elif style.effect == "shadow":
@@ -1225,6 +1256,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="all",
         help="fonts, photographs and forgery methods: the training style, the held-out one, or all",
     )
+    parser.add_argument(
+        "--look",
+        choices=sorted(LOOKS),
+        default="training",
+        help="how scenes look: the training generator's defaults, or 'photos' (users' photos: larger text, "
+        "denser words, lighter camera)",
+    )
     parser.add_argument("--png-compress", type=int, default=1, help="PNG compress level 0-9")
     parser.add_argument(
         "--save-to-disk",
@@ -1239,7 +1277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(args.size) not in (1, 2):
         parser.error("--size takes one value (square) or two (width height)")
     size = args.size[0] if len(args.size) == 1 else (args.size[0], args.size[1])
-    cfg = SyntheticConfig(style=args.style)
+    cfg = SyntheticConfig(style=args.style, **LOOKS[args.look])
     if args.fonts is not None:
         paths: list[str] = []
         for f in args.fonts:
