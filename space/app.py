@@ -156,6 +156,9 @@ def _hex(rgb: Sequence[int]) -> str:
 HUB_ID = r"[\w.-]+/[\w.-]+"
 #: Below this tampered-text F on its held-out figures, the tampering tab says plainly that detection is weak.
 WEAK_TAMPER_F = 0.3
+#: The tampering tab's figures: measured under the region rule the tab applies (the folder's `tamper_region_rule`)
+#: where the folder has that record; a folder without one quotes its plain argmax record.
+RULED_TAMPER_RECORD = f"{TAMPERED_TEXT_DETECTION} (region rule)"
 #: The figures each tab quotes from the model's evaluation records (`eval_results.json`, written by
 #: `upocr_hf.packaging`): (record, metric, label, factor, unit).
 TAB_FIGURES: dict[str, tuple[tuple[str, str, str, float, str], ...]] = {
@@ -203,6 +206,10 @@ class ModelFacts:
         return metrics if isinstance(metrics, Mapping) else {}
 
     def figure(self, record: str, metric: str) -> float | None:
+        if record == TAMPERED_TEXT_DETECTION and self.metrics(RULED_TAMPER_RECORD):
+            record = (
+                RULED_TAMPER_RECORD  # what the tab shows is read under the rule: quote the figures of that
+            )
         value = self.metrics(record).get(metric)
         return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
@@ -297,9 +304,10 @@ def legend_html(labels: Mapping[int, str]) -> str:
 
 # ---------------------------------------------------------------------------------------------------- the verdict
 
-#: The tampered-text rule of this demo: a region counts when it covers at least this share of the image (and at
-#: least MIN_REGION_PIXELS) and its mean tampered score is at least MIN_REGION_SCORE. Smaller or hesitant regions
-#: are read as their next most likely class. The verdict, the region count, the area shares and both pictures all
+#: The tampered-text rule of this demo for a model folder that has none of its own (`tamper_region_rule`, chosen
+#: on validation data by scripts/choose_tamper_rule.py; that one is used where it exists): a region counts when it
+#: covers at least this share of the image (and at least MIN_REGION_PIXELS) and its mean tampered score is at least
+#: MIN_REGION_SCORE. Smaller or hesitant regions are read as their next most likely class. The verdict, the region count, the area shares and both pictures all
 #: come from the class map after this rule, so they cannot contradict each other.
 MIN_REGION_SHARE = 2e-4
 MIN_REGION_PIXELS = 16
@@ -566,9 +574,11 @@ class UpocrDemo:
         pixels, original, _ = self._read(image)
         tile = self.tile if tile is None else tile
         height, width = original.shape[:2]
-        options = dict(
-            tile=bool(tile), min_region_area=min_region_area(height, width), min_region_score=MIN_REGION_SCORE
-        )
+        options: dict[str, Any] = dict(tile=bool(tile))
+        if getattr(self.pipe.image_processor, "tamper_region_rule", None) and "region_rule" in self.options:
+            options["region_rule"] = True  # the rule chosen for this model on validation data
+        else:
+            options.update(min_region_area=min_region_area(height, width), min_region_score=MIN_REGION_SCORE)
         result, seconds = self._run(pixels, TAMPERED_TEXT_DETECTION, progress, **options)
         verdict = TamperVerdict(np.asarray(result["class_map"]), list(result.get("regions") or []))
         marked = draw_masks(

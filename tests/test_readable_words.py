@@ -64,7 +64,7 @@ def test_evaluation_adds_the_figure_and_the_unchanged_input_keeps_every_word(rem
         TrivialBaseline(), rows, TEXT_REMOVAL, readable_words=ReadableWords(_reader_of(table))
     )
     assert figures["readable_words"] == 100.0 and figures["input_words"] == 2 * len(rows)
-    with pytest.raises(ValueError, match="text removal only"):
+    with pytest.raises(ValueError, match="applies to text removal only"):
         evaluate_model(
             TrivialBaseline(), rows, TEXT_SEGMENTATION, readable_words=ReadableWords(lambda i: Counter())
         )

@@ -505,3 +505,33 @@ def test_the_model_folders_default_mode_and_threshold_are_the_apps(tmp_path, pho
     _, _, info = demo.upocr.segment(str(photo), 0.65, False, progress=lambda *a, **k: None)
     assert "resized" in info
     demo.close()
+
+
+def test_the_tab_applies_and_quotes_the_folders_own_region_rule(tmp_path, photo):
+    import json
+
+    folder = save_tiny_model(tmp_path / "ruled")
+    UpocrImageProcessor(
+        size={"height": 64, "width": 64},
+        tamper_region_rule={"min_region_score": 0.99, "min_region_share": 0.5},
+    ).save_pretrained(folder)
+    argmax = {"task": "tampered-text-detection", "metrics": {"mf": 0.4, "tampered_f_score": 0.2}}
+    ruled = {**argmax, "region_rule": True, "metrics": {"mf": 0.6, "tampered_f_score": 0.55}}
+    records = {"tampered-text-detection": argmax, "tampered-text-detection (region rule)": ruled}
+    (folder / "eval_results.json").write_text(json.dumps(records))
+    app = load_app()
+    facts = app.ModelFacts(str(folder))
+    # the figures quoted (and the warning's) are those measured under the rule the tab applies
+    assert facts.tamper_warning() == "" and "tampered-text F 55.0" in facts.line("tampered-text-detection")
+    demo = app.UpocrDemo(app.load_pipeline(str(folder), device="cpu"), facts)
+    calls = []
+    original = demo.pipe._sanitize_parameters
+
+    def recording(**options):
+        calls.append(options)
+        return original(**options)
+
+    demo.pipe._sanitize_parameters = recording
+    _, _, verdict, _ = demo.detect(str(photo), False, progress=lambda *a, **k: None)
+    assert any(call.get("region_rule") for call in calls) and not any("min_region_score" in c for c in calls)
+    assert verdict == "### No tampered text found"  # a rule no region of a random model passes

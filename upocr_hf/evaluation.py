@@ -50,6 +50,23 @@ def _batches(dataset: Any, batch_size: int) -> Iterator[list[dict[str, Any]]]:
         yield [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
 
 
+def _check_options(task: str, **options: Any) -> None:
+    """Refuse the scoring options that do not apply to `task`, naming them."""
+    spec = get_task(task)
+    if spec.metric is None:
+        raise ValueError(f"no metric for task {task!r}; metrics exist for {scored_tasks()}")
+    applies = {"keep_background": spec.text_mask, "readable_words": spec.text_mask,
+               "region_rule": spec.readout == "class-map"}  # fmt: skip
+    for name, value in options.items():
+        if value and not applies[name]:
+            kind = "tampered text detection" if name == "region_rule" else "text removal"
+            raise ValueError(f"{name} applies to {kind} only, not {task!r}")
+
+
+def _given_flags(**flags: bool) -> dict[str, bool]:
+    return {name: True for name, value in flags.items() if value}
+
+
 @torch.no_grad()
 def evaluate_model(
     pipe: UpocrPipeline,
@@ -63,6 +80,7 @@ def evaluate_model(
     save_predictions: str | os.PathLike | None = None,
     progress: bool = True,
     readable_words: ReadableWords | None = None,
+    region_rule: bool = False,
 ) -> dict[str, Any]:
     """Run a UPOCR pipeline over `dataset` (the uniform schema of `upocr_hf.data`) and compute the task's metrics.
 
@@ -72,20 +90,18 @@ def evaluate_model(
     pipeline's own (the model folder's `segmentation_threshold`, the mode its users get). With `save_predictions`,
     each read-out (text-free image, text mask or colour class map) is written as `DIR/<name>.png`. With
     `readable_words` (text removal), its figures are added (`ReadableWords.compute`). A `pipe` whose
-    ``uses_true_masks`` is true is also given the samples' text masks (``true_masks=``).
+    ``uses_true_masks`` is true is also given the samples' text masks (``true_masks=``). `region_rule` (tampered
+    text) reads the class maps under the model folder's tampered-region rule (`tamper_region_rule`), as the demo
+    shows them, instead of the paper's plain argmax.
     """
     spec = get_task(task)
-    if keep_background and not spec.text_mask:
-        raise ValueError(f"keep_background applies to text removal only, not {task!r}")
-    if spec.metric is None:
-        raise ValueError(f"no metric for task {task!r}; metrics exist for {scored_tasks()}")
+    _check_options(
+        task, keep_background=keep_background, readable_words=readable_words, region_rule=region_rule
+    )
     reads_a_mask = spec.readout == "mask" or keep_background
     options: dict[str, Any] = {"threshold": threshold} if reads_a_mask and threshold is not None else {}
     metric = load_metric(task, **(options if spec.readout == "mask" else {}))
-    if keep_background:
-        options["keep_background"] = True
-    if readable_words is not None and not spec.text_mask:
-        raise ValueError(f"readable words are counted for text removal only, not {task!r}")
+    options.update(_given_flags(keep_background=keep_background, region_rule=region_rule))
     output_dir = Path(save_predictions) if save_predictions else None
     bar = tqdm(total=len(dataset), desc=f"evaluating {task}", disable=not progress)
     for samples in _batches(dataset, batch_size):
@@ -188,6 +204,13 @@ def _model_pipeline(args: argparse.Namespace) -> tuple[UpocrPipeline, str]:
         )
     elif get_task(args.task).readout == "mask":
         protocol += f", threshold {threshold:g}"
+    elif args.region_rule:
+        rule = processor.tamper_region_rule
+        if not rule:
+            raise SystemExit(
+                f"--region-rule: {args.model} has no tamper_region_rule in its preprocessor_config.json"
+            )
+        protocol += ", region rule " + ", ".join(f"{k} {v:g}" for k, v in sorted(rule.items()))
     return pipe, protocol
 
 
@@ -208,6 +231,11 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="text removal: score cv2.inpaint (Telea) inside the --model's own text mask (dilated 3 px) or the "
         "dataset's true text mask instead of the model",
+    )
+    parser.add_argument(
+        "--region-rule",
+        action="store_true",
+        help="tampered text: read the class maps under the model folder's tampered-region rule (as the demo does)",
     )
     parser.add_argument(
         "--readable-words",
@@ -250,6 +278,10 @@ def _scorer(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[
         parser.error("--keep-background scores a model's text removal (--task text-removal, not --baseline)")
     if (args.anchor or args.readable_words) and not get_task(args.task).text_mask:
         parser.error("--anchor and --readable-words apply to text removal (--task text-removal)")
+    if args.region_rule and (args.baseline or get_task(args.task).readout != "class-map"):
+        parser.error(
+            "--region-rule scores a model's tampered text detection (--task tampered-text-detection)"
+        )
     if args.anchor == "own-mask" and args.baseline:
         parser.error("--anchor own-mask uses the --model's text mask; it cannot be combined with --baseline")
     if args.anchor == "true-mask":
@@ -289,12 +321,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         pipe, dataset, args.task, batch_size=args.batch_size, threshold=args.threshold,
         tile=args.tile, keep_background=args.keep_background, save_predictions=args.save_predictions,
         progress=not args.no_progress, readable_words=ReadableWords() if args.readable_words else None,
+        region_rule=args.region_rule,
     )  # fmt: skip
     print(format_results_table(args.task, figures, label=label))
     record = {
         "model": "trivial baseline" if args.baseline else (label if args.anchor else str(args.model)),
         "task": args.task, "data": str(args.data), "anchor": args.anchor,
         "split": args.split, "protocol": protocol, "keep_background": args.keep_background,
+        "region_rule": args.region_rule,
         "metrics": _json_ready(figures),
     }  # fmt: skip
     text = json.dumps(record, indent=2)

@@ -54,15 +54,19 @@ _BLOCK = "<!-- upocr:{name}:start -->\n{body}\n<!-- upocr:{name}:end -->"
 def load_evaluation_results(paths: Iterable[str | os.PathLike]) -> dict[str, dict[str, Any]]:
     """Read the JSON files written by `python -m upocr_hf.evaluation --output-json` into `{key: record}`.
 
-    The key is the task, or `"<task> (keep background)"` for a `--keep-background` record, so both removal
-    protocols can sit side by side in a model card. Two records with the same key are an error.
+    The key is the task, `"<task> (keep background)"` for a `--keep-background` record or `"<task> (region rule)"`
+    for a `--region-rule` one, so each task's protocols can sit side by side in a model card. Two records with the same key are an error.
     """
     results: dict[str, dict[str, Any]] = {}
     for path in paths:
         record = json.loads(Path(path).read_text())
         if "task" not in record or "metrics" not in record:
             raise ValueError(f"{path}: not an evaluation record (expected the keys 'task' and 'metrics')")
-        key = f"{record['task']} (keep background)" if record.get("keep_background") else record["task"]
+        key = record["task"]
+        if record.get("keep_background"):
+            key += " (keep background)"
+        if record.get("region_rule"):
+            key += " (region rule)"
         if key in results:
             raise ValueError(f"{path}: a second evaluation record for {key!r}")
         results[key] = record

@@ -42,11 +42,14 @@ class UpocrImageProcessorKwargs(ImagesKwargs, total=False):
         instead of one resize to `size`.
     segmentation_threshold (`float`, *optional*, defaults to `self.segmentation_threshold`):
         Default threshold of the text-mask read-out.
+    tamper_region_rule (`dict`, *optional*, defaults to `self.tamper_region_rule`):
+        The tampered-region rule chosen for the model (`min_region_score`, `min_region_share`, `min_region_area`).
     """
 
     max_pixels: int | None
     do_tile: bool
     segmentation_threshold: float
+    tamper_region_rule: dict | None
 
 
 class UpocrImageProcessor(TorchvisionBackend):
@@ -71,6 +74,10 @@ class UpocrImageProcessor(TorchvisionBackend):
             paper's protocol). A model folder saves the mode that scored best for its model.
         segmentation_threshold (`float`, *optional*, defaults to 0.4, the paper's): the text-mask threshold used
             when a call does not give one.
+        tamper_region_rule (`dict`, *optional*, defaults to `None`): the tampered-text region rule chosen for the
+            model on validation data, `{"min_region_score", "min_region_share", "min_region_area"}` (see
+            `post_process_tampered_text_detection`); `UpocrPipeline(..., region_rule=True)` and the demo apply it.
+            `None`: no rule was chosen (the paper's plain argmax).
     """
 
     valid_kwargs = UpocrImageProcessorKwargs
@@ -88,6 +95,7 @@ class UpocrImageProcessor(TorchvisionBackend):
     max_pixels = DEFAULT_MAX_PIXELS
     do_tile = False
     segmentation_threshold = SEGMENTATION_THRESHOLD
+    tamper_region_rule = None
 
     def __init__(self, **kwargs: Unpack[UpocrImageProcessorKwargs]):
         super().__init__(**kwargs)

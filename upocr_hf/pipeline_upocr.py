@@ -15,8 +15,10 @@ Call options: `task` (a name from `model.config.tasks`, or another of its names 
 CLI's "remove", "segment", "detect-tampering"),
 `tile` (high-resolution mode, see `tiling.py`), `tile_size`, `tile_overlap`, `keep_background` (text removal
 only: pixels outside the text region stay byte-identical to the input), `threshold` (segmentation and the
-keep-background mask), `dilation`, `difference_threshold`, `min_region_area` and `min_region_score` (tampered-text
-regions smaller or less confident are read as the next most likely class), `max_pixels`, `progress_callback`
+keep-background mask), `dilation`, `difference_threshold`, `min_region_area`, `min_region_share` (of the image's
+pixels) and `min_region_score` (tampered-text regions smaller or less confident are read as the next most likely
+class; `region_rule=True` takes all three from the model folder's `tamper_region_rule`, the rule chosen for its
+model on validation data), `max_pixels`, `progress_callback`
 (tile mode: called as `progress_callback(tiles_done, tiles_total)` after each model call); `batch_size` (images
 per model call in resize mode, tiles per model call in tile mode). Device and dtype are the standard pipeline
 arguments (`pipeline(..., device="cuda", dtype=torch.bfloat16)`). Where a call leaves `tile` or `threshold` out,
@@ -170,6 +172,8 @@ class UpocrPipeline(Pipeline):
         difference_threshold: float | None = None,
         min_region_area: int | None = None,
         min_region_score: float | None = None,
+        min_region_share: float | None = None,
+        region_rule: bool | None = None,
         max_pixels: int | None | str = "unset",
         tile_batch_size: int | None = None,
         progress_callback: Callable[[int, int], None] | None = None,
@@ -204,7 +208,11 @@ class UpocrPipeline(Pipeline):
             difference_threshold=_checked("difference_threshold", difference_threshold, float, 0.0, 1.0),
             min_region_area=_checked("min_region_area", min_region_area, int, 1, None),
             min_region_score=_checked("min_region_score", min_region_score, float, 0.0, 1.0),
+            min_region_share=_checked("min_region_share", min_region_share, float, 0.0, 1.0),
         )
+        if region_rule:
+            folder_rule = dict(getattr(self.image_processor, "tamper_region_rule", None) or {})
+            postprocess = {**folder_rule, **postprocess}
         return preprocess, forward, postprocess
 
     # ------------------------------------------------------------------------------------------ steps
@@ -311,6 +319,7 @@ class UpocrPipeline(Pipeline):
         difference_threshold: float = 0.1,
         min_region_area: int = 1,
         min_region_score: float = 0.0,
+        min_region_share: float = 0.0,
     ) -> dict[str, Any]:
         """One image's model output (transformers unbatches batched calls) → its result dict (see the module
         docstring). `prediction` and `text_prediction` are `(1, 3, h, w)`."""
@@ -321,7 +330,9 @@ class UpocrPipeline(Pipeline):
         if readout == "mask":
             return self._read_mask(prediction, meta, threshold)
         if readout == "class-map":
-            return self._read_class_map(prediction, meta, min_region_area, min_region_score)
+            height, width = meta["original_size"]
+            area = max(min_region_area, math.ceil(min_region_share * height * width))
+            return self._read_class_map(prediction, meta, area, min_region_score)
         text_prediction = model_outputs.get("text_prediction")
         text_region = model_outputs.get("text_region")  # found before a tiled removal
         region = dict(threshold=threshold, dilation=dilation, difference_threshold=difference_threshold)
