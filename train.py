@@ -695,7 +695,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         train(args)
-    except (CheckpointError, NonFiniteLossError, DatasetFolderError, FileNotFoundError) as error:
+    # ValueError: a malformed option value (TASK=DIR, weights, a task name that is a typo), found after parsing
+    except (CheckpointError, NonFiniteLossError, DatasetFolderError, FileNotFoundError, ValueError) as error:
         print(f"train.py: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -357,6 +357,19 @@ def test_tasks_may_be_named_by_any_of_their_names():
     assert parse_split_overrides(["segmentation=train"]) == {"text-segmentation": ["train"]}
 
 
+def test_a_misspelt_task_is_refused_not_trained_as_a_new_one(tmp_path):
+    with pytest.raises(ValueError, match="did you mean 'text-segmentation'"):
+        parse_task_folders(["text-segmentaton=a"])
+    with pytest.raises(ValueError, match="did you mean 'tampered-text-detection'"):
+        parse_task_folders(["tampered-text-detecton=a"])
+    result = run_train(["--data", f"text-segmentaton={tmp_path}", "--output_dir", str(tmp_path / "run")])
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert (
+        result.stderr.strip().splitlines()[-1].startswith("train.py: error: unknown task 'text-segmentaton'")
+    )
+    assert not (tmp_path / "run").exists()
+
+
 def test_task_loss_weights_reach_the_loss(synthetic_root, tmp_path):
     assert parse_task_weights(["tampered-text-detection=4", "text-removal=0.5"]) == {
         "tampered-text-detection": 4.0,

@@ -20,7 +20,7 @@ import torch
 
 from .configuration_upocr import CONFIG_PRESETS, UpocrConfig
 from .modeling_upocr import UpocrModel
-from .tasks import get_task, order_tasks
+from .tasks import find_task, get_task, order_tasks, registered_tasks
 
 logger = logging.getLogger(__name__)
 
@@ -157,6 +157,26 @@ def gather_full_model(accelerator: Any, model: torch.nn.Module) -> UpocrModel | 
     return full.to(accelerator.device).eval()
 
 
+#: An unregistered task name this similar to a registered one (difflib's ratio) is taken for a typo, not a new task.
+NEAR_MISS_RATIO = 0.8
+
+
+def _refuse_near_miss(name: str) -> None:
+    """Refuse an unregistered task name that is a near miss of a registered one: `text-segmentaton` would
+    otherwise train a new generic task and exit 0."""
+    import difflib
+
+    if find_task(name) is not None:
+        return
+    known = [n for task in registered_tasks() for n in task.names]
+    close = difflib.get_close_matches(name, known, n=1, cutoff=NEAR_MISS_RATIO)
+    if close:
+        raise ValueError(
+            f"unknown task {name!r}: did you mean {close[0]!r}? (a new task needs a name unlike the known ones, "
+            f"or registering first with upocr_hf.tasks.register_task)"
+        )
+
+
 def parse_task_folders(specs: Iterable[str]) -> dict[str, Path]:
     """Parse `TASK=DIR` arguments into `{task: folder}` in the registry's task order."""
     folders: dict[str, Path] = {}
@@ -164,6 +184,7 @@ def parse_task_folders(specs: Iterable[str]) -> dict[str, Path]:
         name, sep, folder = spec.partition("=")
         if not sep or not name or not folder:
             raise ValueError(f"expected TASK=DIR, got {spec!r}")
+        _refuse_near_miss(name)
         task = get_task(name).id  # any of a registered task's names; a new task's name as it is
         if task in folders:
             raise ValueError(f"task {task!r} given twice")
