@@ -743,3 +743,15 @@ def test_bfloat16_autocast_inference_takes_the_chunked_attention(monkeypatch):
         assert not calls  # float32 keeps SDPA
         expected = randomised_tiny_model(dtype=torch.float64)(image.double(), task=tasks).prediction
     assert (low - expected).abs().mean() < 0.15 * expected.abs().mean()
+
+
+def test_a_model_held_in_bf16_takes_the_processors_float32_input():
+    # DeepSpeed's bf16 mode keeps the weights in bf16 while the data loader yields float32 pixel values
+    torch.manual_seed(0)
+    model = randomised_tiny_model().eval().bfloat16()
+    pixel_values = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        got = model(pixel_values, task="text-removal").multi_scale_predictions
+        want = model(pixel_values.bfloat16(), task="text-removal").multi_scale_predictions
+    for a, b in zip(got, want, strict=True):
+        assert a.dtype == torch.bfloat16 and torch.equal(a, b)

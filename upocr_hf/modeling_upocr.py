@@ -565,6 +565,8 @@ class UpocrPatchEmbeddings(nn.Module):
         self.norm = nn.LayerNorm(config.embed_dim, eps=config.layer_norm_eps)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        # the weights' dtype: a model held in bf16 (DeepSpeed's bf16 mode) still takes the processor's float32
+        pixel_values = pixel_values.to(self.projection.weight.dtype)
         return self.norm(self.projection(pixel_values).permute(0, 2, 3, 1))
 
 

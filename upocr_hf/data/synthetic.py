@@ -204,10 +204,22 @@ class SyntheticSample:
     words: list[dict[str, Any]] = field(default_factory=list)
 
 
+#: The camera of users' photos: lighter than the training generator's, so clean renders come as often as
+#: camera-like ones.
+USERS_CAMERA = CameraConfig(
+    lighting_prob=0.35,
+    shadow_prob=0.1,
+    blur_prob=0.2,
+    max_blur_sigma=1.0,
+    noise_prob=0.35,
+    max_noise_sigma=5.0,
+    jpeg_prob=0.4,
+    jpeg_quality=(60, 95),
+)
 #: Named looks, as overrides of `SyntheticConfig`'s fields. ``"training"``: the generator's defaults. ``"photos"``:
 #: what users bring -- larger text (4-23.5 % of the height: 20-120 px at 512), denser words, more pages and
-#: screenshots with larger print, lower text contrast (light text on saturated colours) and a lighter camera, so
-#: clean renders come as often as camera-like ones.
+#: screenshots with larger print, lower text contrast (light text on saturated colours), `USERS_CAMERA`.
+#: ``"signs"``: a few large words (12-23.5 %: 60-120 px at 512) on photographs, no pages.
 LOOKS: dict[str, dict[str, Any]] = {
     "training": {},
     "photos": {
@@ -217,16 +229,17 @@ LOOKS: dict[str, dict[str, Any]] = {
         "document_prob": 0.35,
         "document_font_size_range": (0.04, 0.09),
         "min_text_contrast": 60.0,
-        "camera": CameraConfig(
-            lighting_prob=0.35,
-            shadow_prob=0.1,
-            blur_prob=0.2,
-            max_blur_sigma=1.0,
-            noise_prob=0.35,
-            max_noise_sigma=5.0,
-            jpeg_prob=0.4,
-            jpeg_quality=(60, 95),
-        ),  # fmt: skip
+        "camera": USERS_CAMERA,
+    },
+    "signs": {
+        "font_size_range": (0.12, 0.235),
+        "max_blocks": 3,
+        "max_lines": 2,
+        "max_words_per_line": 3,
+        "photo_prob": 0.9,
+        "document_prob": 0.0,
+        "min_text_contrast": 60.0,
+        "camera": USERS_CAMERA,
     },
 }
 
