@@ -8,7 +8,7 @@
 trust_remote_code=True)` works without this package: `config.json` (with `auto_map` and `custom_pipelines`),
 `model.safetensors`, `preprocessor_config.json`, the code files (`configuration_upocr.py`, `modeling_upocr.py`,
 `image_processing_upocr.py`, `pipeline_upocr.py` and the modules they import) and `README.md`, the model card
-rendered from the top-level `model_card.md` with the given evaluation figures and training details.
+rendered from the package's card template (`upocr_hf/model_card.md`) with the given evaluation figures and training details.
 
 `copy_with_code` turns a folder saved without code (the package's default model ships so) into one that carries it:
 `python -m upocr_hf.hub copy-with-code upocr_hf/default_model space/model` (a Space that runs without the package).
@@ -38,8 +38,9 @@ from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard
 from .file_utils import staged_folder
 from .tasks import order_tasks
 
-#: The model card template: `model_card.md` at the top of the repository.
-MODEL_CARD_TEMPLATE: Path = Path(__file__).resolve().parents[1] / "model_card.md"
+#: The model card template: `model_card.md`, shipped inside the package (package data), so that a wheel install
+#: renders cards too; the repository's top-level `model_card.md` links to it.
+MODEL_CARD_TEMPLATE: Path = Path(__file__).resolve().parent / "model_card.md"
 #: Placeholder model id used in the template's code examples; replaced by `repo_id` when one is given.
 PLACEHOLDER_REPO_ID = "your-username/upocr"
 #: Default commit message of `push_to_hub`.
@@ -163,14 +164,14 @@ def render_model_card(
         template: card template (default: `MODEL_CARD_TEMPLATE`).
 
     Raises:
-        FileNotFoundError: the template is missing (it lives at the top of the source repository).
+        FileNotFoundError: the template is missing.
         ValueError: the template lacks a block to fill, or its YAML front matter does not parse.
     """
     path = Path(template) if template is not None else MODEL_CARD_TEMPLATE
     if not path.is_file():
         raise FileNotFoundError(
-            f"model card template not found: {path} (model_card.md ships at the top of the upocr_hf source "
-            "repository; pass template=... when the package is installed without it)"
+            f"model card template not found: {path} (the default one ships inside the upocr_hf package; an "
+            "installation without its package data lacks it: reinstall, or pass template=...)"
         )
     text = path.read_text(encoding="utf-8")
     if metrics:
