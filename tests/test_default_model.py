@@ -11,7 +11,7 @@ from conftest import fixed_synthetic_config
 from transformers import AutoModel, pipeline
 
 import upocr_hf
-from upocr_hf import UpocrModel
+from upocr_hf import UpocrImageProcessor, UpocrModel
 from upocr_hf.data import load_task_datasets
 from upocr_hf.data.synthetic import generate_folders
 from upocr_hf.evaluation import TrivialBaseline, evaluate_model
@@ -35,6 +35,13 @@ def test_the_default_model_loads_offline_through_the_auto_classes():
     model = AutoModel.from_pretrained(upocr_hf.DEFAULT_MODEL)
     assert isinstance(model, UpocrModel)
     assert sum(p.numel() for p in model.parameters()) < 25 * 2**20 / 4
+
+
+def test_the_upocr_pipeline_without_a_model_loads_the_default_model():
+    # it raised a bare KeyError 'default' (the task was registered without a default model)
+    pipe = pipeline("upocr", device="cpu")
+    assert Path(pipe.model.name_or_path) == SHIPPED
+    assert pipe.image_processor.to_dict() == UpocrImageProcessor.from_pretrained(SHIPPED).to_dict()
 
 
 @pytest.fixture(scope="module")

@@ -476,14 +476,19 @@ def _as_list(meta: dict[str, Any] | list[dict[str, Any]]) -> list[dict[str, Any]
 
 
 def register_pipeline() -> None:
-    """Register `UpocrPipeline` as the `"upocr"` task of transformers' `PIPELINE_REGISTRY` (idempotent)."""
+    """Register `UpocrPipeline` as the `"upocr"` task of transformers' `PIPELINE_REGISTRY` (idempotent), with the
+    package's default model (`upocr_hf/default_model`, where installed) as the task's default: `pipeline("upocr")`
+    loads it."""
     from transformers import AutoModel
     from transformers.pipelines import PIPELINE_REGISTRY
 
     if PIPELINE_REGISTRY.supported_tasks.get(PIPELINE_TASK, {}).get("impl") is not UpocrPipeline:
+        default_model = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_model")
+        has_default = os.path.isfile(os.path.join(default_model, "config.json"))
         PIPELINE_REGISTRY.register_pipeline(
-            PIPELINE_TASK, pipeline_class=UpocrPipeline, pt_model=AutoModel, type="image"
-        )
+            PIPELINE_TASK, pipeline_class=UpocrPipeline, pt_model=AutoModel, type="image",
+            default={"model": (default_model, None)} if has_default else None,
+        )  # fmt: skip
 
 
 __all__ = [
