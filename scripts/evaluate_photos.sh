@@ -2,7 +2,8 @@
 # Score a model on the users'-photos validation split (upocr_hf.data.synthetic --look photos --style held-out:
 # 512 px, text 20-120 px, fonts, photographs and a forgery method training never saw), with the readable-words
 # figure on both removal protocols and, with --anchors, the cv2.inpaint anchors (the model's own mask, the true one)
-# and the trivial baselines. Usage: scripts/evaluate_photos.sh MODEL_DIR DATA_DIR OUT_DIR [--anchors]
+# and the trivial baselines (in OUT_DIR/anchors, apart from the model's own records).
+# Usage: scripts/evaluate_photos.sh MODEL_DIR DATA_DIR OUT_DIR [--anchors]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model="${1:?usage: scripts/evaluate_photos.sh MODEL_DIR DATA_DIR OUT_DIR [--anchors]}" data="${2:?}" out="${3:?}"
@@ -17,10 +18,11 @@ mkdir -p "$out"
 "${evaluation[@]}" --model "$model" --task tampered-text-detection --data "$data/Tampered-IC13" \
     --output-json "$out/tampered-text-detection.json"
 if [ "${4:-}" = "--anchors" ]; then
-    "${evaluation[@]}" --anchor own-mask --model "$model" "${removal[@]}" --output-json "$out/anchor-own-mask.json"
-    "${evaluation[@]}" --anchor true-mask "${removal[@]}" --output-json "$out/anchor-true-mask.json"
+    mkdir -p "$out/anchors"
+    "${evaluation[@]}" --anchor own-mask --model "$model" "${removal[@]}" --output-json "$out/anchors/own-mask.json"
+    "${evaluation[@]}" --anchor true-mask "${removal[@]}" --output-json "$out/anchors/true-mask.json"
     for pair in text-removal=SCUT-EnsText text-segmentation=TextSeg tampered-text-detection=Tampered-IC13; do
         "${evaluation[@]}" --baseline --task "${pair%%=*}" --data "$data/${pair#*=}" \
-            --output-json "$out/baseline-${pair%%=*}.json"
+            --output-json "$out/anchors/baseline-${pair%%=*}.json"
     done
 fi

@@ -240,3 +240,15 @@ def test_the_packaged_folder_keeps_the_trained_folders_inference_mode_and_the_ca
         "native-resolution tiles of 64×64 px, segmentation threshold 0.4"
         in (output / "README.md").read_text()
     )
+
+
+def test_words_left_readable_count_against_a_removal_model_whatever_its_pixel_similarity():
+    # the same MSSIM: the model whose outputs an OCR engine still reads 40 % of the words in loses to the one at 5 %
+    legible = {"text-removal": record("text-removal", psnr=33.0, mssim=0.95, readable_words=40.0)}
+    erased = {"text-removal": record("text-removal", psnr=33.0, mssim=0.95, readable_words=5.0)}
+    new, old = compare_to_incumbent(erased, legible)
+    assert (round(new, 4), round(old, 4)) == (0.95, 0.775)  # (0.95 + 0.95) / 2 vs (0.95 + 0.60) / 2
+    # a slightly higher MSSIM does not buy 35 points more readable words
+    sharper = {"text-removal": record("text-removal", psnr=34.0, mssim=0.97, readable_words=40.0)}
+    with pytest.raises(IncumbentNotBeatenError, match=r"0\.7850 does not beat the incumbent's 0\.9500"):
+        compare_to_incumbent(sharper, erased)

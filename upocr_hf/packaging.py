@@ -41,14 +41,22 @@ def _selection_metric(record: Mapping[str, Any], key: str) -> str | None:
     return get_task(record.get("task", key)).selection_metric
 
 
+def selection_figure(record: Mapping[str, Any], key: str) -> float:
+    """One record's figure in [0, 1], higher is better: its task's `Task.selection_metric`; for a removal record
+    scored by an OCR engine (`readable_words`: the percent of the inputs' words still read in the outputs), the mean
+    of that and the share of words made unreadable, so that a model which leaves text legible cannot win on pixel
+    similarity alone."""
+    figure = float(record["metrics"][_selection_metric(record, key)])
+    readable = record["metrics"].get("readable_words")
+    return figure if readable is None else (figure + 1.0 - float(readable) / 100.0) / 2.0
+
+
 def selection_score(evaluations: Mapping[str, Mapping[str, Any]], keys: Sequence[str] | None = None) -> float:
-    """The mean of each record's selection figure (its task's `Task.selection_metric`: one figure in [0, 1], higher
-    is better) over `keys`, default every record of a task that has one."""
+    """The mean of `selection_figure` over `keys`, default every record of a task that has a selection metric."""
     keys = [k for k, r in evaluations.items() if _selection_metric(r, k)] if keys is None else keys
     if not keys:
         raise ValueError("no evaluation record of a task with a selection metric")
-    figures = [float(evaluations[k]["metrics"][_selection_metric(evaluations[k], k)]) for k in keys]
-    return sum(figures) / len(figures)
+    return sum(selection_figure(evaluations[k], k) for k in keys) / len(keys)
 
 
 def compare_to_incumbent(
