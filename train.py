@@ -51,6 +51,7 @@ from upocr_hf.training import (
     PaperSchedule,
     TrainingProgress,
     build_model,
+    enable_activation_checkpointing,
     gather_full_model,
     optimizer_param_groups,
     parse_class_weights,
@@ -439,7 +440,7 @@ def prepare_run(args: TrainArguments) -> Run:
     folders = parse_task_folders(args.data)
     model = build_model(args.init_from, args.config, list(folders), args.image_size)
     if args.gradient_checkpointing:
-        model.activation_checkpointing_enable()
+        enable_activation_checkpointing(model)
     model.train()
     loader = training_loader(args, folders, model, accelerator)
     loss_fn = UpocrLoss(

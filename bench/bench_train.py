@@ -44,12 +44,12 @@ def measure(
 
     from upocr_hf.losses import UpocrLoss
     from upocr_hf.tasks import DEFAULT_TASKS
-    from upocr_hf.training import build_model, optimizer_param_groups
+    from upocr_hf.training import build_model, enable_activation_checkpointing, optimizer_param_groups
 
     torch.manual_seed(0)
     model = build_model("scratch", config, DEFAULT_TASKS, size).train()
     if checkpointing:
-        model.activation_checkpointing_enable()
+        enable_activation_checkpointing(model)
     loss_fn = UpocrLoss(DEFAULT_TASKS, perceptual=perceptual, perceptual_size=perceptual_size or None)
     optimizer = torch.optim.AdamW(optimizer_param_groups(model, 5e-4), lr=5e-4)
     batch_size = per_task * len(DEFAULT_TASKS)

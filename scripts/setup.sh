@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-step set-up of a virtual environment in .venv for this repository.
-#   bash scripts/setup.sh          # runtime dependencies
+#   bash scripts/setup.sh          # the library and the demo app (extra [demo])
 #   bash scripts/setup.sh --test   # plus test tools (pytest, ruff, gradio_client, playwright, chromium)
 # The torch/torchvision pins below are for the 2-core CPU machines this project is developed and
 # tested on (those wheels lie on the local disk there); the package metadata itself keeps open ranges.
@@ -32,6 +32,6 @@ if [ "$want_test" = 1 ]; then
         fi
     fi
 else
-    $PIP install -q -e .
+    $PIP install -q -e ".[demo]"
 fi
 .venv/bin/python -c "import upocr_hf" >/dev/null

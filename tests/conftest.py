@@ -26,6 +26,17 @@ FIXED_FONTS = tuple(
 )
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """With UPOCR_INSTALLED_AT (scripts/check_installs.sh), refuse to run unless upocr_hf is imported from there: a
+    check of the installed package that quietly tested the checkout would prove nothing."""
+    installed = os.environ.get("UPOCR_INSTALLED_AT")
+    if installed:
+        import upocr_hf
+
+        if not Path(upocr_hf.__file__).resolve().is_relative_to(Path(installed).resolve()):
+            raise pytest.UsageError(f"upocr_hf was imported from {upocr_hf.__file__}, not from {installed}")
+
+
 def load_script(path: Path, name: str):
     """Import a script that is not in a package (scripts/*.py, space/app.py) as the module `name`, once."""
     import importlib.util

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -78,6 +79,12 @@ class FakeHub:
         monkeypatch.setattr(HfApi, "create_commit", create_commit)
         monkeypatch.setattr(HfApi, "create_branch", refuse)
         monkeypatch.setattr(HfApi, "upload_folder", refuse)
+        # transformers before 5.23 calls huggingface_hub's module-level functions, bound to an HfApi at import
+        import transformers.utils.hub as transformers_hub
+
+        for name, fake in (("create_repo", create_repo), ("create_commit", create_commit)):
+            if hasattr(transformers_hub, name):
+                monkeypatch.setattr(transformers_hub, name, functools.partial(fake, None))
 
 
 def test_template_front_matter_and_sections():

