@@ -22,6 +22,7 @@ from upocr_hf.data.synthetic import (
     _contrasting_colour,
     available_fonts,
     available_photos,
+    describe_synthetic_split,
     generate_folders,
     load_synthetic_folders,
     main,
@@ -324,3 +325,18 @@ def test_text_colour_keeps_the_contrast_asked_for() -> None:
                 0.0,
                 255.0,
             )
+
+
+def test_each_layout_records_the_runs_written_into_it(tmp_path):
+    config = fixed_synthetic_config()
+    roots = generate_folders(tmp_path, 2, size=48, seed=5, split="test", config=config, look="photos")
+    generate_folders(tmp_path, 1, size=48, seed=6, split="train", config=config)
+    generate_folders(
+        tmp_path, 2, size=48, seed=5, split="test", config=config, look="photos"
+    )  # again: one run
+    for root in roots.values():
+        assert describe_synthetic_split(root, "test") == (
+            "synthetic (upocr_hf.data.synthetic): 2 images 48×48, look photos, all style, seed 5"
+        )
+        assert describe_synthetic_split(root, "train").endswith(": 1 images 48×48, all style, seed 6")
+    assert describe_synthetic_split(tmp_path, "test") is None  # not a folder the generator wrote

@@ -54,6 +54,8 @@ def test_command_runs_end_to_end_and_writes_json(task, test_data, model_dir, tmp
     record = json.loads(output.read_text())
     assert record["task"] == task and record["split"] == "test"
     assert record["metrics"]["num_samples"] == 3
+    # the folder is the generator's: the record says so (the model card must not call it the real dataset)
+    assert record["dataset"] == "synthetic (upocr_hf.data.synthetic): 3 images 96×96, all style, seed 3"
     expected_keys = {
         TEXT_REMOVAL: {"psnr", "mssim", "mse", "age", "peps", "pceps", "fid"},
         TEXT_SEGMENTATION: {"fg_iou", "precision", "recall", "f_score"},

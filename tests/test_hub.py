@@ -126,7 +126,7 @@ def test_render_fills_metrics_training_and_repo_id(tmp_path):
     )
     assert (results["fg_iou"].task_name, results["fg_iou"].dataset_name, results["fg_iou"].dataset_split) == (
         "text-segmentation",
-        "data/synthetic-eval/TextSeg",
+        "TextSeg",  # the folder's name, not the local path
         "test",
     )
     assert card.data.model_name == "someone/upocr-tiny" and "fg_iou" in card.data.metrics
@@ -220,3 +220,24 @@ def test_removal_records_of_both_protocols_sit_side_by_side(tmp_path):
     assert "**text-removal (keep background)**" in card and "28.00" in card and "96.00" in card
     with pytest.raises(ValueError, match="a second evaluation record for 'text-removal'"):
         load_evaluation_results(paths)
+
+
+def test_model_index_keeps_each_protocol_apart_and_names_synthetic_data_as_synthetic():
+    # the Hub merges results that share task type, dataset type, config and split: whole-image and keep-background
+    # removal used to become one entry with `psnr` twice
+    synthetic = (
+        "synthetic (upocr_hf.data.synthetic): 150 images 512×512, look photos, held-out style, seed 11"
+    )
+    whole = {"task": "text-removal", "data": "/home/me/runs/validation/SCUT-EnsText", "dataset": synthetic,
+             "split": "test", "metrics": {"psnr": 26.0, "mssim": 0.75}}  # fmt: skip
+    kept = {**whole, "keep_background": True, "metrics": {"psnr": 33.0, "mssim": 0.95}}
+    card = ModelCard(render_model_card({"text-removal": whole, "text-removal (keep background)": kept}))
+    model_index = yaml.safe_load(str(card).split("---")[1])["model-index"][0]
+    assert model_index["name"] == "upocr"
+    entries = {result["dataset"]["config"]: result for result in model_index["results"]}
+    assert set(entries) == {"whole-image", "keep-background"}
+    for config, psnr in (("whole-image", 26.0), ("keep-background", 33.0)):
+        dataset, metrics = entries[config]["dataset"], entries[config]["metrics"]
+        assert dataset["type"] == "upocr_hf-synthetic" and dataset["name"] == synthetic
+        assert [m["value"] for m in metrics if m["type"] == "psnr"] == [psnr]
+    assert "/home/me" not in str(card)

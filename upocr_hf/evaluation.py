@@ -324,9 +324,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         region_rule=args.region_rule,
     )  # fmt: skip
     print(format_results_table(args.task, figures, label=label))
+    from .data.synthetic import describe_synthetic_split
+
+    described = describe_synthetic_split(args.data, args.split) if Path(args.data).is_dir() else None
     record = {
         "model": "trivial baseline" if args.baseline else (label if args.anchor else str(args.model)),
-        "task": args.task, "data": str(args.data), "anchor": args.anchor,
+        "task": args.task, "data": str(args.data), **({"dataset": described} if described else {}),
+        "anchor": args.anchor,
         "split": args.split, "protocol": protocol, "keep_background": args.keep_background,
         "region_rule": args.region_rule,
         "metrics": _json_ready(figures),

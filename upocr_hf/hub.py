@@ -36,7 +36,7 @@ from typing import Any
 from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard
 
 from .file_utils import staged_folder
-from .tasks import order_tasks
+from .tasks import get_task, order_tasks
 
 #: The model card template: `model_card.md`, shipped inside the package (package data), so that a wheel install
 #: renders cards too; the repository's top-level `model_card.md` links to it.
@@ -186,30 +186,45 @@ def render_model_card(
     if not card.data.to_dict().get("library_name"):
         raise ValueError(f"{path}: the model card's front matter lacks library_name")
     if metrics:
-        card.data.model_name = repo_id or PLACEHOLDER_REPO_ID
+        card.data.model_name = repo_id or "upocr"
         card.data.eval_results = eval_results(metrics)
         card.data.metrics = sorted({result.metric_type for result in card.data.eval_results})
         text = str(card)
     return text
 
 
+def _protocol_config(record: Mapping[str, Any], task: str) -> str | None:
+    """The `dataset_config` of a record's Hub entries: the Hub merges entries with the same task type, dataset,
+    config and split, so each protocol of one task on one dataset needs a config of its own."""
+    if record.get("keep_background"):
+        return "keep-background"
+    if record.get("region_rule"):
+        return "region-rule"
+    return "whole-image" if get_task(task).text_mask else None
+
+
 def eval_results(metrics: Mapping[str, Mapping[str, Any]]) -> list[EvalResult]:
-    """The evaluation records as the Hub's `model-index` entries: each task's table figures, under the task's name
-    and the evaluation data the record names (keep-background figures as their own task entry)."""
+    """The evaluation records as the Hub's `model-index` entries: each task's table figures, under the task's name,
+    the evaluation data the record names (a synthetic folder as synthetic, never as the real dataset whose layout it
+    borrows; no local path) and its protocol as the dataset config (`_protocol_config`)."""
     from .metrics.paper_results import table_columns
 
     results = []
     for key, record in metrics.items():
         task = record.get("task", key)
         figures = record.get("metrics", record)
-        data = str(record.get("dataset") or record.get("data") or task)
+        folder = Path(str(record.get("data") or task)).name
+        described = record.get("dataset")
+        synthetic = bool(described and described.startswith("synthetic"))
         for column in table_columns(task):
             value = figures.get(column.key)
             if isinstance(value, int | float) and not isinstance(value, bool):
                 results.append(
                     EvalResult(
-                        task_type="image-to-image", task_name=key, dataset_type=Path(data).name or data,
-                        dataset_name=data, dataset_split=record.get("split"), metric_type=column.key,
+                        task_type="image-to-image", task_name=key,
+                        dataset_type="upocr_hf-synthetic" if synthetic else folder,
+                        dataset_name=described or folder, dataset_config=_protocol_config(record, task),
+                        dataset_split=record.get("split"), metric_type=column.key,
                         metric_name=column.header, metric_value=float(value),
                     )
                 )  # fmt: skip

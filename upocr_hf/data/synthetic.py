@@ -1159,11 +1159,14 @@ def generate_folders(
     start: int = 0,
     png_compress_level: int = 1,
     progress: bool = False,
+    look: str | None = None,
 ) -> dict[str, Path]:
     """Render ``num`` samples (indices ``start ..``) and write them into the real layouts under ``out``.
 
     Sample names are ``syn{seed}_{index:07d}``, so runs with other seeds or index ranges can share ``out``
-    (the TextSeg ``split.json`` is merged). ``num_workers > 1`` renders in a process pool; the files are
+    (the TextSeg ``split.json`` is merged). Each layout root's ``SYNTHETIC_RECORD`` lists the runs written into
+    it (``look``: the name of the `LOOKS` entry `config` was made from, if any), so that an evaluation on the
+    folder says it is synthetic instead of passing for the real dataset whose layout it borrows. ``num_workers > 1`` renders in a process pool; the files are
     identical for any worker count. Returns ``{task: layout root}``.
     """
     unknown = [t for t in tasks if t not in DEFAULT_TASKS]
@@ -1194,6 +1197,16 @@ def generate_folders(
                         file=sys.stderr,
                     )
     roots = {t: out_path / get_task(t).dataset for t in tasks}
+    run = {
+        "split": split,
+        "seed": seed,
+        "start": start,
+        "num": num,
+        "size": list(size_wh),
+        "style": cfg.style,
+    }
+    for root in roots.values():
+        record_synthetic_run(root, {**run, **({"look": look} if look else {})})
     if TEXT_SEGMENTATION in tasks:
         split_file = roots[TEXT_SEGMENTATION] / "split.json"
         split_map: dict[str, list[str]] = json.loads(split_file.read_text()) if split_file.is_file() else {}
@@ -1201,6 +1214,40 @@ def generate_folders(
         split_map[split] = merged
         split_file.write_text(json.dumps(split_map, indent=0))
     return roots
+
+
+#: The file in a layout root that says the folder is synthetic: ``{"generator": ..., "runs": [{split, seed, ...}]}``.
+SYNTHETIC_RECORD = "synthetic.json"
+
+
+def record_synthetic_run(root: str | os.PathLike[str], run: dict[str, Any]) -> None:
+    """Add `run` (split, seed, start, num, size, style, look) to `root`'s `SYNTHETIC_RECORD` (the same run again
+    replaces itself)."""
+    path = Path(root) / SYNTHETIC_RECORD
+    record = (
+        json.loads(path.read_text())
+        if path.is_file()
+        else {"generator": "upocr_hf.data.synthetic", "runs": []}
+    )
+    record["runs"] = [r for r in record["runs"] if r != run] + [run]
+    path.write_text(json.dumps(record, indent=1) + "\n")
+
+
+def describe_synthetic_split(root: str | os.PathLike[str], split: str) -> str | None:
+    """One line naming a synthetic folder's `split` (``None`` for a folder the generator did not write):
+    "synthetic (upocr_hf.data.synthetic): 150 images 512×512, look photos, held-out style, seed 11"."""
+    path = Path(root) / SYNTHETIC_RECORD
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    runs = [r for r in record["runs"] if r["split"] == split]
+    parts = [
+        f"{r['num']} images {r['size'][0]}×{r['size'][1]}"
+        + (f", look {r['look']}" if r.get("look") else "")
+        + f", {r['style']} style, seed {r['seed']}"
+        for r in runs
+    ]
+    return f"synthetic ({record['generator']}): " + "; ".join(parts or ["no run of this split"])
 
 
 def load_synthetic_folders(
@@ -1316,6 +1363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         start=args.start,
         png_compress_level=args.png_compress,
         progress=True,
+        look=args.look,
     )
     dt = time.perf_counter() - t0
     print(f"wrote {args.num} samples ({', '.join(tasks)}) in {dt:.1f} s ({args.num / dt:.2f}/s)")
