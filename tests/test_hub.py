@@ -153,7 +153,7 @@ def test_prepare_hub_folder_is_complete(tiny_model, processor, tmp_path):
     config = json.loads((folder / "config.json").read_text())
     assert config["auto_map"]["AutoModel"] == "modeling_upocr.UpocrModel"
     assert config["auto_map"]["AutoConfig"] == "configuration_upocr.UpocrConfig"
-    assert config["custom_pipelines"]["upocr-remote-code"]["impl"] == "pipeline_upocr.UpocrPipeline"
+    assert config["custom_pipelines"]["upocr"]["impl"] == "pipeline_upocr.UpocrPipeline"
     processor_config = json.loads((folder / "preprocessor_config.json").read_text())
     assert processor_config["auto_map"]["AutoImageProcessor"] == "image_processing_upocr.UpocrImageProcessor"
     readme = (folder / "README.md").read_text()
@@ -174,13 +174,16 @@ def test_push_to_hub_sends_one_commit_with_code_weights_and_card(tiny_model, pro
     assert 'pipeline(model="someone/upocr-tiny", trust_remote_code=True)' in readme
     assert "- **steps**: 10" in readme
     assert (
-        json.loads(files["config.json"])["custom_pipelines"]["upocr-remote-code"]["impl"]
+        json.loads(files["config.json"])["custom_pipelines"]["upocr"]["impl"]
         == "pipeline_upocr.UpocrPipeline"
     )
 
 
-def test_transformers_push_to_hub_includes_the_custom_code(tiny_model, processor, monkeypatch):
-    """transformers' own `push_to_hub` (model, then processor) also sends the code files and weights."""
+def test_model_push_to_hub_alone_uploads_a_folder_the_remote_pipeline_can_run(
+    tiny_model, processor, monkeypatch
+):
+    """`model.push_to_hub` (transformers' spelling) sends processor, pipeline code and card with the weights, in one
+    commit: it used to send the model's files only, and `pipeline(model=repo, trust_remote_code=True)` then failed."""
     import transformers.utils.hub as transformers_hub
 
     hub = FakeHub(monkeypatch)
@@ -189,12 +192,19 @@ def test_transformers_push_to_hub_includes_the_custom_code(tiny_model, processor
         "create_and_tag_model_card",
         lambda repo_id, tags=None, token=None: ModelCard("---\n---\n"),
     )
-    tiny_model.push_to_hub("someone/upocr-tiny")
+    tiny_model.push_to_hub("someone/upocr-tiny", image_processor=processor, private=True)
+    (commit,) = hub.commits
+    files = commit["files"]
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md"} <= set(files)
+    assert CODE_FILES <= set(files)
+    config = json.loads(files["config.json"])
+    assert (
+        "auto_map" in config and config["custom_pipelines"]["upocr"]["impl"] == "pipeline_upocr.UpocrPipeline"
+    )
+    assert json.loads(files["preprocessor_config.json"])["size"] == processor.size
+    # transformers' own processor upload still carries the processor's code
     processor.push_to_hub("someone/upocr-tiny")
-    model_files, processor_files = (set(commit["files"]) for commit in hub.commits)
-    assert {"config.json", "model.safetensors", "configuration_upocr.py", "modeling_upocr.py"} <= model_files
-    assert {"preprocessor_config.json", "image_processing_upocr.py"} <= processor_files
-    assert "auto_map" in json.loads(hub.commits[0]["files"]["config.json"])
+    assert {"preprocessor_config.json", "image_processing_upocr.py"} <= set(hub.commits[1]["files"])
 
 
 def test_hub_operations_skip_hidden_files(tmp_path):

@@ -415,7 +415,7 @@ def test_saved_pipeline_runs_without_the_package(pipe, pipe64, tmp_path):
     folder = tmp_path / "saved"
     pipe.save_pretrained(folder)
     config = json.loads((folder / "config.json").read_text())
-    assert config["custom_pipelines"]["upocr-remote-code"]["impl"] == "pipeline_upocr.UpocrPipeline"
+    assert config["custom_pipelines"]["upocr"]["impl"] == "pipeline_upocr.UpocrPipeline"
     files = {p.name for p in folder.iterdir()}
     assert {
         "pipeline_upocr.py",
@@ -436,7 +436,8 @@ def test_saved_pipeline_runs_without_the_package(pipe, pipe64, tmp_path):
         import numpy as np
         import torch
         from transformers import pipeline
-        pipe = pipeline(model={str(folder)!r}, trust_remote_code=True, device="cpu", dtype=torch.float64)
+        pipe = pipeline("upocr", model={str(folder)!r}, trust_remote_code=True, device="cpu", dtype=torch.float64)
+        assert type(pipeline(model={str(folder)!r}, trust_remote_code=True)).__name__ == "UpocrPipeline"
         assert not type(pipe).__module__.startswith("upocr_hf"), type(pipe).__module__
         assert type(pipe.image_processor).__name__ == "UpocrImageProcessor"
         image = np.load({str(tmp_path / "image.npy")!r})
@@ -452,9 +453,11 @@ def test_saved_pipeline_runs_without_the_package(pipe, pipe64, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert np.array_equal(np.load(tmp_path / "class_map.npy"), expected["class_map"])
-    # in-process, the same Hub-ready folder loads by the registered task name, with the installed code
-    local = pipeline("upocr", model=str(folder), device="cpu", dtype=torch.float64)
-    assert type(local) is type(pipe)
+    # in-process too, the folder's task name runs its own code once trusted (the package's own is not used)
+    with pytest.raises(ValueError, match="trust_remote_code=True"):
+        pipeline("upocr", model=str(folder), device="cpu")
+    local = pipeline("upocr", model=str(folder), device="cpu", dtype=torch.float64, trust_remote_code=True)
+    assert type(local).__name__ == "UpocrPipeline" and type(local) is not type(pipe)
     assert np.array_equal(local(image, task="tampered-text-detection")["class_map"], expected["class_map"])
 
 

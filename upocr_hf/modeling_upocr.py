@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -792,6 +793,19 @@ class UpocrModel(UpocrPreTrainedModel):
     def get_input_embeddings(self) -> nn.Module:
         """The patch embedding, as transformers' Swin models return; FSDP2 (Accelerate) shards it as its own unit."""
         return self.encoder.embeddings
+
+    def push_to_hub(self, repo_id: str, *, image_processor: Any = None, **kwargs: Any) -> Any:
+        """Upload the model as a complete Hub folder in one commit: weights and config, an image processor
+        (`image_processor`; default: the one `UpocrImageProcessor.for_model` makes), the model, processor and pipeline
+        code, and a model card, so that `pipeline("upocr", model=repo_id, trust_remote_code=True)` works (keyword
+        arguments as `upocr_hf.hub.push_to_hub`'s: `private`, `token`, `revision`, `create_pr`, `commit_message`,
+        `metrics`, `training`). Loaded as a folder's code without the upocr_hf package, transformers' own
+        `push_to_hub` (the model's files only) is used."""
+        try:
+            from upocr_hf.hub import push_to_hub
+        except ImportError:
+            return super().push_to_hub(repo_id, **kwargs)
+        return push_to_hub(self, image_processor, repo_id, **kwargs)
 
     def add_tasks(self, tasks: Sequence[str]) -> list[str]:
         """Append task prompts for `tasks` not yet known (new rows, Kaiming-normal like the others); returns the

@@ -64,10 +64,10 @@ from .image_processing_upocr import UpocrImageProcessor
 from .tasks import TAMPER_CLASS_RGB, TEXT_SEGMENTATION, get_task, resolve_task
 from .tiling import predict_tasks, tiled_predict_tasks
 
-#: Name of the pipeline task registered with transformers' `PIPELINE_REGISTRY`.
+#: Name of the pipeline task registered with transformers' `PIPELINE_REGISTRY`, and the one a saved folder's
+#: `custom_pipelines` names: `pipeline("upocr", model=folder, trust_remote_code=True)` runs the folder's own code
+#: (transformers asks for `trust_remote_code` whenever a folder names the task, even with this package installed).
 PIPELINE_TASK = "upocr"
-#: The task name saved in a model folder's `custom_pipelines` (see `UpocrPipeline.save_pretrained`).
-REMOTE_CODE_TASK = "upocr-remote-code"
 
 
 # ---------------------------------------------------------------------------------------------- keep-background
@@ -135,21 +135,6 @@ class UpocrPipeline(Pipeline):
     _load_feature_extractor = False
     _load_tokenizer = False
     _load_video_processor = False
-
-    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
-        """Save model, processor and this code; the folder's `custom_pipelines` names the task `REMOTE_CODE_TASK`.
-
-        transformers refuses `pipeline(task, model=folder)` without `trust_remote_code` when `task` is one of the
-        folder's `custom_pipelines`, even if the task is registered in-process. Saving under a distinct name keeps
-        `pipeline("upocr", model=folder)` working with this package installed, while `pipeline(model=folder,
-        trust_remote_code=True)` (the task inferred from the folder) works without it.
-        """
-        super().save_pretrained(save_directory, **kwargs)
-        custom = dict(getattr(self.model.config, "custom_pipelines", None) or {})
-        if PIPELINE_TASK in custom:
-            custom[REMOTE_CODE_TASK] = custom.pop(PIPELINE_TASK)
-            self.model.config.custom_pipelines = custom
-            self.model.config.to_json_file(os.path.join(save_directory, "config.json"))
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
