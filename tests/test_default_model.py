@@ -46,7 +46,7 @@ def test_the_upocr_pipeline_without_a_model_loads_the_default_model():
 
 @pytest.fixture(scope="module")
 def held_out(tmp_path_factory):
-    # seed 1 is the held-out seed of scripts/train_default_model.sh (training used seed 0)
+    # seed 1: the held-out seed of the 256-px split segments up to s8 were trained beside (training used seed 0)
     config = fixed_synthetic_config()
     return generate_folders(
         tmp_path_factory.mktemp("held-out"), 6, size=256, seed=1, split="test", config=config
