@@ -123,18 +123,11 @@ def load_pipeline(model: str, device: str | None = None) -> Any:
 
     device = device or os.environ.get("UPOCR_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        from upocr_hf import (
-            UpocrPipeline,
-        )  # importing the package registers its classes with the Auto classes
+        from upocr_hf.pipeline_upocr import load_upocr_pipeline
     except ImportError:
         logger.info("upocr_hf is not installed: loading the model folder's own code (trust_remote_code=True)")
         return pipeline(model=model, trust_remote_code=True, device=device)
-    # The installed package's code serves the model. Naming the pipeline class lets folders that carry
-    # `custom_pipelines` (Hub-ready folders) load without remote code; trust_remote_code=False keeps transformers
-    # from asking interactively about the folder's copies of that code when it probes for optional components.
-    return pipeline(
-        "upocr", model=model, device=device, pipeline_class=UpocrPipeline, trust_remote_code=False
-    )
+    return load_upocr_pipeline(model, device=device)
 
 
 def _sibling_module(obj: Any, name: str) -> ModuleType | None:

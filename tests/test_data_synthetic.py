@@ -185,7 +185,8 @@ def test_folders_identical_for_any_worker_count(tmp_path: Path, cfg: SyntheticCo
     generate_folders(tmp_path / "one", 6, size=(64, 48), seed=1, num_workers=1, config=small)
     generate_folders(tmp_path / "two", 6, size=(64, 48), seed=1, num_workers=2, config=small)
     one, two = _digest(tmp_path / "one"), _digest(tmp_path / "two")
-    assert one == two and len(one) == 6 * 7 + 1  # 3 removal + 2 segmentation + 2 tampered files, split.json
+    # 3 removal + 2 segmentation + 2 tampered files per sample, split.json, a synthetic.json per layout
+    assert one == two and len(one) == 6 * 7 + 1 + 3
 
 
 def test_real_loaders_read_the_synthetic_layouts(tmp_path: Path, cfg: SyntheticConfig) -> None:

@@ -14,7 +14,7 @@ from conftest import FLOAT64_ATOL, randomised_tiny_model
 from PIL import Image
 from transformers import pipeline
 
-from upocr_hf import UpocrPipeline
+from upocr_hf import UpocrPipeline, load_upocr_pipeline
 from upocr_hf.image_processing_upocr import ImageLoadError, UpocrImageProcessor
 from upocr_hf.pipeline_upocr import compose_keep_background, dilate_mask
 from upocr_hf.tasks import resolve_task
@@ -459,6 +459,12 @@ def test_saved_pipeline_runs_without_the_package(pipe, pipe64, tmp_path):
     local = pipeline("upocr", model=str(folder), device="cpu", dtype=torch.float64, trust_remote_code=True)
     assert type(local).__name__ == "UpocrPipeline" and type(local) is not type(pipe)
     assert np.array_equal(local(image, task="tampered-text-detection")["class_map"], expected["class_map"])
+    # the installed package's code runs the same folder without trusting its copy
+    installed = load_upocr_pipeline(folder, device="cpu", dtype=torch.float64)
+    assert type(installed) is UpocrPipeline
+    assert np.array_equal(
+        installed(image, task="tampered-text-detection")["class_map"], expected["class_map"]
+    )
 
 
 @pytest.mark.parametrize("keep_background", [False, True])

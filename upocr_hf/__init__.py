@@ -9,7 +9,7 @@ from .configuration_upocr import UpocrConfig
 from .image_io import ImageLoadError, load_image
 from .image_processing_upocr import UpocrImageProcessor
 from .modeling_upocr import UpocrModel, UpocrModelOutput, UpocrPreTrainedModel
-from .pipeline_upocr import UpocrPipeline, register_pipeline
+from .pipeline_upocr import UpocrPipeline, load_upocr_pipeline, register_pipeline
 from .tasks import DEFAULT_TASKS, TAMPERED_TEXT_DETECTION, TEXT_REMOVAL, TEXT_SEGMENTATION
 
 __version__ = "0.1.0"
@@ -54,4 +54,5 @@ __all__ = [
     "UpocrPipeline",
     "UpocrPreTrainedModel",
     "load_image",
+    "load_upocr_pipeline",
 ]

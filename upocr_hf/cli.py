@@ -190,11 +190,12 @@ def _process_state(args: argparse.Namespace) -> Any:
 
 def _load_pipeline(args: argparse.Namespace, device: Any) -> Any:
     import torch
-    from transformers import pipeline
+
+    from upocr_hf.pipeline_upocr import load_upocr_pipeline
 
     check_model_location(args.model)
     dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
-    return pipeline("upocr", model=str(args.model), device=device, dtype=dtype)
+    return load_upocr_pipeline(args.model, device=device, dtype=dtype)
 
 
 def _run_batch(

@@ -9,7 +9,10 @@ registered with `PIPELINE_REGISTRY` when `upocr_hf` is imported:
 >>> pipe(["a.png", "b.png"], task="text-segmentation", batch_size=2)    # list of results
 
 `pipe.save_pretrained(folder)` writes this code next to the model, so `pipeline(model=folder,
-trust_remote_code=True)` works where `upocr_hf` is not installed.
+trust_remote_code=True)` works where `upocr_hf` is not installed. Such a Hub-ready folder (training's `final`
+folder, `upocr-hub-folder`'s output) names its own code in `config.json`'s `custom_pipelines`, and transformers
+then asks for `trust_remote_code=True` even with `upocr_hf` imported; `load_upocr_pipeline(folder)` runs any
+folder with the installed package's code instead, without trusting the folder's.
 
 Call options: `task` (a name from `model.config.tasks`, or another of its names in the task registry, like the
 CLI's "remove", "segment", "detect-tampering"),
@@ -460,6 +463,24 @@ def _as_list(meta: dict[str, Any] | list[dict[str, Any]]) -> list[dict[str, Any]
     return meta if isinstance(meta, list) else [meta]
 
 
+def load_upocr_pipeline(model: str | os.PathLike, **pipeline_kwargs: Any) -> UpocrPipeline:
+    """`pipeline("upocr", model=model, **pipeline_kwargs)` with this package's `UpocrPipeline`, for any model
+    folder or Hub id, Hub-ready ones (with `custom_pipelines` in `config.json`) included: naming the class keeps
+    transformers from loading, or asking to trust, the folder's copy of the code.
+
+    `pipeline_kwargs` are `pipeline()`'s own (`device`, `dtype`, ...)."""
+    from transformers import pipeline
+
+    register_pipeline()
+    return pipeline(
+        PIPELINE_TASK,
+        model=str(model),
+        pipeline_class=UpocrPipeline,
+        trust_remote_code=False,
+        **pipeline_kwargs,
+    )
+
+
 def register_pipeline() -> None:
     """Register `UpocrPipeline` as the `"upocr"` task of transformers' `PIPELINE_REGISTRY` (idempotent), with the
     package's default model (`upocr_hf/default_model`, where installed) as the task's default: `pipeline("upocr")`
@@ -483,6 +504,7 @@ __all__ = [
     "default_dilation",
     "difference_mask",
     "dilate_mask",
+    "load_upocr_pipeline",
     "register_pipeline",
     "resolve_task",
     "tamper_color_map",
