@@ -111,7 +111,10 @@ class TrainArguments:
         default=200, metadata={"help": "The rate is held constant within blocks of this many steps."}
     )
     weight_decay: float = field(default=1e-4)
-    max_grad_norm: float = field(default=0.1)
+    max_grad_norm: float = field(
+        default=0.1,
+        metadata={"help": "Under DeepSpeed, written into its config's gradient_clipping (its engine clips)."},
+    )
     gradient_accumulation_steps: int = field(default=1)
     mixed_precision: str | None = field(
         default=None,
@@ -263,6 +266,19 @@ class CheckpointError(RuntimeError):
     """A checkpoint to resume from is unreadable, incomplete or holds more than data."""
 
 
+def apply_gradient_clipping(deepspeed_config: dict, max_grad_norm: float) -> None:
+    """Make DeepSpeed clip at `--max_grad_norm`: its engine clips inside `step()` (accelerate's `clip_grad_norm_`
+    does nothing there) at the config's `gradient_clipping`, which accelerate fills with 1.0 when it says "auto" or
+    nothing. A config that names another number is refused rather than silently beating the flag."""
+    configured = deepspeed_config.get("gradient_clipping", "auto")
+    if configured not in ("auto", None) and float(configured) != max_grad_norm:
+        raise ValueError(
+            f"the DeepSpeed config's gradient_clipping is {configured} but --max_grad_norm is {max_grad_norm}: "
+            "DeepSpeed clips with its config's value, so make the two agree (or set gradient_clipping to auto)"
+        )
+    deepspeed_config["gradient_clipping"] = max_grad_norm
+
+
 def build_accelerator(args: TrainArguments) -> Accelerator:
     accelerator = Accelerator(
         mixed_precision=args.mixed_precision,
@@ -273,6 +289,8 @@ def build_accelerator(args: TrainArguments) -> Accelerator:
         dynamo_backend="inductor" if args.torch_compile else None,
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    if accelerator.state.deepspeed_plugin is not None:
+        apply_gradient_clipping(accelerator.state.deepspeed_plugin.deepspeed_config, args.max_grad_norm)
     logger.info(
         "mixed precision: %s; %d process(es), %s",
         accelerator.mixed_precision,

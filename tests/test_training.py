@@ -592,6 +592,20 @@ def test_a_broken_sample_stops_the_run_in_one_line_or_is_skipped_when_asked(synt
     assert "loaded 11, skipped 1" in skipped.stderr and f"skipped: {broken}" in skipped.stderr
 
 
+def test_deepspeed_clips_at_max_grad_norm():
+    """DeepSpeed clips inside its engine at its config's gradient_clipping (accelerate's clip_grad_norm_ does nothing
+    there, and fills "auto" with 1.0): --max_grad_norm is written into the config, and a config naming another
+    number is refused instead of silently winning."""
+    sys.path.insert(0, str(REPO))
+    import train as train_script
+
+    for config in ({}, {"gradient_clipping": "auto"}, {"gradient_clipping": 0.5}):
+        train_script.apply_gradient_clipping(config, 0.5)
+        assert config["gradient_clipping"] == 0.5
+    with pytest.raises(ValueError, match=r"gradient_clipping is 1.0 but --max_grad_norm is 0.1"):
+        train_script.apply_gradient_clipping({"gradient_clipping": 1.0}, 0.1)
+
+
 @pytest.mark.parametrize(
     "name, kind, machines",
     [
@@ -623,6 +637,11 @@ def test_shipped_accelerate_configs_parse(name, kind, machines):
         assert (
             config.deepspeed_config["zero_stage"] == 2 and config.deepspeed_config["gradient_clipping"] == 0.1
         )
+        sys.path.insert(0, str(REPO))
+        import train as train_script
+
+        # the shipped config clips where the recipe's default --max_grad_norm does
+        train_script.apply_gradient_clipping(dict(config.deepspeed_config), 0.1)
     if kind == "FSDP":  # FSDP2; full state dicts, which Accelerate reads back with weights_only=True
         assert config.fsdp_config["fsdp_version"] == 2
         assert config.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
