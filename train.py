@@ -37,6 +37,7 @@ from datasets import IterableDataset
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
+from upocr_hf.command_line import DefaultsHelpFormatter, describe
 from upocr_hf.configuration_upocr import CONFIG_PRESETS
 from upocr_hf.data import DatasetFolderError, MultiTaskDataLoader, UpocrAugment, load_task_datasets
 from upocr_hf.evaluation import evaluate_model
@@ -241,7 +242,9 @@ def _yaml_flags(recipe: dict) -> dict:
 
 
 def parse_args(argv: list[str]) -> TrainArguments:
-    parser = HfArgumentParser(TrainArguments)
+    parser = HfArgumentParser(
+        TrainArguments, description=describe(__doc__), formatter_class=DefaultsHelpFormatter
+    )
     if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
         recipe = yaml.load(Path(argv[0]).read_text(), Loader=_Yaml12Loader)  # a SafeLoader: plain data only
         (args,) = parser.parse_dict(_yaml_flags(recipe))
@@ -251,7 +254,19 @@ def parse_args(argv: list[str]) -> TrainArguments:
         parser.error("--data needs at least one TASK=DIR")
     if args.image_size % 32:
         parser.error(f"--image_size must be a multiple of 32, got {args.image_size}")
+    for name, least in _LEAST_VALUES.items():
+        if getattr(args, name) < least:
+            parser.error(f"--{name} must be at least {least}, got {getattr(args, name)}")
     return args
+
+
+#: The integer options' smallest meaningful values (the schedule needs an update to run; 0 workers is the main
+#: process).
+_LEAST_VALUES = {
+    "image_size": 32, "max_steps": 1, "batch_size_per_task": 1, "warmup_steps": 0, "lr_block": 1,
+    "gradient_accumulation_steps": 1, "num_workers": 0, "logging_steps": 1, "checkpointing_steps": 1,
+    "max_consecutive_nonfinite": 1, "eval_steps": 1,
+}  # fmt: skip
 
 
 #: `--on_bad_sample` → the data loaders' `on_error`.

@@ -251,3 +251,14 @@ def test_model_index_keeps_each_protocol_apart_and_names_synthetic_data_as_synth
         assert dataset["type"] == "upocr_hf-synthetic" and dataset["name"] == synthetic
         assert [m["value"] for m in metrics if m["type"] == "psnr"] == [psnr]
     assert "/home/me" not in str(card)
+
+
+def test_copy_with_code_gives_a_folder_without_processor_the_default_one(tiny_model, tmp_path, capsys):
+    from upocr_hf.hub import main as hub_main
+
+    tiny_model.save_pretrained(tmp_path / "bare")  # weights and config only, as a user's own save may be
+    assert hub_main(["copy-with-code", str(tmp_path / "bare"), str(tmp_path / "coded")]) == 0
+    processor = json.loads((tmp_path / "coded" / "preprocessor_config.json").read_text())
+    side = tiny_model.config.image_size
+    assert processor["size"] == {"height": side, "width": side}
+    assert CODE_FILES <= {p.name for p in (tmp_path / "coded").iterdir()}

@@ -645,3 +645,15 @@ def test_shipped_accelerate_configs_parse(name, kind, machines):
     if kind == "FSDP":  # FSDP2; full state dicts, which Accelerate reads back with weights_only=True
         assert config.fsdp_config["fsdp_version"] == 2
         assert config.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
+
+
+@pytest.mark.parametrize(
+    "flag, value", [("--max_steps", "0"), ("--batch-size-per-task", "0"), ("--eval_steps", "-1")]
+)
+def test_counts_below_their_least_value_are_usage_errors(flag, value, capsys):
+    sys.path.insert(0, str(REPO))
+    import train as train_script
+
+    with pytest.raises(SystemExit) as exit_info:
+        train_script.parse_args(["--data", "text-removal=DIR", flag, value])
+    assert exit_info.value.code == 2 and "must be at least" in capsys.readouterr().err

@@ -39,6 +39,7 @@ from typing import Any
 
 from PIL import Image
 
+from .command_line import CommandParser, unit_interval
 from .file_utils import atomic_write, check_model_location, remove_stale_temporaries
 from .image_io import DEFAULT_MAX_PIXELS, ImageLoadError, ImageTooLargeError, load_image
 from .tasks import TAMPER_ID2LABEL, get_task, registered_tasks
@@ -118,7 +119,7 @@ def write_result(job: Job, result: dict[str, Any]) -> list[Path]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="upocr", description="UPOCR: text removal, text segmentation and tampered text detection."
     )
     tasks = [task for task in registered_tasks() if task.command]
@@ -126,7 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", required=True, metavar="{" + ",".join(task.command for task in tasks) + "}"
     )
     for task in tasks:
-        sub = commands.add_parser(task.command, help=f"{task.title.lower()}: {task.description}")
+        summary = f"{task.title.lower()}: {task.description}"
+        sub = commands.add_parser(
+            task.command, help=summary, description=summary[0].upper() + summary[1:] + "."
+        )
         sub.add_argument(
             "inputs", nargs="+", metavar="INPUT", help="image files or folders (walked recursively)"
         )
@@ -169,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         if task.readout == "mask" or task.text_mask:
             sub.add_argument(
                 "--threshold",
-                type=float,
+                type=unit_interval,
                 default=None,
                 help="text mask threshold (default: the model folder's segmentation_threshold, else 0.4)",
             )

@@ -10,7 +10,6 @@ architecture is read off the tensor shapes, so the same converter serves the pap
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import re
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from .command_line import module_parser
 from .configuration_upocr import NUM_DECODER_STAGES, NUM_ENCODER_STAGES, UpocrConfig
 from .file_utils import error_line, free_space, staged_folder
 from .image_processing_upocr import UpocrImageProcessor
@@ -301,7 +301,7 @@ def _save_default_image_processor(model: UpocrModel, folder: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = module_parser("upocr_hf.convert_original_checkpoint", __doc__)
     parser.add_argument("--checkpoint", required=True, help="the authors' .pth (or .safetensors) file")
     parser.add_argument("--output", required=True, help="folder to write (save_pretrained layout)")
     parser.add_argument(

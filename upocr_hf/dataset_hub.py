@@ -13,11 +13,11 @@ embedded. `DatasetDict.push_to_hub` uploads them as Parquet shards with a datase
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+from .command_line import module_parser
 from .data import DatasetFolderError, load_task_dataset
 from .tasks import get_task
 from .training import parse_task_folders
@@ -44,7 +44,7 @@ def push_task_dataset(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = module_parser("upocr_hf.dataset_hub", __doc__)
     parser.add_argument("--data", required=True, metavar="TASK=DIR", help="the task and its data folder")
     parser.add_argument("--repo-id", required=True, help="the dataset repository, OWNER/NAME")
     parser.add_argument(

@@ -34,6 +34,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .command_line import module_parser, unit_interval
 from .data import DatasetFolderError, load_task_datasets
 from .file_utils import atomic_write, check_model_location
 from .image_processing_upocr import UpocrImageProcessor
@@ -215,7 +216,7 @@ def _model_pipeline(args: argparse.Namespace) -> tuple[UpocrPipeline, str]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = module_parser("upocr_hf.evaluation", __doc__)
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
         "--model", help="a save_pretrained UPOCR folder (default: the model shipped with the package)"
@@ -250,7 +251,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument(
         "--threshold",
-        type=float,
+        type=unit_interval,
         default=None,
         help="segmentation threshold, also of the keep-background text region (default: the model folder's "
         f"segmentation_threshold; the paper's {SEGMENTATION_THRESHOLD} where it says none)",

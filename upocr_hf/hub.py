@@ -22,7 +22,6 @@ The card template has marked blocks (`<!-- upocr:metrics:start -->` ... `<!-- up
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -35,6 +34,7 @@ from typing import Any
 
 from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard
 
+from .command_line import CommandParser
 from .file_utils import staged_folder
 from .tasks import get_task, order_tasks
 
@@ -348,7 +348,8 @@ def copy_with_code(source: str | os.PathLike, destination: str | os.PathLike) ->
     """Copy the saved UPOCR folder `source` to `destination` with the model, image processor and pipeline code
     added (`auto_map`, `custom_pipelines`), so that `pipeline(model=destination, trust_remote_code=True)` works where
     `upocr_hf` is not installed. Every file of `source` comes along (card, figures, pictures); the weights are
-    written again, unchanged. The copy is assembled beside `destination` and renamed into place when complete.
+    written again, unchanged. A folder saved without `preprocessor_config.json` gets the default processor at its
+    model's input size. The copy is assembled beside `destination` and renamed into place when complete.
 
     Raises:
         FileExistsError: `destination` exists (nothing is replaced).
@@ -362,7 +363,8 @@ def copy_with_code(source: str | os.PathLike, destination: str | os.PathLike) ->
     if destination.resolve().is_relative_to(source.resolve()):
         raise ValueError(f"{destination} lies inside {source}; choose a folder outside it")
     model = UpocrModel.from_pretrained(source)
-    processor = UpocrImageProcessor.from_pretrained(source)
+    # a folder saved without a processor gets the default one at its model's size
+    processor = UpocrImageProcessor.for_model(model.config, source)
     # the folder's files, not its version control, caches or code of another version (written anew below)
     ignored = shutil.ignore_patterns(".git", ".cache", "__pycache__", "*.py", "pytorch_model.bin")
     with staged_folder(destination) as staging:
@@ -373,11 +375,10 @@ def copy_with_code(source: str | os.PathLike, destination: str | os.PathLike) ->
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m upocr_hf.hub copy-with-code SOURCE DESTINATION`."""
-    parser = argparse.ArgumentParser(prog="python -m upocr_hf.hub", description="Hub-ready UPOCR folders.")
+    parser = CommandParser(prog="python -m upocr_hf.hub", description="Hub-ready UPOCR folders.")
     commands = parser.add_subparsers(dest="command", required=True)
-    copy = commands.add_parser(
-        "copy-with-code", help="copy a saved folder, adding the model, processor and pipeline code"
-    )
+    summary = "copy a saved folder, adding the model, processor and pipeline code"
+    copy = commands.add_parser("copy-with-code", help=summary, description=summary.capitalize() + ".")
     copy.add_argument("source", help="a saved UPOCR folder")
     copy.add_argument("destination", help="the new folder to write")
     args = parser.parse_args(argv)

@@ -3,7 +3,7 @@ baselines, and refuse to package one that does not beat them (on every task, in 
 every comparison, won or lost, is written into the card). This is how `upocr_hf/default_model` is made
 (`scripts/train_default_model.sh`):
 
-    python -m upocr_hf.packaging --model runs/default-model/run/final --output upocr_hf/default_model \
+    python -m upocr_hf.packaging --model runs/default-model/run/final --output upocr_hf/default_model \\
         --evaluations runs/default-model/eval/*.json --baselines runs/default-model/eval/baseline/*.json
 
 The evaluation records are the JSON files written by `python -m upocr_hf.evaluation --output-json` (with `--baseline`
@@ -12,7 +12,6 @@ for the trivial baselines). The folder is written next to the output and moved i
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from collections.abc import Mapping, Sequence
@@ -21,6 +20,7 @@ from typing import Any
 
 from safetensors import SafetensorError
 
+from .command_line import module_parser
 from .file_utils import error_line, free_space, staged_folder
 from .hub import load_evaluation_results, prepare_hub_folder
 from .tasks import get_task
@@ -226,7 +226,7 @@ def _strip_remote_code(folder: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = module_parser("upocr_hf.packaging", __doc__)
     parser.add_argument("--model", required=True, help="the trained save_pretrained folder")
     parser.add_argument("--output", required=True, help="the folder to write")
     parser.add_argument("--evaluations", nargs="+", required=True, help="the model's evaluation JSON records")

@@ -64,6 +64,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from ..command_line import module_parser
 from ..tasks import (
     DEFAULT_TASKS,
     TAMPERED_TEXT_DETECTION,
@@ -1290,9 +1291,7 @@ def _parse_tasks(values: Sequence[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m upocr_hf.data.synthetic``: render synthetic data into the real datasets' layouts."""
-    parser = argparse.ArgumentParser(
-        prog="python -m upocr_hf.data.synthetic", description=__doc__.split("\n\n")[0]
-    )
+    parser = module_parser("upocr_hf.data.synthetic", __doc__)
     parser.add_argument("--num", type=int, required=True, help="number of samples")
     parser.add_argument(
         "--size", type=int, nargs="+", default=[512], help="side, or width height (default 512)"
