@@ -422,10 +422,10 @@ def forward_backward(
     and whether they were finite everywhere."""
     with accelerator.accumulate(model):
         with accelerator.autocast():
-            outputs = model(batch["pixel_values"], task=batch["task_ids"])
+            outputs = model(batch["pixel_values"], task=batch["task"])
         losses = loss_fn(
             outputs.multi_scale_predictions, batch["pixel_values"], batch["labels"], batch["text_mask"],
-            batch["ignore_mask"], batch["task_ids"],
+            batch["ignore_mask"], batch["task"],
         )  # fmt: skip
         finite = torch.isfinite(losses.loss.detach()).float()
         all_finite = accelerator.reduce(finite, reduction="sum").item() == accelerator.num_processes

@@ -217,7 +217,7 @@ def test_set_transform_and_collate() -> None:
     assert batch["pixel_values"].shape == (4, 3, SIZE, SIZE) and batch["pixel_values"].dtype == torch.float32
     assert batch["labels"].shape == (4, 3, SIZE, SIZE)
     assert batch["text_mask"].shape == (4, 1, SIZE, SIZE) and batch["ignore_mask"].dtype == torch.bool
-    assert batch["task_ids"].tolist() == [DEFAULT_TASKS.index(t) for t in rows["task"]]
+    assert batch["task"].tolist() == [DEFAULT_TASKS.index(t) for t in rows["task"]]
     assert batch["tasks"] == rows["task"] and batch["names"] == rows["name"]
     assert batch["text_mask"][1:3].sum() == 0 and batch["text_mask"][0].sum() > 0
     assert 0 <= batch["pixel_values"].min() and batch["pixel_values"].max() <= 1

@@ -64,10 +64,10 @@ def test_batch_mix_and_shapes(datasets: dict[str, Dataset]) -> None:
     batch = next(iter(loader))
     assert batch["pixel_values"].shape == (6, 3, SIZE, SIZE) and batch["labels"].shape == (6, 3, SIZE, SIZE)
     assert batch["text_mask"].shape == (6, 1, SIZE, SIZE) and batch["ignore_mask"].shape == (6, 1, SIZE, SIZE)
-    assert batch["ignore_mask"].dtype == torch.bool and batch["task_ids"].dtype == torch.long
+    assert batch["ignore_mask"].dtype == torch.bool and batch["task"].dtype == torch.long
     expected = [TEXT_REMOVAL] * 2 + [TEXT_SEGMENTATION] * 3 + [TAMPERED_TEXT_DETECTION]
     assert batch["tasks"] == expected
-    assert batch["task_ids"].tolist() == [DEFAULT_TASKS.index(t) for t in expected]
+    assert batch["task"].tolist() == [DEFAULT_TASKS.index(t) for t in expected]
     assert all(n.startswith(t) for n, t in zip(batch["names"], expected, strict=True))
     assert batch["text_mask"][:2].sum() > 0 and batch["text_mask"][2:].sum() == 0
 

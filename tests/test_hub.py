@@ -11,7 +11,7 @@ import pytest
 import yaml
 from huggingface_hub import HfApi, ModelCard
 
-from upocr_hf import UpocrImageProcessor
+from upocr_hf import DEFAULT_MODEL, UpocrImageProcessor
 from upocr_hf.hub import (
     MODEL_CARD_TEMPLATE,
     PLACEHOLDER_REPO_ID,
@@ -117,6 +117,10 @@ def test_render_fills_metrics_training_and_repo_id(tmp_path):
     assert "- **steps**: 3000" in text and "embed_dim=48" in text
     assert "Synthetic images only." in text and "No evaluation results" not in text
     assert "someone/upocr-tiny" in text and PLACEHOLDER_REPO_ID not in text
+    # without a repo id the examples name a local folder, not somebody's Hub account
+    local = render_model_card(metrics)
+    assert PLACEHOLDER_REPO_ID == "path/to/this/model" and 'pipeline(model="path/to/this/model"' in local
+    assert "your-username" not in local + (Path(DEFAULT_MODEL) / "README.md").read_text()
     card = ModelCard(text)
     assert card.data.library_name == "transformers"
     # the figures are in the front matter too, as the Hub's model-index reads them

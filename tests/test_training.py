@@ -1,6 +1,7 @@
 """train.py and upocr_hf.training: the paper's schedule, parameter groups, overfitting, exact resume, two CPU ranks."""
 
 import json
+import math
 import os
 import signal
 import struct
@@ -129,10 +130,10 @@ def test_overfitting_a_fixed_batch_halves_the_loss(task, synthetic_root):
     optimizer = torch.optim.AdamW(optimizer_param_groups(model, lr=2e-3, encoder_lr_ratio=1.0), lr=2e-3)
     losses = []
     for _ in range(40):
-        outputs = model(batch["pixel_values"], task=batch["task_ids"])
+        outputs = model(batch["pixel_values"], task=batch["task"])
         loss = loss_fn(
             outputs.multi_scale_predictions, batch["pixel_values"], batch["labels"], batch["text_mask"],
-            batch["ignore_mask"], batch["task_ids"],
+            batch["ignore_mask"], batch["task"],
         ).loss  # fmt: skip
         optimizer.zero_grad()
         loss.backward()
@@ -657,3 +658,66 @@ def test_counts_below_their_least_value_are_usage_errors(flag, value, capsys):
     with pytest.raises(SystemExit) as exit_info:
         train_script.parse_args(["--data", "text-removal=DIR", flag, value])
     assert exit_info.value.code == 2 and "must be at least" in capsys.readouterr().err
+
+
+def test_forward_with_labels_returns_the_loss_of_the_loss_module(synthetic_root):
+    from upocr_hf.data import UpocrAugment, load_task_datasets, upocr_collate
+
+    folders = parse_task_folders(data_args(synthetic_root)[1:4])
+    splits = {t: list(get_task(t).train_splits) for t in DEFAULT_TASKS} | {"text-segmentation": ["train"]}
+    datasets = load_task_datasets(folders, splits)
+    for dataset in datasets.values():
+        dataset.set_transform(UpocrAugment(64, train=False))
+    batch = upocr_collate([datasets[task][0] for task in DEFAULT_TASKS], metadata=False)
+    torch.manual_seed(0)
+    model = build_model("scratch", "tiny", DEFAULT_TASKS, 64).double()
+    batch = {k: v.double() if v.is_floating_point() else v for k, v in batch.items()}
+    outputs = model(**batch)
+    expected = UpocrLoss(DEFAULT_TASKS, perceptual="off")(
+        outputs.multi_scale_predictions, batch["pixel_values"], batch["labels"], batch["text_mask"],
+        batch["ignore_mask"], batch["task"],
+    ).loss  # fmt: skip
+    assert torch.equal(outputs.loss, expected) and outputs.loss.ndim == 0
+    as_tuple = model(**batch, return_dict=False)
+    assert torch.equal(as_tuple[0], expected) and torch.equal(as_tuple[1], outputs.prediction)
+    assert model(batch["pixel_values"], task=batch["task"]).loss is None
+    assert "_upocr_loss" not in dict(model.named_modules()) and not any(
+        "loss" in k for k in model.state_dict()
+    )
+    # a loss of the caller's own (e.g. the full recipe's) replaces the default; one over other tasks is refused
+    weighted = UpocrLoss(DEFAULT_TASKS, perceptual="off", task_weights={"text-removal": 2.0})
+    model.loss_function = weighted
+    assert model(**batch).loss > outputs.loss
+    model.loss_function = UpocrLoss(DEFAULT_TASKS[:1], perceptual="off")
+    with pytest.raises(ValueError, match="the loss is over tasks"):
+        model(**batch)
+
+
+def test_transformers_trainer_trains_the_model(synthetic_root, tmp_path):
+    """`transformers.Trainer` drives the model through the loss its forward returns."""
+    from functools import partial
+
+    from transformers import Trainer, TrainingArguments
+
+    from upocr_hf.data import UpocrAugment, load_task_datasets, upocr_collate
+
+    folders = parse_task_folders(data_args(synthetic_root)[1:2])
+    dataset = load_task_datasets(folders, {"text-removal": ["train"]})["text-removal"]
+    dataset.set_transform(UpocrAugment(64))
+    torch.manual_seed(0)
+    model = build_model("scratch", "tiny", DEFAULT_TASKS, 64)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    arguments = TrainingArguments(
+        output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=2, learning_rate=1e-3,
+        remove_unused_columns=False, report_to="none", use_cpu=True, save_strategy="no", logging_steps=1,
+        dataloader_num_workers=0,
+    )  # fmt: skip
+    trainer = Trainer(
+        model=model,
+        args=arguments,
+        train_dataset=dataset,
+        data_collator=partial(upocr_collate, metadata=False),
+    )
+    result = trainer.train()
+    assert result.global_step == 2 and math.isfinite(result.training_loss) and result.training_loss > 0
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())

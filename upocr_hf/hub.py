@@ -41,8 +41,8 @@ from .tasks import get_task, order_tasks
 #: The model card template: `model_card.md`, shipped inside the package (package data), so that a wheel install
 #: renders cards too; the repository's top-level `model_card.md` links to it.
 MODEL_CARD_TEMPLATE: Path = Path(__file__).resolve().parent / "model_card.md"
-#: Placeholder model id used in the template's code examples; replaced by `repo_id` when one is given.
-PLACEHOLDER_REPO_ID = "your-username/upocr"
+#: The model location of the template's code examples: a local folder's card says so; `repo_id` replaces it.
+PLACEHOLDER_REPO_ID = "path/to/this/model"
 #: Default commit message of `push_to_hub`.
 COMMIT_MESSAGE = "Upload UPOCR model, image processor, pipeline code and model card"
 

@@ -39,6 +39,8 @@ class UpocrModelOutput(ModelOutput):
     Output of [`UpocrModel`].
 
     Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*):
+            The training loss (`UpocrModel.loss_function`), returned when `labels` are given.
         prediction (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`):
             The full-resolution RGB prediction (no output activation; clamp to [0, 1] to read it).
         multi_scale_predictions (`tuple[torch.FloatTensor]`):
@@ -52,6 +54,7 @@ class UpocrModelOutput(ModelOutput):
             each `(batch_size, channels, h, w)` at the padded size. Returned when `output_hidden_states=True`.
     """
 
+    loss: torch.FloatTensor | None = None
     prediction: torch.FloatTensor | None = None
     multi_scale_predictions: tuple[torch.FloatTensor, ...] | None = None
     encoder_hidden_states: tuple[torch.FloatTensor, ...] | None = None
@@ -790,6 +793,34 @@ class UpocrModel(UpocrPreTrainedModel):
         self.decoder = UpocrDecoder(config)
         self.post_init()
 
+    @property
+    def loss_function(self) -> Any:
+        """The loss `forward` computes when given `labels`: a `upocr_hf.losses.UpocrLoss` over `config.tasks`. By
+        default the paper's losses without the perceptual and style terms of text removal (they need a VGG-16's
+        weights, which the model does not load on its own); assign
+        `UpocrLoss(model.config.tasks, perceptual="craft", ...)` for the full recipe (as `train.py` builds it)."""
+        loss = self.__dict__.get("_upocr_loss")
+        if loss is None or (
+            loss.tasks != tuple(self.config.tasks) and self.__dict__.get("_upocr_loss_is_default")
+        ):
+            from .losses import UpocrLoss
+
+            loss = UpocrLoss(self.config.tasks, perceptual="off")
+            # kept out of the module tree: no state of it belongs in the model's state dict or FSDP units
+            self.__dict__.update(_upocr_loss=loss, _upocr_loss_is_default=True)
+        if tuple(getattr(loss, "tasks", self.config.tasks)) != tuple(self.config.tasks):
+            raise ValueError(
+                f"the loss is over tasks {list(loss.tasks)}, the model's are {self.config.tasks}"
+            )
+        return loss
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # `nn.Module.__setattr__` would register a loss module as a sub-module instead of calling a property setter
+        if name == "loss_function":
+            self.__dict__.update(_upocr_loss=value, _upocr_loss_is_default=False)
+        else:
+            super().__setattr__(name, value)
+
     def get_input_embeddings(self) -> nn.Module:
         """The patch embedding, as transformers' Swin models return; FSDP2 (Accelerate) shards it as its own unit."""
         return self.encoder.embeddings
@@ -858,6 +889,9 @@ class UpocrModel(UpocrPreTrainedModel):
         self,
         pixel_values: torch.FloatTensor,
         task: TaskSpec = 0,
+        labels: torch.FloatTensor | None = None,
+        text_mask: torch.FloatTensor | None = None,
+        ignore_mask: torch.BoolTensor | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         original_sizes: torch.LongTensor | None = None,
@@ -871,6 +905,13 @@ class UpocrModel(UpocrPreTrainedModel):
             task (`str`, `int`, a sequence of either, or a `torch.LongTensor`):
                 The task of every image (one value) or of each image (one per sample; tasks may be mixed), as a
                 name from `config.tasks` or a row index.
+            labels (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`, *optional*):
+                The target images in [0, 1], each in its task's encoding (text-free image, stroke mask, class map).
+                Given, the output carries `loss` (`loss_function`), so that `transformers.Trainer` can train the model.
+            text_mask (`torch.FloatTensor` of shape `(batch_size, 1, height, width)`, *optional*):
+                Text removal's text region (1 = text), for its loss; none means all zeros.
+            ignore_mask (`torch.BoolTensor` of shape `(batch_size, 1, height, width)`, *optional*):
+                Target pixels the loss leaves out (True), for the smooth-L1 tasks; none means none.
             output_hidden_states (`bool`, *optional*):
                 Also return the encoder and decoder maps.
             return_dict (`bool`, *optional*):
@@ -895,6 +936,7 @@ class UpocrModel(UpocrPreTrainedModel):
                 f"pixel_values must be at least {SIZE_DIVISOR}×{SIZE_DIVISOR} pixels, got {height}×{width}"
             )
         task_ids = self.task_ids(task, batch_size)
+        inputs = pixel_values
 
         pad_bottom, pad_right = (-height) % SIZE_DIVISOR, (-width) % SIZE_DIVISOR
         if pad_bottom or pad_right:
@@ -912,12 +954,16 @@ class UpocrModel(UpocrPreTrainedModel):
         if output_hidden_states:
             encoder_hidden_states = tuple(f.permute(0, 3, 1, 2) for f in encoder_features)
             decoder_hidden_states = tuple(f.permute(0, 3, 1, 2) for f in decoder_features)
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(predictions, inputs, labels, text_mask, ignore_mask, task_ids).loss
         if not return_dict:
             outputs = (predictions[-1], predictions)
             if output_hidden_states:
                 outputs += (encoder_hidden_states, decoder_hidden_states)
-            return outputs
+            return outputs if loss is None else (loss, *outputs)
         return UpocrModelOutput(
+            loss=loss,
             prediction=predictions[-1],
             multi_scale_predictions=predictions,
             encoder_hidden_states=encoder_hidden_states,

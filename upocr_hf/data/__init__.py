@@ -25,7 +25,7 @@ After :class:`UpocrAugment` and :func:`upocr_collate` (or :class:`MultiTaskDataL
 
     pixel_values (B, 3, S, S) float32 in [0, 1]     labels     (B, 3, S, S) float32 in [0, 1]
     text_mask    (B, 1, S, S) float32 in {0, 1}     ignore_mask (B, 1, S, S) bool (True = ignored)
-    task_ids     (B,) int64 (index in the task order, default DEFAULT_TASKS)
+    task         (B,) int64 (index in the task order, default DEFAULT_TASKS)
     tasks        list[str]                          names      list[str]
 
 Example::

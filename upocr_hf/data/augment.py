@@ -269,17 +269,21 @@ class UpocrAugment:
         return stream.map(self, batched=True, batch_size=batch_size, remove_columns=sources)
 
 
-def upocr_collate(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Stack transformed samples into a batch: tensors for ``pixel_values``, ``labels``, ``text_mask``,
-    ``ignore_mask``, ``task_ids`` (long); lists for ``tasks`` and ``names`` (when present)."""
+def upocr_collate(samples: Sequence[Mapping[str, Any]], metadata: bool = True) -> dict[str, Any]:
+    """Stack transformed samples into a batch of `UpocrModel.forward`'s keyword arguments: tensors
+    ``pixel_values``, ``labels``, ``text_mask``, ``ignore_mask`` and ``task`` (long task ids), so that
+    ``model(**batch)`` returns the loss; with ``metadata``, also lists ``tasks`` and ``names`` (when present).
+    `transformers.Trainer` passes every key to the model: give it ``functools.partial(upocr_collate,
+    metadata=False)``."""
     batch: dict[str, Any] = {
         "pixel_values": torch.stack([s["pixel_values"] for s in samples]),
         "labels": torch.stack([s["labels"] for s in samples]),
         "text_mask": torch.stack([s["text_mask"] for s in samples]),
         "ignore_mask": torch.stack([s["ignore_mask"] for s in samples]),
-        "task_ids": torch.tensor([int(s["task_id"]) for s in samples], dtype=torch.long),
-        "tasks": [s["task"] for s in samples],
+        "task": torch.tensor([int(s["task_id"]) for s in samples], dtype=torch.long),
     }
-    if all("name" in s for s in samples):
-        batch["names"] = [s["name"] for s in samples]
+    if metadata:
+        batch["tasks"] = [s["task"] for s in samples]
+        if all("name" in s for s in samples):
+            batch["names"] = [s["name"] for s in samples]
     return batch

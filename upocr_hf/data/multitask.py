@@ -8,7 +8,7 @@ other tasks carry on. Each yielded batch is :func:`~upocr_hf.data.augment.upocr_
 concatenation, tasks in the order given::
 
     pixel_values (B, 3, S, S) float, labels (B, 3, S, S) float, text_mask (B, 1, S, S) float,
-    ignore_mask (B, 1, S, S) bool, task_ids (B,) long, tasks list[str], names list[str] (when present)
+    ignore_mask (B, 1, S, S) bool, task (B,) long (task ids), tasks list[str], names list[str] (when present)
 
 with ``B = sum(batch_size[task])``.
 
