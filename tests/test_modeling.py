@@ -247,6 +247,14 @@ def test_sizes_not_multiple_of_32_are_padded_and_cropped(height, width):
         torch.testing.assert_close(prediction, cropped, rtol=0, atol=FLOAT64_ATOL)
 
 
+@pytest.mark.parametrize("height, width", [(64, 64), (70, 45)])
+def test_predictions_are_tensors_of_their_own_not_views(tiny_model, height, width):
+    """FSDP2 warns at every step about views a wrapped module returns (the root model's outputs included)."""
+    outputs = tiny_model(torch.rand(1, 3, height, width), task="text-removal")
+    assert outputs.prediction.requires_grad
+    assert all(p._base is None for p in outputs.multi_scale_predictions)
+
+
 def test_hidden_states_and_tuple_output(tiny_model):
     with torch.no_grad():
         outputs = tiny_model(torch.rand(1, 3, 64, 64), task=0, output_hidden_states=True)

@@ -254,6 +254,7 @@ def test_fsdp_on_two_cpu_ranks_validates_and_saves_the_gathered_weights(syntheti
         result = run_train(argv, env_extra={"ACCELERATE_USE_CPU": "true"}, launcher=launcher)
         assert result.returncode == 0, result.stderr[-4000:]
         assert "2 process(es), FSDP" in result.stderr
+        assert "returned a view tensor" not in result.stderr  # FSDP2's warning at every step
         return result
 
     def assert_final_is_checkpoint(step):

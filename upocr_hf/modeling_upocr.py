@@ -712,6 +712,14 @@ class UpocrDecoder(nn.Module):
         return predictions, stage_outputs
 
 
+def _crop(prediction: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """`prediction[:, :, :height, :width]` as a tensor of its own, not a view: FSDP2 warns about every view a
+    wrapped module returns (an in-place op on one would skip its pre-backward all-gather)."""
+    if prediction.shape[-2:] == (height, width):
+        return prediction
+    return prediction[:, :, :height, :width].contiguous()
+
+
 class UpocrPreTrainedModel(PreTrainedModel):
     config_class = UpocrConfig
     config: UpocrConfig
@@ -948,7 +956,7 @@ class UpocrModel(UpocrPreTrainedModel):
 
         scales = (4, 2, 1)
         predictions = tuple(
-            p[:, :, : math.ceil(height / s), : math.ceil(width / s)] for p, s in zip(predictions, scales)
+            _crop(p, math.ceil(height / s), math.ceil(width / s)) for p, s in zip(predictions, scales)
         )
         encoder_hidden_states = decoder_hidden_states = None
         if output_hidden_states:
