@@ -29,7 +29,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-.venv/bin/python -c "import matplotlib" 2>/dev/null || .venv/bin/python -m pip install -q -e ".[train]"
+# the [train] extra: matplotlib, scikit-image and CRAFT's weights (the test extra has the first two, not the third)
+.venv/bin/python -c "import matplotlib, skimage, easyocr_en_models" 2>/dev/null || .venv/bin/python -m pip install -q -e ".[train]"
 if [ -n "${1:-}" ]; then
     mkdir -p "$(dirname "$1")"
     dpkg-query -W -f='${Package} ${Version}\n' "${PACKAGES[@]}" > "$1"
