@@ -25,10 +25,13 @@ CHROMIUM_ARGS = [
 ]
 TIMEOUT_MS = 60_000
 
-pytestmark = pytest.mark.skipif(
-    not os.path.exists(CHROMIUM),
-    reason=f"{CHROMIUM} is missing: `bash scripts/setup.sh --test` installs Debian's chromium package",
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not os.path.exists(CHROMIUM),
+        reason=f"{CHROMIUM} is missing: `bash scripts/setup.sh --test` installs Debian's chromium package",
+    ),
+]
 
 
 @pytest.fixture(scope="module")

@@ -194,6 +194,7 @@ def test_same_stem_inputs_do_not_collide(tmp_path):
     assert len({job.output for job in jobs}) == 2
 
 
+@pytest.mark.slow
 def test_processes_started_by_accelerate_share_the_files_and_report_once(model_dir, tmp_path):
     """`accelerate launch -m upocr_hf.cli` on two CPU ranks (gloo): each file is processed by exactly one rank, the
     outputs are those of a single-process run byte for byte, and the main process reports all failures once."""

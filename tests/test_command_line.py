@@ -19,6 +19,7 @@ MODULES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", MODULES)
 def test_help_names_the_command_as_typed_and_ends_its_sentences(module):
     result = subprocess.run(

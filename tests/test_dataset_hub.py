@@ -155,6 +155,7 @@ def write_imagefolder(dataset, root):
     return root
 
 
+@pytest.mark.slow
 def test_training_and_evaluation_read_hub_ids_offline_and_imagefolders(tmp_path):
     layouts = tmp_path / "layouts"
     generate_folders(layouts, 8, size=64, seed=0, config=fixed_synthetic_config())
@@ -196,6 +197,7 @@ def test_training_and_evaluation_read_hub_ids_offline_and_imagefolders(tmp_path)
     assert "you/absent: no such folder; as a Hub dataset id: Couldn't reach 'you/absent'" in absent.stderr
 
 
+@pytest.mark.slow
 def test_streamed_training_resumes_exactly(tmp_path):
     """`--streaming`: what `load_dataset` reads (here an imagefolder) is trained from a stream, mixed with a task
     prepared as usual; a run resumed from a checkpoint mid-epoch ends with the weights of the run it continues."""

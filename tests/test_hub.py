@@ -11,6 +11,7 @@ import pytest
 import yaml
 from huggingface_hub import HfApi, ModelCard
 
+import upocr_hf
 from upocr_hf import DEFAULT_MODEL, UpocrImageProcessor
 from upocr_hf.hub import (
     MODEL_CARD_TEMPLATE,
@@ -22,15 +23,32 @@ from upocr_hf.hub import (
     render_model_card,
 )
 
+#: The remote code a Hub folder must carry: the model, processor and pipeline modules and all they import.
 CODE_FILES = {
     "configuration_upocr.py",
     "modeling_upocr.py",
     "image_io.py",
     "image_processing_upocr.py",
+    "losses.py",
     "pipeline_upocr.py",
+    "readout.py",
     "tasks.py",
     "tiling.py",
 }
+PACKAGE = Path(upocr_hf.__file__).parent
+
+
+def assert_ships_exactly_the_code(files: dict[str, bytes]) -> None:
+    """A Hub folder's Python files are exactly CODE_FILES, each byte for byte the installed package's module."""
+    shipped = {name: data for name, data in files.items() if name.endswith(".py")}
+    assert set(shipped) == CODE_FILES
+    for name, data in shipped.items():
+        assert data == (PACKAGE / name).read_bytes(), f"{name} differs from the package's"
+
+
+def folder_files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
 
 SEGMENTATION_RECORD = {
     "model": "runs/final",
@@ -153,7 +171,7 @@ def test_prepare_hub_folder_is_complete(tiny_model, processor, tmp_path):
     assert tiny_model.training  # mode restored
     names = {p.name for p in folder.iterdir()}
     assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md"} <= names
-    assert CODE_FILES <= names
+    assert_ships_exactly_the_code(folder_files(folder))
     config = json.loads((folder / "config.json").read_text())
     assert config["auto_map"]["AutoModel"] == "modeling_upocr.UpocrModel"
     assert config["auto_map"]["AutoConfig"] == "configuration_upocr.UpocrConfig"
@@ -171,7 +189,7 @@ def test_push_to_hub_sends_one_commit_with_code_weights_and_card(tiny_model, pro
     commit = hub.commits[0]
     files = commit["files"]
     assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md"} <= set(files)
-    assert CODE_FILES <= set(files)
+    assert_ships_exactly_the_code(files)
     assert commit["commit_message"].startswith("Upload UPOCR")
     readme = files["README.md"].decode()
     assert front_matter(readme)["pipeline_tag"] == "image-to-image"
@@ -200,7 +218,7 @@ def test_model_push_to_hub_alone_uploads_a_folder_the_remote_pipeline_can_run(
     (commit,) = hub.commits
     files = commit["files"]
     assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md"} <= set(files)
-    assert CODE_FILES <= set(files)
+    assert_ships_exactly_the_code(files)
     config = json.loads(files["config.json"])
     assert (
         "auto_map" in config and config["custom_pipelines"]["upocr"]["impl"] == "pipeline_upocr.UpocrPipeline"
@@ -265,4 +283,4 @@ def test_copy_with_code_gives_a_folder_without_processor_the_default_one(tiny_mo
     processor = json.loads((tmp_path / "coded" / "preprocessor_config.json").read_text())
     side = tiny_model.config.image_size
     assert processor["size"] == {"height": side, "width": side}
-    assert CODE_FILES <= {p.name for p in (tmp_path / "coded").iterdir()}
+    assert_ships_exactly_the_code(folder_files(tmp_path / "coded"))

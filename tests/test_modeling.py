@@ -169,6 +169,7 @@ def test_save_and_from_pretrained_round_trip(tiny_model, tmp_path):
         torch.testing.assert_close(a, b, rtol=0, atol=FLOAT64_ATOL)
 
 
+@pytest.mark.slow
 @pytest.mark.numerics
 def test_remote_code_loads_without_the_package(tiny_model, tmp_path):
     folder = tmp_path / "model"

@@ -410,6 +410,7 @@ def test_bfloat16(model_dir):
     assert result["mask"].shape == (50, 90) and result["scores"].dtype == np.float32
 
 
+@pytest.mark.slow
 @pytest.mark.numerics
 def test_saved_pipeline_runs_without_the_package(pipe, pipe64, tmp_path):
     folder = tmp_path / "saved"

@@ -211,6 +211,7 @@ def test_space_files():
         assert size_of(path) == (256, 256)
 
 
+@pytest.mark.slow
 def test_app_runs_without_the_package(tmp_path):
     """A bare Space: upocr_hf not importable, the model folder's own code serves all three tasks."""
     import json
@@ -406,6 +407,7 @@ def test_tiled_runs_report_tile_progress(served, tmp_path):
     assert reports == []
 
 
+@pytest.mark.slow
 def test_the_shipped_default_model_deploys_to_a_bare_space(tmp_path):
     """space/README.md's step 2 with the package's default model: `python -m upocr_hf.hub copy-with-code` writes
     the folder a Space without `upocr_hf` serves; the bare app loads it from `model/` next to app.py and runs."""

@@ -146,6 +146,7 @@ def final_weights(output_dir):
     return load_file(str(Path(output_dir) / "final" / "model.safetensors"))
 
 
+@pytest.mark.slow
 def test_resume_after_kill_gives_the_same_weights(synthetic_root, tmp_path):
     lateral = ["--lateral_lr_ratio", "0.1"]
     straight = run_train(tiny_run_args(synthetic_root, tmp_path / "straight", 6, lateral))
@@ -191,6 +192,7 @@ def test_resume_after_kill_gives_the_same_weights(synthetic_root, tmp_path):
     assert state["step"] == 6
 
 
+@pytest.mark.slow
 def test_two_cpu_ranks_train_on_different_data(synthetic_root, tmp_path):
     output_dir = tmp_path / "ddp"
     launcher = [
@@ -238,6 +240,7 @@ def validation_args(root):
     ]
 
 
+@pytest.mark.slow
 def test_fsdp_on_two_cpu_ranks_validates_and_saves_the_gathered_weights(synthetic_root, tmp_path):
     """configs/accelerate/fsdp.yaml on two CPU ranks (FSDP2 over gloo): every rank gathers the shards for validation
     and for the final and best models, final/ holds exactly the weights of Accelerate's own full-state-dict
@@ -296,6 +299,7 @@ def read_event_scalars(path):
     return scalars
 
 
+@pytest.mark.slow
 def test_report_to_tensorboard_writes_the_logged_figures(synthetic_root, tmp_path):
     from accelerate.utils import is_tensorboard_available
 
@@ -359,6 +363,7 @@ def test_tasks_may_be_named_by_any_of_their_names():
     assert parse_split_overrides(["segmentation=train"]) == {"text-segmentation": ["train"]}
 
 
+@pytest.mark.slow
 def test_a_misspelt_task_is_refused_not_trained_as_a_new_one(tmp_path):
     with pytest.raises(ValueError, match="did you mean 'text-segmentation'"):
         parse_task_folders(["text-segmentaton=a"])
@@ -372,6 +377,7 @@ def test_a_misspelt_task_is_refused_not_trained_as_a_new_one(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_task_loss_weights_reach_the_loss(synthetic_root, tmp_path):
     assert parse_task_weights(["tampered-text-detection=4", "text-removal=0.5"]) == {
         "tampered-text-detection": 4.0,
@@ -434,6 +440,7 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(synthetic_root, tmp_path
     assert not (output_dir / "final").exists()
 
 
+@pytest.mark.slow
 def test_a_new_task_trains_from_a_pretrained_folder(tmp_path, synthetic_root, tiny_model):
     """`--data NEWTASK=DIR` with image/target pairs: the initial model gets a new prompt row and trains on it."""
     from PIL import Image
@@ -476,6 +483,7 @@ class _PlantedCode:
         return (open, (self.marker, "w"))
 
 
+@pytest.mark.slow
 def test_resuming_never_unpickles_code_planted_in_a_checkpoint(synthetic_root, tmp_path):
     import pickle
     import shutil
@@ -578,6 +586,7 @@ def test_a_checkpoint_saved_again_replaces_the_old_one_only_when_complete(tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-step_6", "step_5"]
 
 
+@pytest.mark.slow
 def test_a_broken_sample_stops_the_run_in_one_line_or_is_skipped_when_asked(synthetic_root, tmp_path):
     import shutil
 

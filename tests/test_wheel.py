@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # builds a wheel and installs it in fresh environments
 
 INSTALLED_CHECK = """
 import upocr_hf.hub as hub

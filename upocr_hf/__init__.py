@@ -5,6 +5,7 @@ from pathlib import Path
 
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
+from . import hub  # noqa: F401  (registers the Hub folder upload of `UpocrModel.push_to_hub`)
 from .configuration_upocr import UpocrConfig
 from .image_io import ImageLoadError, load_image
 from .image_processing_upocr import UpocrImageProcessor

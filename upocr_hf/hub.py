@@ -36,6 +36,7 @@ from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard
 
 from .command_line import CommandParser
 from .file_utils import staged_folder
+from .modeling_upocr import UpocrModel
 from .tasks import get_task, order_tasks
 
 #: The model card template: `model_card.md`, shipped inside the package (package data), so that a wheel install
@@ -355,7 +356,6 @@ def copy_with_code(source: str | os.PathLike, destination: str | os.PathLike) ->
         FileExistsError: `destination` exists (nothing is replaced).
     """
     from .image_processing_upocr import UpocrImageProcessor
-    from .modeling_upocr import UpocrModel
 
     source, destination = Path(source), Path(destination)
     if destination.exists():
@@ -390,6 +390,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"wrote {folder} (model, image processor, pipeline and their code)")
     return 0
 
+
+UpocrModel.hub_folder_uploader = (
+    push_to_hub  # `model.push_to_hub` sends the whole folder (see UpocrModel.push_to_hub)
+)
 
 __all__ = [
     "MODEL_CARD_TEMPLATE",

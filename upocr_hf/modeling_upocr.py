@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -792,6 +792,10 @@ class UpocrModel(UpocrPreTrainedModel):
     ```
     """
 
+    #: `upocr_hf.hub.push_to_hub`, set when the package is imported (the tools layer registers itself here, so the
+    #: model never imports it); None where this file runs as a folder's code without the package.
+    hub_folder_uploader: ClassVar[Callable[..., Any] | None] = None
+
     def __init__(self, config: UpocrConfig):
         super().__init__(config)
         self.encoder = UpocrEncoder(config)
@@ -840,11 +844,10 @@ class UpocrModel(UpocrPreTrainedModel):
         arguments as `upocr_hf.hub.push_to_hub`'s: `private`, `token`, `revision`, `create_pr`, `commit_message`,
         `metrics`, `training`). Loaded as a folder's code without the upocr_hf package, transformers' own
         `push_to_hub` (the model's files only) is used."""
-        try:
-            from upocr_hf.hub import push_to_hub
-        except ImportError:
+        upload = type(self).hub_folder_uploader
+        if upload is None:
             return super().push_to_hub(repo_id, **kwargs)
-        return push_to_hub(self, image_processor, repo_id, **kwargs)
+        return upload(self, image_processor, repo_id, **kwargs)
 
     def add_tasks(self, tasks: Sequence[str]) -> list[str]:
         """Append task prompts for `tasks` not yet known (new rows, Kaiming-normal like the others); returns the
