@@ -26,6 +26,7 @@ from upocr_hf.hub import (
 #: The remote code a Hub folder must carry: the model, processor and pipeline modules and all they import.
 CODE_FILES = {
     "configuration_upocr.py",
+    "cpu_inference.py",
     "modeling_upocr.py",
     "image_io.py",
     "image_processing_upocr.py",

@@ -507,7 +507,7 @@ def test_float32_inference_linear_is_the_plain_linear(gelu):
     """The fast path's float32 linears run oneDNN's kernel with the GELU fused into it. Same function: one layer
     differs by float32 rounding (measured 1e-6 at |outputs| ≈ 10); 1e-4 is far below what a wrong activation
     (tanh GELU: 5e-4), bias or layout would change."""
-    from upocr_hf.modeling_upocr import _ONEDNN_LINEAR, linear
+    from upocr_hf.cpu_inference import _ONEDNN_LINEAR, linear
 
     generator = torch.Generator().manual_seed(0)
     hidden = torch.randn(3, 50, 96, generator=generator)
@@ -526,7 +526,7 @@ def test_weights_kept_for_inference_are_prepacked_and_compute_the_same(autocast,
     """Where the fast path runs oneDNN and keeps a copy of a weight anyway (autocast's cast, the fused projections),
     the copy is reordered into oneDNN's layout once: the same products, bit for bit, as the plain weight. A float32
     parameter used as it is gets no second copy. An input of another dtype still gets F.linear's own error."""
-    from upocr_hf.modeling_upocr import _ONEDNN_BFLOAT16, _ONEDNN_LINEAR, inference_linear_weights, linear
+    from upocr_hf.cpu_inference import _ONEDNN_BFLOAT16, _ONEDNN_LINEAR, inference_linear_weights, linear
 
     if not (_ONEDNN_BFLOAT16 if autocast else _ONEDNN_LINEAR):
         pytest.skip("this torch build or CPU has no oneDNN linear for this dtype")
@@ -552,7 +552,7 @@ def test_a_model_that_ran_inference_copies_and_pickles():
     import copy
     import pickle
 
-    from upocr_hf.modeling_upocr import _ONEDNN_LINEAR
+    from upocr_hf.cpu_inference import _ONEDNN_LINEAR
 
     model = randomised_tiny_model()
     image = torch.rand(1, 3, 64, 64)
@@ -567,7 +567,7 @@ def test_a_model_that_ran_inference_copies_and_pickles():
 
 
 def test_the_fast_path_runs_only_in_eval_mode_without_autograd():
-    from upocr_hf.modeling_upocr import _ONEDNN_BFLOAT16, _ONEDNN_LINEAR
+    from upocr_hf.cpu_inference import _ONEDNN_BFLOAT16, _ONEDNN_LINEAR
 
     if not _ONEDNN_LINEAR:
         pytest.skip("this torch build has no oneDNN linear")
@@ -706,7 +706,7 @@ def test_weights_kept_between_inference_forwards_follow_every_weight_change():
 def test_chunked_window_attention_is_window_attention(monkeypatch, chunk_windows, shifted):
     """The bf16 fast path's attention, in float64 against the formula: chunks of one window, of a number that
     does not divide an image's windows (3 of 4), of exactly one image's, and of more than that."""
-    from upocr_hf import modeling_upocr
+    from upocr_hf import cpu_inference
 
     torch.manual_seed(0)
     num_windows, heads, tokens, head_dim = 4, 3, 16, 8
@@ -715,9 +715,11 @@ def test_chunked_window_attention_is_window_attention(monkeypatch, chunk_windows
     )
     bias = torch.randn(heads, tokens, tokens, dtype=torch.float64)
     mask = torch.randn(num_windows, tokens, tokens, dtype=torch.float64) if shifted else None
-    monkeypatch.setattr(modeling_upocr, "ATTENTION_CHUNK_BYTES", chunk_windows * heads * tokens * tokens * 8)
-    context = modeling_upocr.chunked_window_attention(query, key, value, bias, mask)
+    scaling = [torch.rand(2 * num_windows, heads, tokens, 1, dtype=torch.float64) + 0.5 for _ in "qk"]
+    monkeypatch.setattr(cpu_inference, "ATTENTION_CHUNK_BYTES", chunk_windows * heads * tokens * tokens * 8)
+    context = cpu_inference.chunked_window_attention(None, query, key, value, scaling, bias, mask)
 
+    query, key = query * scaling[0], key * scaling[1]
     logits = query @ key.transpose(-2, -1) + bias
     if shifted:  # window i of each image takes mask i
         logits = logits + mask.repeat(2, 1, 1).unsqueeze(1)
@@ -732,14 +734,14 @@ def test_bfloat16_autocast_inference_takes_the_chunked_attention(monkeypatch):
     where the shift masks in the wrong window order give 22 % and no shift masks 68 % (measured, avx2 and default
     kernels).
     """
-    from upocr_hf import modeling_upocr
+    from upocr_hf.modeling_upocr import UpocrAttentionInterface
 
     calls = []
-    chunked = modeling_upocr.chunked_window_attention
-    monkeypatch.setattr(
-        modeling_upocr,
-        "chunked_window_attention",
-        lambda *args: calls.append(args[-1] is not None) or chunked(*args),
+    chunked = UpocrAttentionInterface._global_mapping["cpu_chunked"]
+    monkeypatch.setitem(
+        UpocrAttentionInterface._global_mapping,
+        "cpu_chunked",
+        lambda *args, **kwargs: calls.append(args[-1] is not None) or chunked(*args, **kwargs),
     )
     model = randomised_tiny_model()
     image = torch.rand(2, 3, 64, 96)
