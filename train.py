@@ -92,7 +92,13 @@ class TrainArguments:
         default="paper",
         metadata={"help": f"For scratch: a preset {sorted(CONFIG_PRESETS)} or a config.json path."},
     )
-    image_size: int = field(default=512, metadata={"help": "Training resolution (a multiple of 32)."})
+    image_size: int = field(
+        default=512,
+        metadata={
+            "help": "Side of the training crops (a multiple of 32); recorded in the model card's training details. "
+            "The size the trained model runs at is its image processor's: the --init_from folder's, or this size."
+        },
+    )
     max_steps: int = field(default=80_000, metadata={"help": "Optimizer updates in all."})
     batch_size_per_task: int = field(default=8, metadata={"help": "Images per task per process per step."})
     learning_rate: float = field(
@@ -471,7 +477,7 @@ def prepare_run(args: TrainArguments) -> Run:
     accelerator = build_accelerator(args)
     set_seed(args.seed)
     folders = parse_task_folders(args.data)
-    model = build_model(args.init_from, args.config, list(folders), args.image_size)
+    model = build_model(args.init_from, args.config, list(folders))
     if args.gradient_checkpointing:
         enable_activation_checkpointing(model)
     model.train()
@@ -629,7 +635,7 @@ def validate(
     if full_model is not None:
         pipe = UpocrPipeline(
             model=full_model,
-            image_processor=trained_model_processor(full_model, args.init_from),
+            image_processor=trained_model_processor(args),
             device=accelerator.device,
         )
         logs, scores = {}, []
@@ -696,30 +702,30 @@ def checkpoint_write_failure(checkpoints: CheckpointFolders, step: int, error: B
     )
 
 
-def trained_model_processor(model: torch.nn.Module, init_from: str) -> UpocrImageProcessor:
-    """The image processor saved with a trained model: the one of the `save_pretrained` folder it started from, as
-    it is (its input size and inference defaults, `do_tile` and `segmentation_threshold`, carry over: the size a
-    model is run at need not be its training crop size); the default processor at the model's `image_size` when it
-    started from scratch or from an authors' checkpoint file."""
-    folder = Path(init_from)
-    return UpocrImageProcessor.for_model(model.config, folder if folder.is_dir() else None)
+def trained_model_processor(args: TrainArguments) -> UpocrImageProcessor:
+    """The image processor saved with (and validating) a trained model: the one of the `save_pretrained` folder it
+    started from, as it is (its input size and inference defaults, `do_tile` and `segmentation_threshold`, carry
+    over: the size a model runs at need not be its training crop's); at the training crop's size when it started
+    from scratch or from an authors' checkpoint file."""
+    folder = Path(args.init_from)
+    return UpocrImageProcessor.for_model(folder if folder.is_dir() else None, size=args.image_size)
 
 
 def save_final_model(model: torch.nn.Module, final_dir: Path, args: TrainArguments) -> None:
     """Write a Hub-ready `save_pretrained` folder (model, image processor, pipeline code, model card), staged."""
     with staged_folder(final_dir) as staging:
-        size = model.config.image_size
+        size = args.image_size
         training = {
             "command": "train.py " + " ".join(sys.argv[1:]),
             "tasks": list(model.config.tasks),
             "data": args.data,
             "steps": args.max_steps,
             "images per task per process per step": args.batch_size_per_task,
-            "resolution": f"{size}×{size}",
+            "training crop": f"{size}×{size}",
             "perceptual/style loss": args.perceptual_loss,
             "perceptual/style size": args.perceptual_size or f"{size} (the crop)",
         }
-        prepare_hub_folder(model, trained_model_processor(model, args.init_from), staging, training=training)
+        prepare_hub_folder(model, trained_model_processor(args), staging, training=training)
         (staging / "training_args.json").write_text(json.dumps(asdict(args), indent=2))
     logger.info("saved the trained model to %s", final_dir)
 

@@ -47,7 +47,7 @@ def measure(
     from upocr_hf.training import build_model, enable_activation_checkpointing, optimizer_param_groups
 
     torch.manual_seed(0)
-    model = build_model("scratch", config, DEFAULT_TASKS, size).train()
+    model = build_model("scratch", config, DEFAULT_TASKS).train()
     if checkpointing:
         enable_activation_checkpointing(model)
     loss_fn = UpocrLoss(DEFAULT_TASKS, perceptual=perceptual, perceptual_size=perceptual_size or None)

@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write", action="store_true", help="save the chosen rule into the folder")
     args = parser.parse_args(argv)
     model = UpocrModel.from_pretrained(args.model).eval()
-    processor = UpocrImageProcessor.for_model(model.config, args.model)
+    processor = UpocrImageProcessor.for_model(args.model)
     pipe = UpocrPipeline(model=model, image_processor=processor)
     task_data = {TAMPERED_TEXT_DETECTION: Path(args.data)}
     dataset = load_task_datasets(task_data, {TAMPERED_TEXT_DETECTION: [args.split]})[TAMPERED_TEXT_DETECTION]

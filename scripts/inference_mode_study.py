@@ -67,7 +67,7 @@ def modes(sizes: Sequence[int], tile_sizes: Sequence[int]) -> Iterator[dict[str,
 
 
 def pipeline_for(model: UpocrModel, model_dir: str, size: int) -> UpocrPipeline:
-    processor = UpocrImageProcessor.for_model(model.config, model_dir)
+    processor = UpocrImageProcessor.for_model(model_dir)
     processor.size = SizeDict(height=size, width=size)
     return UpocrPipeline(model=model, image_processor=processor, device="cpu")
 

@@ -67,7 +67,7 @@ def tiny_config_kwargs() -> dict:
     """A UPOCR small enough for fast tests that still has shifted blocks in both encoder and decoder at 64 px."""
     from upocr_hf.configuration_upocr import CONFIG_PRESETS
 
-    return {**CONFIG_PRESETS["tiny"], "image_size": 64}
+    return dict(CONFIG_PRESETS["tiny"])
 
 
 @pytest.fixture

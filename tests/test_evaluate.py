@@ -9,7 +9,7 @@ from conftest import fixed_synthetic_config
 from PIL import Image
 from transformers import pipeline
 
-from upocr_hf import UpocrConfig, UpocrModel
+from upocr_hf import UpocrConfig, UpocrImageProcessor, UpocrModel
 from upocr_hf.data import load_task_datasets
 from upocr_hf.data.synthetic import generate_folders
 from upocr_hf.evaluation import TrivialBaseline, evaluate_model, main
@@ -37,6 +37,7 @@ def model_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("model")
     torch.manual_seed(0)  # the same random model whichever tests ran before
     UpocrModel(UpocrConfig(**tiny_config_kwargs())).save_pretrained(folder)
+    UpocrImageProcessor(size={"height": 64, "width": 64}).save_pretrained(folder)
     return folder
 
 
@@ -150,11 +151,9 @@ def _removal_rows(test_data):
 def test_the_threshold_is_the_model_folders_unless_given_and_reads_the_keep_background_region(
     test_data, model_dir, tmp_path
 ):
-    from upocr_hf import UpocrImageProcessor
-
     folder = tmp_path / "strict"
     UpocrModel.from_pretrained(model_dir).save_pretrained(folder)
-    UpocrImageProcessor(segmentation_threshold=0.95).save_pretrained(folder)
+    UpocrImageProcessor(size={"height": 64, "width": 64}, segmentation_threshold=0.95).save_pretrained(folder)
 
     def record(task, *flags):
         data, output = str(test_data / get_task(task).dataset), tmp_path / "record.json"

@@ -282,6 +282,5 @@ def test_copy_with_code_gives_a_folder_without_processor_the_default_one(tiny_mo
     tiny_model.save_pretrained(tmp_path / "bare")  # weights and config only, as a user's own save may be
     assert hub_main(["copy-with-code", str(tmp_path / "bare"), str(tmp_path / "coded")]) == 0
     processor = json.loads((tmp_path / "coded" / "preprocessor_config.json").read_text())
-    side = tiny_model.config.image_size
-    assert processor["size"] == {"height": side, "width": side}
+    assert processor["size"] == UpocrImageProcessor().size  # 512, the paper's
     assert_ships_exactly_the_code(folder_files(tmp_path / "coded"))

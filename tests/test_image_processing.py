@@ -61,7 +61,7 @@ def test_save_load_round_trip(tmp_path):
 def test_auto_image_processor_loads_it(tmp_path):
     from transformers import AutoImageProcessor
 
-    UpocrConfig(image_size=64).save_pretrained(tmp_path)
+    UpocrConfig().save_pretrained(tmp_path)
     UpocrImageProcessor(size={"height": 64, "width": 64}).save_pretrained(tmp_path)
     for backend in (None, "pil", "torchvision"):
         kwargs = {} if backend is None else {"backend": backend}

@@ -345,7 +345,6 @@ def test_bad_inputs_raise_clear_errors(tiny_model):
         ({"mlp_ratio": -4}, "mlp_ratio must be between"),
         ({"mlp_ratio": float("nan")}, "mlp_ratio must be a finite number"),
         ({"hidden_act": "swishy"}, "hidden_act must be one of .*'gelu'"),
-        ({"image_size": -256}, "image_size must be between 1 and 16384, got -256"),
         ({"qkv_bias": "no"}, "qkv_bias must be true or false, got 'no'"),
         ({"encoder_depths": [2, "2", 2, 2]}, r"encoder_depths\[1\] must be an integer"),
         ({"drop_path_rate": 1.5}, "drop_path_rate must be between 0.0 and 0.999"),
@@ -356,12 +355,20 @@ def test_config_validation(overrides, message):
         UpocrConfig(**{**tiny_config_kwargs(), **overrides})
 
 
-def test_configs_that_loaded_before_still_load():
-    """Hand-edited or older config.json values that build a working model: whole-number floats, 0/1 flags, any
-    image size (inputs are padded to a multiple of 32 inside the model), no LayerNorm epsilon."""
-    config = UpocrConfig(**{**tiny_config_kwargs(), "image_size": 500.0, "qkv_bias": 1, "layer_norm_eps": 0})
-    assert (config.image_size, config.qkv_bias, config.layer_norm_eps) == (500, True, 0.0)
-    assert UpocrConfig(**{**tiny_config_kwargs(), "image_size": 16}).image_size == 16
+def test_configs_that_loaded_before_still_load(tmp_path):
+    """Hand-edited or older config.json values that build a working model: whole-number floats, 0/1 flags, no
+    LayerNorm epsilon; and an older folder's `image_size` (its training crop), which is dropped: the size a model
+    runs at is its image processor's alone."""
+    tiny = tiny_config_kwargs()
+    config = UpocrConfig(
+        **{**tiny, "embed_dim": float(tiny["embed_dim"]), "qkv_bias": 1, "layer_norm_eps": 0}
+    )
+    assert (config.embed_dim, config.qkv_bias, config.layer_norm_eps) == (tiny["embed_dim"], True, 0.0)
+    assert type(config.embed_dim) is int
+    older = UpocrConfig(**{**tiny_config_kwargs(), "image_size": 256})
+    assert not hasattr(older, "image_size")
+    older.save_pretrained(tmp_path)
+    assert "image_size" not in json.loads((tmp_path / "config.json").read_text())
 
 
 def test_new_task_lists_work(tiny_config):

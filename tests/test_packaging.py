@@ -77,6 +77,7 @@ def test_a_task_passes_when_one_of_its_protocols_beats_the_baseline_and_the_card
 def trained_dir(tiny_model, tmp_path):
     folder = tmp_path / "final"
     tiny_model.save_pretrained(folder)
+    UpocrImageProcessor(size={"height": 64, "width": 64}).save_pretrained(folder)  # as train.py saves it
     return folder
 
 

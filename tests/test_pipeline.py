@@ -383,7 +383,7 @@ def test_keep_background_without_a_segmentation_task_uses_the_difference(tmp_pat
     pipe = pipeline(
         "upocr", model=str(folder), device="cpu"
     )  # no preprocessor_config.json: default processor
-    assert pipe.image_processor.size.height == 64
+    assert pipe.image_processor.size.height == 512  # the paper's
     image = photo(40, 60, seed=7)
     plain = np.asarray(pipe(image, task="text-removal")["image"])
     result = pipe(image, task="text-removal", keep_background=True, dilation=0, difference_threshold=0.3)

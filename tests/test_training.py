@@ -125,7 +125,7 @@ def test_overfitting_a_fixed_batch_halves_the_loss(task, synthetic_root):
     dataset.set_transform(UpocrAugment(64, train=False))
     batch = upocr_collate([dataset[i] for i in range(2)])
     torch.manual_seed(0)
-    model = build_model("scratch", "tiny", DEFAULT_TASKS, 64).train()
+    model = build_model("scratch", "tiny", DEFAULT_TASKS).train()
     loss_fn = UpocrLoss(DEFAULT_TASKS, perceptual="off")
     optimizer = torch.optim.AdamW(optimizer_param_groups(model, lr=2e-3, encoder_lr_ratio=1.0), lr=2e-3)
     losses = []
@@ -273,7 +273,7 @@ def test_fsdp_on_two_cpu_ranks_validates_and_saves_the_gathered_weights(syntheti
     first = run_fsdp(3, ["--eval_steps", "2", *validation_args(synthetic_root)])
     assert first.stderr.count("validation at step") == 2
     saved = assert_final_is_checkpoint(3)
-    initial = build_model("scratch", "tiny", DEFAULT_TASKS, 64).state_dict()
+    initial = build_model("scratch", "tiny", DEFAULT_TASKS).state_dict()
     assert not torch.equal(
         initial["bottleneck.weight"], saved["bottleneck.weight"]
     )  # trained, not re-initialised
@@ -680,7 +680,7 @@ def test_forward_with_labels_returns_the_loss_of_the_loss_module(synthetic_root)
         dataset.set_transform(UpocrAugment(64, train=False))
     batch = upocr_collate([datasets[task][0] for task in DEFAULT_TASKS], metadata=False)
     torch.manual_seed(0)
-    model = build_model("scratch", "tiny", DEFAULT_TASKS, 64).double()
+    model = build_model("scratch", "tiny", DEFAULT_TASKS).double()
     batch = {k: v.double() if v.is_floating_point() else v for k, v in batch.items()}
     outputs = model(**batch)
     expected = UpocrLoss(DEFAULT_TASKS, perceptual="off")(
@@ -715,7 +715,7 @@ def test_transformers_trainer_trains_the_model(synthetic_root, tmp_path):
     dataset = load_task_datasets(folders, {"text-removal": ["train"]})["text-removal"]
     dataset.set_transform(UpocrAugment(64))
     torch.manual_seed(0)
-    model = build_model("scratch", "tiny", DEFAULT_TASKS, 64)
+    model = build_model("scratch", "tiny", DEFAULT_TASKS)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     arguments = TrainingArguments(
         output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=2, learning_rate=1e-3,

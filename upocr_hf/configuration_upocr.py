@@ -20,7 +20,6 @@ OUTPUT_DECODER_STAGES = (2, 3, 4)
 
 #: The range of each integer field (inclusive), each list-of-integers field's entries, each float field.
 INT_RANGES: dict[str, tuple[int, int]] = {
-    "image_size": (1, 16384),
     "num_channels": (1, 16),
     "patch_size": (1, 64),
     "embed_dim": (1, 4096),
@@ -100,8 +99,6 @@ class UpocrConfig(PretrainedConfig):
     `embed_dim`, `embed_dim / 2` and `embed_dim / 4` channels (strides 4, 2 and 1).
 
     Args:
-        image_size (`int`, *optional*, defaults to 512):
-            Side of the square images the model was trained on; the image processor resizes to it.
         num_channels (`int`, *optional*, defaults to 3):
             Channels of the input and of every prediction (RGB).
         patch_size (`int`, *optional*, defaults to 4):
@@ -156,7 +153,6 @@ class UpocrConfig(PretrainedConfig):
 
     def __init__(
         self,
-        image_size: int = 512,
         num_channels: int = 3,
         patch_size: int = 4,
         embed_dim: int = 96,
@@ -181,6 +177,8 @@ class UpocrConfig(PretrainedConfig):
         tasks: Sequence[str] = DEFAULT_TASKS,
         **kwargs,
     ) -> None:
+        # older folders recorded the training crop here; the size a model runs at is its processor's `size`
+        kwargs.pop("image_size", None)
         if "id2label" not in kwargs and "num_labels" not in kwargs:
             kwargs["id2label"] = dict(TAMPER_ID2LABEL)
         given = locals()

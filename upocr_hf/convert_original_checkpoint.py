@@ -297,7 +297,7 @@ def convert_checkpoint(
 
 def _save_default_image_processor(model: UpocrModel, folder: Path) -> None:
     """Save the image processor of the model's input size beside it."""
-    UpocrImageProcessor.for_model(model.config).save_pretrained(folder)
+    UpocrImageProcessor.for_model().save_pretrained(folder)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -195,7 +195,7 @@ def _json_ready(value: Any) -> Any:
 def _model_pipeline(args: argparse.Namespace) -> tuple[UpocrPipeline, str]:
     """The pipeline of `--model` in its folder's inference mode, and the record's protocol text for that mode."""
     model = UpocrModel.from_pretrained(args.model).eval()
-    processor = UpocrImageProcessor.for_model(model.config, args.model)
+    processor = UpocrImageProcessor.for_model(args.model)
     pipe = UpocrPipeline(model=model, image_processor=processor, device=args.device)
     protocol = "tiled" if args.tile else f"resize to {processor.size['height']}x{processor.size['width']}"
     threshold = processor.segmentation_threshold if args.threshold is None else args.threshold

@@ -265,7 +265,7 @@ def prepare_hub_folder(
 
     Args:
         model: a `UpocrModel`.
-        processor: its `UpocrImageProcessor` (`None`: the default processor at the model's `image_size`).
+        processor: its `UpocrImageProcessor` (`None`: the default one, `UpocrImageProcessor.for_model()`).
         folder: where to write (created if needed; existing files of the same names are overwritten).
         metrics, training: see `render_model_card`.
 
@@ -275,7 +275,7 @@ def prepare_hub_folder(
     from .image_processing_upocr import UpocrImageProcessor
 
     if processor is None:
-        processor = UpocrImageProcessor.for_model(model.config)
+        processor = UpocrImageProcessor.for_model()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     _save_with_code(model, processor, folder)
@@ -364,7 +364,7 @@ def copy_with_code(source: str | os.PathLike, destination: str | os.PathLike) ->
         raise ValueError(f"{destination} lies inside {source}; choose a folder outside it")
     model = UpocrModel.from_pretrained(source)
     # a folder saved without a processor gets the default one at its model's size
-    processor = UpocrImageProcessor.for_model(model.config, source)
+    processor = UpocrImageProcessor.for_model(source)
     # the folder's files, not its version control, caches or code of another version (written anew below)
     ignored = shutil.ignore_patterns(".git", ".cache", "__pycache__", "*.py", "pytorch_model.bin")
     with staged_folder(destination) as staging:

@@ -101,16 +101,18 @@ class UpocrImageProcessor(TorchvisionBackend):
         super().__init__(**kwargs)
 
     @classmethod
-    def for_model(cls, config: Any, folder: str | os.PathLike | None = None) -> UpocrImageProcessor:
+    def for_model(
+        cls, folder: str | os.PathLike | None = None, size: int | None = None
+    ) -> UpocrImageProcessor:
         """The processor of a model: the one saved with it in `folder` (a local folder or a Hub id) when there is
-        one, else the default processor at the model's input size (`config.image_size`, 512 when it does not say)."""
+        one, else the default processor, resizing to `size` when given (512, the paper's, when not). The size a
+        model runs at is always its processor's `size`."""
         if folder is not None:
             try:
                 return cls.from_pretrained(folder)
             except OSError:  # no preprocessor_config.json there
                 pass
-        size = getattr(config, "image_size", 512)
-        return cls(size={"height": size, "width": size})
+        return cls() if size is None else cls(size={"height": size, "width": size})
 
     # ----------------------------------------------------------------------------------------------- input side
 

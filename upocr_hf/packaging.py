@@ -177,7 +177,7 @@ def package_model(
     if incumbent is not None:
         compare_to_incumbent(evaluations, incumbent, baselines)
     model = UpocrModel.from_pretrained(model_dir).eval()
-    processor = UpocrImageProcessor.for_model(model.config, model_dir)
+    processor = UpocrImageProcessor.for_model(model_dir)
     details = dict(training or {})
     mode = "native-resolution tiles of" if processor.do_tile else "one resize to"
     details["default inference mode"] = (

@@ -142,7 +142,7 @@ class UpocrPipeline(Pipeline):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.image_processor is None:
-            self.image_processor = UpocrImageProcessor.for_model(self.model.config)
+            self.image_processor = UpocrImageProcessor.for_model()
         self.model.eval()
 
     # ------------------------------------------------------------------------------------------ parameters
@@ -256,7 +256,7 @@ class UpocrPipeline(Pipeline):
             # keep-background's segmentation prompt rides along in the same model call as the removal one
             outputs = predict_tasks(self.model, x, [task, TEXT_SEGMENTATION] if finds_text else [task])
             return self._forward_outputs(outputs, meta)
-        size = tile_size or self.image_processor.size.height or self.model.config.image_size
+        size = tile_size or self.image_processor.size.height
         options = dict(tile_size=size, overlap=tile_overlap, batch_size=tile_batch_size)
         if not finds_text:
             outputs = tiled_predict_tasks(self.model, x, [task], progress=progress_callback, **options)

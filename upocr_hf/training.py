@@ -104,7 +104,7 @@ def enable_activation_checkpointing(model: UpocrModel) -> None:
     enable()
 
 
-def build_model(init_from: str, config: str, tasks: Sequence[str], image_size: int = 512) -> UpocrModel:
+def build_model(init_from: str, config: str, tasks: Sequence[str]) -> UpocrModel:
     """The model a run starts from.
 
     Args:
@@ -112,15 +112,13 @@ def build_model(init_from: str, config: str, tasks: Sequence[str], image_size: i
             converted on the fly).
         config: for `"scratch"`, a preset name from `CONFIG_PRESETS` or a path to a `config.json`.
         tasks: the tasks the run trains; a pretrained model gets new task prompts for those it does not know.
-        image_size: training resolution, recorded in the config.
     """
     if init_from == "scratch":
         if config in CONFIG_PRESETS:
-            model_config = UpocrConfig(**CONFIG_PRESETS[config], tasks=list(tasks), image_size=image_size)
+            model_config = UpocrConfig(**CONFIG_PRESETS[config], tasks=list(tasks))
         elif Path(config).is_file():
             model_config = UpocrConfig.from_json_file(config)
             model_config.tasks = list(tasks)
-            model_config.image_size = image_size
             model_config.validate_architecture()
         else:
             raise ValueError(
