@@ -30,6 +30,7 @@ CODE_FILES = {
     "modeling_upocr.py",
     "image_io.py",
     "image_processing_upocr.py",
+    "keep_background.py",
     "losses.py",
     "pipeline_upocr.py",
     "readout.py",

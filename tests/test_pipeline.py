@@ -16,7 +16,7 @@ from transformers import pipeline
 
 from upocr_hf import UpocrPipeline, load_upocr_pipeline
 from upocr_hf.image_processing_upocr import ImageLoadError, UpocrImageProcessor
-from upocr_hf.pipeline_upocr import compose_keep_background, dilate_mask
+from upocr_hf.keep_background import compose_keep_background, dilate_mask
 from upocr_hf.tasks import resolve_task
 from upocr_hf.tiling import tile_starts, tiled_predict, tiled_predict_tasks
 
@@ -242,6 +242,21 @@ def test_aliases_threshold_and_unknown_task(pipe):
         pipe(image)
     with pytest.raises(ValueError, match="this model knows \\['text-removal'\\]"):
         resolve_task("segment", ["text-removal"])
+
+
+def test_a_default_task_at_construction_is_resolved_once_per_call(model_dir, monkeypatch):
+    """`upocr_task` gives the task at construction (`task` is pipeline()'s own argument); a call resolves its task
+    name once, however many images it runs, and a call's `task` overrides the default."""
+    from upocr_hf import pipeline_upocr
+
+    pipe = pipeline("upocr", model=str(model_dir), device="cpu", upocr_task="segment")
+    resolved = []
+    resolve = pipeline_upocr.resolve_task
+    monkeypatch.setattr(pipeline_upocr, "resolve_task", lambda *a: resolved.append(a[0]) or resolve(*a))
+    results = pipe([photo(seed=1), photo(seed=2), photo(seed=3)])
+    assert [r["task"] for r in results] == ["text-segmentation"] * 3 and "mask" in results[0]
+    assert pipe(photo(), task="remove")["task"] == "text-removal"
+    assert resolved == ["remove"]  # the default was resolved at construction, "remove" once for its call
 
 
 @pytest.mark.numerics

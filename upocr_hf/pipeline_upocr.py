@@ -15,8 +15,9 @@ then asks for `trust_remote_code=True` even with `upocr_hf` imported; `load_upoc
 folder with the installed package's code instead, without trusting the folder's.
 
 Call options: `task` (a name from `model.config.tasks`, or another of its names in the task registry, like the
-CLI's "remove", "segment", "detect-tampering"),
-`tile` (high-resolution mode, see `tiling.py`), `tile_size`, `tile_overlap`, `keep_background` (text removal
+CLI's "remove", "segment", "detect-tampering"; resolved once per call into its registry `Task`); `upocr_task`, the
+same for a default given at construction, where `task` is `pipeline()`'s own argument (`pipeline("upocr",
+model=folder, upocr_task="segment")`); `tile` (high-resolution mode, see `tiling.py`), `tile_size`, `tile_overlap`, `keep_background` (text removal
 only: pixels outside the text region stay byte-identical to the input), `threshold` (segmentation and the
 keep-background mask), `dilation`, `difference_threshold`, `min_region_area`, `min_region_share` (of the image's
 pixels) and `min_region_score` (tampered-text regions smaller or less confident are read as the next most likely
@@ -45,7 +46,7 @@ as the processor reads it: 8-bit RGB, transparency composited on white). In tile
 and the removal only in the windows that hold some of the region, at the cost of one tiled pass plus the windows
 with text: the same result (up to float rounding where fewer windows change which tiles share a model call). Tile
 progress then counts the segmentation pass against twice its windows, and the total falls to the windows actually
-run once the region is known.
+run once the region is known. The rule's pieces live in `keep_background.py`.
 """
 
 from __future__ import annotations
@@ -53,73 +54,29 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from transformers import Pipeline
 
 from .image_io import to_uint8_rgb
 from .image_processing_upocr import UpocrImageProcessor
-from .tasks import TAMPER_CLASS_RGB, TEXT_SEGMENTATION, get_task, resolve_task
+from .keep_background import (
+    compose_keep_background,
+    default_dilation,
+    difference_mask,
+    dilate_mask,
+    tiled_keep_background_removal,
+)
+from .tasks import TAMPER_CLASS_RGB, TEXT_SEGMENTATION, Task, get_task, resolve_task
 from .tiling import predict_tasks, tiled_predict_tasks
 
 #: Name of the pipeline task registered with transformers' `PIPELINE_REGISTRY`, and the one a saved folder's
 #: `custom_pipelines` names: `pipeline("upocr", model=folder, trust_remote_code=True)` runs the folder's own code
 #: (transformers asks for `trust_remote_code` whenever a folder names the task, even with this package installed).
 PIPELINE_TASK = "upocr"
-
-
-# ---------------------------------------------------------------------------------------------- keep-background
-
-
-def dilate_mask(mask: torch.Tensor | np.ndarray, radius: int) -> torch.Tensor:
-    """Square dilation of a boolean `(H, W)` mask by `radius` pixels (a `(2r+1)²` max filter) → `torch.BoolTensor`."""
-    tensor = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask).bool()
-    if radius <= 0:
-        return tensor
-    size = 2 * radius + 1  # a square max filter is separable: rows, then columns
-    pooled = F.max_pool2d(tensor[None, None].float(), kernel_size=(1, size), stride=1, padding=(0, radius))
-    pooled = F.max_pool2d(pooled, kernel_size=(size, 1), stride=1, padding=(radius, 0))
-    return pooled[0, 0] > 0
-
-
-def default_dilation(height: int, width: int) -> int:
-    """Default keep-background dilation: 3 px at the paper's 512 px scale, scaled with the image (at least 3)."""
-    return max(3, math.ceil(3 * max(height, width) / 512))
-
-
-def compose_keep_background(
-    original: np.ndarray | Image.Image, prediction: np.ndarray, text_mask: np.ndarray | torch.Tensor
-) -> np.ndarray:
-    """Copy `prediction` into `original` inside `text_mask` only.
-
-    Args:
-        original: the input, `(H, W, 3)` uint8 (or an RGB PIL image).
-        prediction: the text-free prediction, `(H, W, 3)` uint8.
-        text_mask: boolean `(H, W)`, True where pixels may change.
-
-    Returns:
-        `(H, W, 3)` uint8; outside the mask it is byte-identical to `original`.
-    """
-    original = np.asarray(original)
-    mask = text_mask.cpu().numpy() if isinstance(text_mask, torch.Tensor) else np.asarray(text_mask)
-    if original.shape != prediction.shape or original.dtype != np.uint8:
-        raise ValueError(
-            f"original {original.shape} {original.dtype} must be uint8 like prediction {prediction.shape}"
-        )
-    if mask.shape != original.shape[:2]:
-        raise ValueError(f"text mask of shape {mask.shape} does not match the image {original.shape[:2]}")
-    return np.where(mask.astype(bool)[..., None], prediction, original)
-
-
-def difference_mask(original: np.ndarray, prediction: np.ndarray, threshold: float = 0.1) -> np.ndarray:
-    """Text region for models without a segmentation task: max channel `|prediction − original| / 255 > threshold`."""
-    difference = np.abs(prediction.astype(np.int16) - np.asarray(original).astype(np.int16)).max(axis=-1)
-    return difference > threshold * 255
 
 
 def tamper_color_map(class_map: np.ndarray) -> Image.Image:
@@ -173,7 +130,7 @@ class UpocrPipeline(Pipeline):
             raise ValueError(f"progress_callback must be callable, got {progress_callback!r}")
         task = task if task is not None else upocr_task
         preprocess = _given(
-            task=None if task is None else resolve_task(task, self.model.config.tasks),
+            task=None if task is None else self.resolve(task),
             tile=None if tile is None else bool(tile),
             keep_background=None if keep_background is None else bool(keep_background),
         )
@@ -205,31 +162,35 @@ class UpocrPipeline(Pipeline):
 
     # ------------------------------------------------------------------------------------------ steps
 
+    def resolve(self, task: str | None) -> Task:
+        """The model's task called `task` (its id or any other of its names); a `ValueError` listing the model's
+        tasks when it has none of that name, or when no task is given."""
+        return get_task(resolve_task(task, self.model.config.tasks))
+
     def preprocess(
         self,
         image: Any,
-        task: str | None = None,
+        task: Task | None = None,
         tile: bool | None = None,
         keep_background: bool = False,
         max_pixels: int | None | str = "default",
     ) -> dict[str, Any]:
         """One image (path, PIL, array, tensor) → `{"pixel_values": (1, 3, h, w), "meta": {per-image info}}`."""
-        task = resolve_task(task, self.model.config.tasks)
+        task = task or self.resolve(None)  # no task given: the error says which the model knows
         tile = self.image_processor.do_tile if tile is None else tile
         full = self.image_processor.convert_image(image, max_pixels=max_pixels)
         if tile:
             pixel_values = full[None]
         else:
             pixel_values = self.image_processor(full, do_resize=True, max_pixels=None)["pixel_values"]
-        spec = get_task(task)
-        keep_background = keep_background and spec.text_mask
+        keep_background = keep_background and task.text_mask
         meta = {
             "task": task,
             "tile": bool(tile),
             "original_size": tuple(full.shape[-2:]),
             "original": to_uint8_rgb(full) if keep_background else None,
             # a grayscale page gets a grayscale result: the model's colour casts are not the user's
-            "gray": spec.text_mask and bool((full[0] == full[1]).all() and (full[1] == full[2]).all()),
+            "gray": task.text_mask and bool((full[0] == full[1]).all() and (full[1] == full[2]).all()),
         }
         return {"pixel_values": pixel_values, "meta": meta}
 
@@ -246,8 +207,8 @@ class UpocrPipeline(Pipeline):
         pixel_values = model_inputs["pixel_values"]
         # one image's info, or a list of them from transformers' batching
         meta = _as_list(model_inputs["meta"])
-        task = meta[0]["task"]
-        if any(item["task"] != task or item["tile"] != meta[0]["tile"] for item in meta):
+        task = meta[0]["task"].id
+        if any(item["task"].id != task or item["tile"] != meta[0]["tile"] for item in meta):
             raise ValueError("one batch must share task and mode")
         keep_background = any(item["original"] is not None for item in meta)
         finds_text = keep_background and TEXT_SEGMENTATION in self.model.config.tasks
@@ -261,33 +222,15 @@ class UpocrPipeline(Pipeline):
         if not finds_text:
             outputs = tiled_predict_tasks(self.model, x, [task], progress=progress_callback, **options)
             return self._forward_outputs(outputs, meta)
-        region = dict(threshold=self._threshold(threshold), dilation=dilation)
-        return self._tiled_keep_background(x, task, meta, options, progress=progress_callback, **region)
-
-    def _tiled_keep_background(
-        self,
-        pixel_values: torch.Tensor,
-        task: str,
-        meta: list[dict[str, Any]],
-        options: dict[str, Any],
-        *,
-        progress: Callable[[int, int], None] | None,
-        threshold: float,
-        dilation: int | None,
-    ) -> dict[str, Any]:
-        """Keep-background removal in tile mode: the text segmentation first, then the removal only in the windows
-        that hold some of the region allowed to change (everywhere else the input is copied back anyway), so an
-        image with little text costs little more than one tiled pass. Same result as removing everywhere (up to
-        float rounding where fewer windows change which tiles share a model call)."""
-        passes = _TwoPassProgress(progress)
-        tiled = partial(tiled_predict_tasks, self.model, pixel_values, **options)
-        text = tiled([TEXT_SEGMENTATION], progress=passes.first)[0].float().cpu()
-        regions = [
-            self._text_region(text[i : i + 1], item, threshold, dilation) for i, item in enumerate(meta)
-        ]
-        regions = torch.stack(regions)
-        removal = tiled([task], progress=passes.second, needed=regions)[0]
-        passes.finish()
+        threshold = self._threshold(threshold)
+        removal, regions = tiled_keep_background_removal(
+            self.model,
+            x,
+            task,
+            lambda text, i: self._text_region(text, meta[i], threshold, dilation),
+            options,
+            progress=progress_callback,
+        )
         # the region is all postprocess needs of the text pass
         return {**self._forward_outputs([removal], meta), "text_region": regions}
 
@@ -314,7 +257,7 @@ class UpocrPipeline(Pipeline):
         meta = _as_list(model_outputs["meta"])[0]
         prediction = model_outputs["prediction"]
         threshold = self._threshold(threshold)
-        readout = get_task(meta["task"]).readout
+        readout = meta["task"].readout
         if readout == "mask":
             return self._read_mask(prediction, meta, threshold)
         if readout == "class-map":
@@ -332,7 +275,7 @@ class UpocrPipeline(Pipeline):
         )[0]
         mask = reading["mask"].numpy()
         image = Image.fromarray(mask.astype(np.uint8) * 255, mode="L")
-        return {"task": meta["task"], "mask": mask, "scores": reading["scores"].numpy(), "image": image}
+        return {"task": meta["task"].id, "mask": mask, "scores": reading["scores"].numpy(), "image": image}
 
     def _read_class_map(
         self, prediction: torch.Tensor, meta: dict[str, Any], min_region_area: int, min_region_score: float
@@ -341,7 +284,7 @@ class UpocrPipeline(Pipeline):
             prediction, [meta["original_size"]], min_region_area, min_region_score
         )[0]
         class_map = reading["class_map"].numpy().astype(np.uint8)
-        return {"task": meta["task"], "class_map": class_map, "scores": reading["scores"].numpy(),
+        return {"task": meta["task"].id, "class_map": class_map, "scores": reading["scores"].numpy(),
                 "regions": reading["regions"], "image": tamper_color_map(class_map)}  # fmt: skip
 
     def _read_image(
@@ -370,7 +313,7 @@ class UpocrPipeline(Pipeline):
                 text_mask = dilate_mask(changed, self._dilation(meta, dilation))
             text_mask = text_mask.cpu().numpy()
             image = Image.fromarray(compose_keep_background(meta["original"], array, text_mask))
-        return {"task": meta["task"], "image": image, "text_mask": text_mask}
+        return {"task": meta["task"].id, "image": image, "text_mask": text_mask}
 
     def _text_region(
         self, text_prediction: torch.Tensor, meta: dict[str, Any], threshold: float, dilation: int | None
@@ -409,29 +352,6 @@ class UpocrPipeline(Pipeline):
             kwargs.setdefault("tile_batch_size", batch_size or self._batch_size or 1)
             batch_size = 1
         return super().__call__(inputs, *args, batch_size=batch_size, **kwargs)
-
-
-class _TwoPassProgress:
-    """Tile progress of a pass over every window followed by a pass over some of them: the first counts against
-    twice its windows (no more than as many follow), the second against the windows of both; `finish` reports
-    the end when the second ran none."""
-
-    def __init__(self, report: Callable[[int, int], None] | None) -> None:
-        self.report, self.first_total, self.second_total = report, 0, 0
-
-    def first(self, done: int, total: int) -> None:
-        self.first_total = total
-        if self.report is not None:
-            self.report(done, 2 * total)
-
-    def second(self, done: int, total: int) -> None:
-        self.second_total = total
-        if self.report is not None:
-            self.report(self.first_total + done, self.first_total + total)
-
-    def finish(self) -> None:
-        if self.report is not None and not self.second_total:
-            self.report(self.first_total, self.first_total)
 
 
 def _checked(name: str, value: Any, kind: type, low: float, high: float | None) -> Any:
@@ -500,12 +420,7 @@ def register_pipeline() -> None:
 __all__ = [
     "PIPELINE_TASK",
     "UpocrPipeline",
-    "compose_keep_background",
-    "default_dilation",
-    "difference_mask",
-    "dilate_mask",
     "load_upocr_pipeline",
     "register_pipeline",
-    "resolve_task",
     "tamper_color_map",
 ]
