@@ -17,9 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import pickle
 import re
-import shutil
 import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -30,27 +28,29 @@ import yaml
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import broadcast_object_list, set_seed
-from accelerate.utils import (
-    load as load_tensors_only,
-)  # torch.load(weights_only=True) with numpy's safe types
 from datasets import IterableDataset
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
+from upocr_hf.checkpointing import (
+    CheckpointError,
+    CheckpointFolders,
+    TrainingProgress,
+    load_checkpoint,
+    save_checkpoint,
+)
 from upocr_hf.command_line import DefaultsHelpFormatter, describe
 from upocr_hf.configuration_upocr import CONFIG_PRESETS
 from upocr_hf.data import DatasetFolderError, MultiTaskDataLoader, UpocrAugment, load_task_datasets
 from upocr_hf.evaluation import evaluate_model
-from upocr_hf.file_utils import error_line, free_space, staged_folder
+from upocr_hf.file_utils import staged_folder
 from upocr_hf.hub import prepare_hub_folder
 from upocr_hf.image_processing_upocr import UpocrImageProcessor
 from upocr_hf.losses import PERCEPTUAL_CHOICES, UpocrLoss
 from upocr_hf.pipeline_upocr import UpocrPipeline
 from upocr_hf.tasks import get_task
 from upocr_hf.training import (
-    CheckpointFolders,
     PaperSchedule,
-    TrainingProgress,
     build_model,
     enable_activation_checkpointing,
     gather_full_model,
@@ -283,10 +283,6 @@ class NonFiniteLossError(RuntimeError):
     """Raised when too many consecutive steps have a non-finite loss."""
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint to resume from is unreadable, incomplete or holds more than data."""
-
-
 def apply_gradient_clipping(deepspeed_config: dict, max_grad_norm: float) -> None:
     """Make DeepSpeed clip at `--max_grad_norm`: its engine clips inside `step()` (accelerate's `clip_grad_norm_`
     does nothing there) at the config's `gradient_clipping`, which accelerate fills with 1.0 when it says "auto" or
@@ -500,53 +496,11 @@ def prepare_run(args: TrainArguments) -> Run:
         checkpoints.recover()
     accelerator.wait_for_everyone()
     if args.resume_from_checkpoint:
-        resume(accelerator, checkpoints.resolve(args.resume_from_checkpoint), progress, loader)
+        load_checkpoint(accelerator, checkpoints.resolve(args.resume_from_checkpoint), progress, loader)
     validation = validation_datasets(args, list(folders))
     return Run(
         args, accelerator, model, loader, loss_fn, optimizer, scheduler, progress, checkpoints, validation
     )
-
-
-def resume(
-    accelerator: Accelerator, folder: Path, progress: TrainingProgress, loader: MultiTaskDataLoader
-) -> None:
-    """Continue from a checkpoint. Accelerate reads the weights (safetensors) and the optimizer, scheduler and RNG
-    states (tensors only: `weights_only=True` refuses any pickled code); the counters and the data position come
-    from the folder's JSON `trainer_state.json`. Nothing in the folder is unpickled beyond plain tensors."""
-    try:
-        state = json.loads((folder / "trainer_state.json").read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{folder}: unreadable checkpoint ({error})") from None
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{folder}/trainer_state.json: expected an object, got {type(state).__name__}")
-    # every pickle-format file is read as tensors and plain data first, with Accelerate's own reader (Accelerate
-    # itself would skip an unreadable RNG state silently, and the resumed run would not repeat the original)
-    pickled = sorted([*folder.rglob("*.bin"), *folder.rglob("*.pkl")])
-    for path in pickled:  # read and dropped at once: Accelerate reads them again below
-        _check_tensors_only(folder, path)
-    if any(path.name.startswith("custom_checkpoint_") for path in pickled):
-        raise CheckpointError(
-            f"{folder}: written by an earlier version (custom_checkpoint_*.pkl), which kept its progress in pickles; "
-            "this version keeps it in trainer_state.json and cannot continue it: finish that run with its version"
-        )
-    accelerator.load_state(str(folder))
-    try:
-        progress.load_state_dict(state)
-        loader.load_state_dict(state["data_loader"])
-    except (KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(f"{folder}/trainer_state.json: {error!s}") from None
-    logger.info("resumed from %s at step %d", folder, progress.step)
-
-
-def _check_tensors_only(folder: Path, path: Path) -> None:
-    try:
-        load_tensors_only(path, map_location="cpu")
-    except pickle.UnpicklingError:
-        raise CheckpointError(
-            f"{folder}: refused to load {path.name}: it holds more than tensors and plain data"
-        ) from None
-    except Exception as error:  # truncated or otherwise unreadable
-        raise CheckpointError(f"{folder}: cannot read {path.name} ({error_line(error)})") from None
 
 
 def check_nonfinite(run: Run, consecutive: int) -> None:
@@ -656,50 +610,6 @@ def validate(
     # every rank keeps the same record of the best score (each rank saves it with its checkpoint state)
     best = broadcast_object_list([progress.best_metric, progress.best_step], from_process=0)
     progress.best_metric, progress.best_step = best
-
-
-def save_checkpoint(
-    accelerator: Accelerator,
-    checkpoints: CheckpointFolders,
-    progress: TrainingProgress,
-    loader: MultiTaskDataLoader,
-) -> None:
-    """`save_state` into a staging folder on every rank, then rename it into place on the main process with the
-    counters and the data position as JSON (`trainer_state.json`; every rank's loader is at the same position)."""
-    staging = checkpoints.staging_path(progress.step)
-    if accelerator.is_main_process:
-        checkpoints.staging(progress.step)
-    accelerator.wait_for_everyone()
-    failure = None
-    try:
-        accelerator.save_state(str(staging))
-    except Exception as error:  # a full disk shows as OSError, SafetensorError or torch's RuntimeError alike
-        failure = error
-    # every rank learns whether any failed, so that all stop together instead of waiting for the failed one
-    failed = accelerator.reduce(torch.tensor(float(failure is not None), device=accelerator.device), "sum")
-    if failed.item() > 0:
-        if accelerator.is_main_process:
-            shutil.rmtree(staging, ignore_errors=True)
-        reason = failure or RuntimeError("another process could not write its part")
-        raise CheckpointError(checkpoint_write_failure(checkpoints, progress.step, reason)) from failure
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        state = {**progress.state_dict(), "data_loader": loader.state_dict()}
-        final = checkpoints.commit(progress.step, extra=state)
-        logger.info("saved %s", final)
-    accelerator.wait_for_everyone()
-
-
-def checkpoint_write_failure(checkpoints: CheckpointFolders, step: int, error: BaseException) -> str:
-    """One line: which checkpoint could not be written, why, the free space and what a checkpoint needs."""
-    free = free_space(checkpoints.root)
-    needed = checkpoints.size_of_latest()
-    kept = checkpoints.latest()
-    return (
-        f"cannot write checkpoint step_{step} in {checkpoints.root}: {error_line(error)}; {free}"
-        + (f", a checkpoint needs about {needed / 2**20:,.0f} MiB" if needed else "")
-        + (f"; the last complete checkpoint, {kept.name}, is intact" if kept else "")
-    )
 
 
 def trained_model_processor(args: TrainArguments) -> UpocrImageProcessor:

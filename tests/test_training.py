@@ -16,11 +16,11 @@ from conftest import fixed_synthetic_config
 from safetensors.torch import load_file
 
 from upocr_hf import UpocrImageProcessor, UpocrModel
+from upocr_hf.checkpointing import CheckpointError, CheckpointFolders
 from upocr_hf.data.synthetic import generate_folders
 from upocr_hf.losses import UpocrLoss
 from upocr_hf.tasks import DEFAULT_TASKS, get_task
 from upocr_hf.training import (
-    CheckpointFolders,
     PaperSchedule,
     build_model,
     optimizer_param_groups,
@@ -363,6 +363,25 @@ def test_tasks_may_be_named_by_any_of_their_names():
     assert parse_split_overrides(["segmentation=train"]) == {"text-segmentation": ["train"]}
 
 
+def test_every_per_task_option_reads_task_names_alike():
+    """--data, --train_splits, --task_loss_weights and --class_loss_weights share one TASK=VALUE parser: any of a
+    task's names, a near miss refused, each task once (the weights took a task's id only, and a repeat silently
+    replaced the first)."""
+    assert parse_task_weights(["remove=2"]) == {"text-removal": 2.0}
+    assert parse_class_weights(["tampering=1,2,4"]) == {"tampered-text-detection": (1.0, 2.0, 4.0)}
+    for parse, specs in [
+        (parse_task_weights, ["remove=1", "text-removal=2"]),
+        (parse_split_overrides, ["segment=train", "text-segmentation=val"]),
+        (parse_task_folders, ["remove=a", "removal=b"]),
+    ]:
+        with pytest.raises(ValueError, match="task 'text-[a-z]+' given twice"):
+            parse(specs)
+    with pytest.raises(ValueError, match="did you mean 'tampered-text-detection'"):
+        parse_class_weights(["tampered-text-detecton=1,2,4"])
+    with pytest.raises(ValueError, match=r"expected TASK=SPLIT\[,SPLIT\], got 'segment=train,'"):
+        parse_split_overrides(["segment=train,"])
+
+
 @pytest.mark.slow
 def test_a_misspelt_task_is_refused_not_trained_as_a_new_one(tmp_path):
     with pytest.raises(ValueError, match="did you mean 'text-segmentation'"):
@@ -386,7 +405,7 @@ def test_task_loss_weights_reach_the_loss(synthetic_root, tmp_path):
     for bad in ("tampered-text-detection", "=2", "text-removal=heavy", "text-removal=1,2"):
         with pytest.raises(ValueError, match="TASK=WEIGHT"):
             parse_task_weights([bad])
-    assert parse_class_weights(["tampering=1,2,4"]) == {"tampering": (1.0, 2.0, 4.0)}
+    assert parse_class_weights(["tampering=1,2,4"]) == {"tampered-text-detection": (1.0, 2.0, 4.0)}
     with pytest.raises(ValueError, match="one number per class"):
         parse_class_weights(["tampering=1,,4"])
     # not a task of the run: the loss refuses it by name
@@ -513,7 +532,7 @@ def test_resuming_never_unpickles_code_planted_in_a_checkpoint(synthetic_root, t
     old_state = json.loads((old / "checkpoints" / "step_2" / "trainer_state.json").read_text())
     torch.save(old_state.pop("data_loader"), old / "checkpoints" / "step_2" / "custom_checkpoint_0.pkl")
     (old / "checkpoints" / "step_2" / "trainer_state.json").write_text(json.dumps(old_state))
-    with pytest.raises(train_script.CheckpointError, match="written by an earlier version"):
+    with pytest.raises(CheckpointError, match="written by an earlier version"):
         train_in_process(tiny_run_args(synthetic_root, old, 3, ["--resume_from_checkpoint", "latest"]))
     marker = tmp_path / "planted-code-ran"
     for name in [*pickled, "custom_checkpoint_0.pkl", "custom_checkpoint_1.pkl"]:
@@ -521,9 +540,7 @@ def test_resuming_never_unpickles_code_planted_in_a_checkpoint(synthetic_root, t
         shutil.copytree(tmp_path / "run" / "checkpoints", run / "checkpoints")
         (run / "checkpoints" / "step_2" / name).write_bytes(pickle.dumps(_PlantedCode(marker)))
         argv = tiny_run_args(synthetic_root, run, 2, ["--resume_from_checkpoint", "latest"])
-        with pytest.raises(
-            train_script.CheckpointError, match=f"refused to load {name}: it holds more than tensors"
-        ):
+        with pytest.raises(CheckpointError, match=f"refused to load {name}: it holds more than tensors"):
             train_in_process(argv)  # every pickle-format file is read as tensors and plain data only
         if name == "optimizer.bin":  # from the command line: one line and exit status 2
             result = run_train(argv)

@@ -1,20 +1,17 @@
 """Building blocks of the paper's training recipe, used by the repository's `train.py`.
 
 Kept in the package (not in the script) so they can be tested and reused: the learning-rate schedule, the
-optimizer's parameter groups, model initialisation, task datasets, and crash-safe checkpoint folders.
+optimizer's parameter groups, model initialisation and the per-task options (crash-safe checkpoints:
+`checkpointing.py`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import re
-import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -23,6 +20,7 @@ from .modeling_upocr import UpocrModel
 from .tasks import find_task, get_task, order_tasks, registered_tasks
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -184,192 +182,67 @@ def _refuse_near_miss(name: str) -> None:
         )
 
 
-def parse_task_folders(specs: Iterable[str]) -> dict[str, Path]:
-    """Parse `TASK=DIR` arguments into `{task: folder}` in the registry's task order."""
-    folders: dict[str, Path] = {}
+def parse_task_options(specs: Iterable[str], form: str, value: Callable[[str], T]) -> dict[str, T]:
+    """Parse `TASK=VALUE` arguments into `{task id: value(VALUE)}`: the one parser of every per-task option.
+
+    A task goes by any of its registered names, a near miss of one is refused (a new task needs a name unlike the
+    known ones), and each task is given once. `value` raises `ValueError` for a malformed VALUE; `form` names the
+    syntax in the error."""
+    parsed: dict[str, T] = {}
     for spec in specs:
-        name, sep, folder = spec.partition("=")
-        if not sep or not name or not folder:
-            raise ValueError(f"expected TASK=DIR, got {spec!r}")
+        name, sep, text = spec.partition("=")
+        try:
+            if not (sep and name and text):
+                raise ValueError
+            converted = value(text)
+        except ValueError:
+            raise ValueError(f"expected {form}, got {spec!r}") from None
         _refuse_near_miss(name)
         task = get_task(name).id  # any of a registered task's names; a new task's name as it is
-        if task in folders:
+        if task in parsed:
             raise ValueError(f"task {task!r} given twice")
-        folders[task] = Path(folder)
+        parsed[task] = converted
+    return parsed
+
+
+def parse_task_folders(specs: Iterable[str]) -> dict[str, Path]:
+    """`TASK=DIR` arguments → `{task: folder}` in the registry's task order."""
+    folders = parse_task_options(specs, "TASK=DIR", Path)
     return {task: folders[task] for task in order_tasks(folders)}
 
 
 def parse_split_overrides(specs: Iterable[str]) -> dict[str, list[str]]:
-    """Parse `TASK=SPLIT[,SPLIT...]` arguments into `{task: [splits]}`."""
-    overrides = {}
-    for spec in specs:
-        name, sep, splits = spec.partition("=")
-        names = [s for s in splits.split(",") if s]
-        if not sep or not name or not names:
-            raise ValueError(f"expected TASK=SPLIT[,SPLIT], got {spec!r}")
-        overrides[get_task(name).id] = names
-    return overrides
-
-
-def _parse_task_numbers(specs: Iterable[str], form: str) -> dict[str, tuple[float, ...]]:
-    """Parse `TASK=NUMBER[,NUMBER...]` arguments into `{task: numbers}`; `form` names the syntax in errors."""
-    parsed = {}
-    for spec in specs:
-        task, sep, values = spec.partition("=")
-        try:
-            numbers = tuple(float(value) for value in values.split(","))
-        except ValueError:
-            sep = ""
-        if not sep or not task:
-            raise ValueError(f"expected {form}, got {spec!r}")
-        parsed[task] = numbers
-    return parsed
+    """`TASK=SPLIT[,SPLIT...]` arguments → `{task: [splits]}`."""
+    return parse_task_options(specs, "TASK=SPLIT[,SPLIT]", lambda text: _listed(text, str))
 
 
 def parse_task_weights(specs: Iterable[str]) -> dict[str, float]:
-    """Parse `TASK=WEIGHT` arguments into `{task: weight}` (the loss checks tasks and ranges)."""
-    form = "TASK=WEIGHT (a number)"
-    parsed = _parse_task_numbers(specs, form)
-    for task, numbers in parsed.items():
-        if len(numbers) != 1:
-            raise ValueError(f"expected {form}, got {len(numbers)} numbers for {task!r}")
-    return {task: numbers[0] for task, numbers in parsed.items()}
+    """`TASK=WEIGHT` arguments → `{task: weight}` (the loss checks the ranges)."""
+    return parse_task_options(specs, "TASK=WEIGHT (a number)", float)
 
 
 def parse_class_weights(specs: Iterable[str]) -> dict[str, tuple[float, ...]]:
-    """Parse `TASK=W0,W1[,W2]` arguments (one weight per class) into `{task: weights}` (the loss checks them)."""
-    return _parse_task_numbers(specs, "TASK=WEIGHT,WEIGHT[,WEIGHT] (one number per class)")
+    """`TASK=W0,W1[,W2]` arguments (one weight per class) → `{task: weights}` (the loss checks them)."""
+    form = "TASK=WEIGHT,WEIGHT[,WEIGHT] (one number per class)"
+    return parse_task_options(specs, form, lambda text: tuple(_listed(text, float)))
 
 
-_CHECKPOINT_NAME = re.compile(r"^step_(\d+)$")
-_STAGING_PREFIX = ".tmp-step_"
-
-
-class CheckpointFolders:
-    """Crash-safe `save_state` folders: `ROOT/step_<N>`, written under a temporary name and renamed when complete.
-
-    A crash while saving leaves at most a `.tmp-step_<N>` folder, which is never taken for a checkpoint and is
-    removed by the next save; only the newest `keep` complete checkpoints are kept.
-    """
-
-    def __init__(self, root: str | os.PathLike, keep: int | None = 3):
-        self.root = Path(root)
-        self.keep = keep
-
-    def completed(self) -> list[Path]:
-        """Complete checkpoints, oldest first (read-only: call `recover` first after a crash)."""
-        if not self.root.is_dir():
-            return []
-        found = [(int(m.group(1)), p) for p in self.root.iterdir() if (m := _CHECKPOINT_NAME.match(p.name))]
-        return [p for _, p in sorted(found)]
-
-    def latest(self) -> Path | None:
-        done = self.completed()
-        return done[-1] if done else None
-
-    def staging_path(self, step: int) -> Path:
-        """The temporary folder that `accelerator.save_state` writes step `step` into (never a checkpoint)."""
-        return self.root / f"{_STAGING_PREFIX}{step}"
-
-    def staging(self, step: int) -> Path:
-        """`staging_path(step)`, emptied first."""
-        path = self.staging_path(step)
-        shutil.rmtree(path, ignore_errors=True)
-        return path
-
-    def commit(self, step: int, extra: Mapping[str, Any] | None = None) -> Path:
-        """Rename the staged folder into place (with `extra` as `trainer_state.json`) and prune old ones. A folder
-        already at that step is moved aside first and deleted last, so a crash at any moment leaves one of them."""
-        staged, final = self.staging_path(step), self.root / f"step_{step}"
-        if extra is not None:
-            (staged / "trainer_state.json").write_text(json.dumps(dict(extra), indent=2))
-        aside = self.root / f".old-step_{step}"
-        if final.exists():
-            shutil.rmtree(aside, ignore_errors=True)
-            final.rename(aside)
-        staged.rename(final)
-        shutil.rmtree(aside, ignore_errors=True)
-        for stale in self.root.glob(f"{_STAGING_PREFIX}*"):  # left by interrupted saves
-            shutil.rmtree(stale, ignore_errors=True)
-        if self.keep:
-            for old in self.completed()[: -self.keep]:
-                shutil.rmtree(old, ignore_errors=True)
-        return final
-
-    def recover(self) -> None:
-        """Undo what an interrupted save left (call on one process): a checkpoint moved aside goes back into place
-        when its replacement never arrived, and is deleted otherwise."""
-        if not self.root.is_dir():
-            return
-        for aside in self.root.glob(".old-step_*"):
-            original = self.root / aside.name.removeprefix(".old-")
-            if original.exists():
-                shutil.rmtree(aside, ignore_errors=True)
-            else:
-                aside.rename(original)
-
-    def size_of_latest(self) -> int | None:
-        """Bytes the newest complete checkpoint takes on disk (None without one)."""
-        latest = self.latest()
-        return None if latest is None else sum(p.stat().st_size for p in latest.rglob("*") if p.is_file())
-
-    def resolve(self, spec: str) -> Path:
-        """`latest` or a path → the checkpoint folder to resume from (clear error if there is none)."""
-        if spec == "latest":
-            latest = self.latest()
-            if latest is None:
-                raise FileNotFoundError(
-                    f"--resume_from_checkpoint latest: no complete checkpoint under {self.root}"
-                )
-            return latest
-        path = Path(spec)
-        if not (path.is_dir() and (path / "trainer_state.json").is_file()):
-            raise FileNotFoundError(f"--resume_from_checkpoint {spec}: not a complete checkpoint folder")
-        return path
-
-
-class TrainingProgress:
-    """Counters saved with every checkpoint, as JSON in its `trainer_state.json` (never as a pickle: a checkpoint
-    folder may come from anywhere, and unpickling runs code)."""
-
-    #: Each counter and the JSON types it may hold.
-    FIELDS: dict[str, tuple[type, ...]] = {
-        "step": (int,),
-        "skipped_nonfinite": (int,),
-        "best_metric": (int, float, type(None)),
-        "best_step": (int, type(None)),
-    }
-
-    def __init__(self) -> None:
-        self.step = 0
-        self.skipped_nonfinite = 0
-        self.best_metric: float | None = None
-        self.best_step: int | None = None
-
-    def state_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.FIELDS}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore the counters; `ValueError` naming the field when one is missing or of the wrong type."""
-        for name, types in self.FIELDS.items():
-            value = state.get(name)
-            if name not in state or isinstance(value, bool) or not isinstance(value, types):
-                raise ValueError(
-                    f"trainer state: {name!r} must be {' or '.join(t.__name__ for t in types)}, got {value!r}"
-                )
-        for name in self.FIELDS:
-            setattr(self, name, state[name])
+def _listed(text: str, kind: Callable[[str], T]) -> list[T]:
+    """Comma-separated values of `kind`; `ValueError` when one is empty or malformed."""
+    items = text.split(",")
+    if not all(items):
+        raise ValueError(text)
+    return [kind(item) for item in items]
 
 
 __all__ = [
-    "CheckpointFolders",
     "PaperSchedule",
-    "TrainingProgress",
     "build_model",
     "gather_full_model",
     "optimizer_param_groups",
     "parse_split_overrides",
     "parse_task_folders",
+    "parse_task_options",
     "parse_class_weights",
     "parse_task_weights",
 ]
