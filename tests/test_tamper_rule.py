@@ -47,7 +47,7 @@ def _scores_with_two_regions() -> torch.Tensor:
 
 def test_share_and_score_minima_drop_small_and_hesitant_regions(model_dir) -> None:
     pipe = UpocrPipeline(model=UpocrModel.from_pretrained(model_dir), image_processor=UpocrImageProcessor())
-    meta = {"task": TAMPERED_TEXT_DETECTION, "original_size": (40, 40)}
+    meta = {"task": pipe.resolve(TAMPERED_TEXT_DETECTION), "original_size": (40, 40)}
     read = lambda **rule: pipe.postprocess({"prediction": _scores_with_two_regions(), "meta": [meta]}, **rule)  # noqa: E731
     assert len(read()["regions"]) == 2
     assert [r["area"] for r in read(min_region_share=0.01)["regions"]] == [100]  # 16 px needed of 1,600
