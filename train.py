@@ -616,7 +616,7 @@ def trained_model_processor(args: TrainArguments) -> UpocrImageProcessor:
     """The image processor saved with (and validating) a trained model: the one of the `save_pretrained` folder it
     started from, as it is (its input size and inference defaults, `do_tile` and `segmentation_threshold`, carry
     over: the size a model runs at need not be its training crop's); at the training crop's size when it started
-    from scratch or from an authors' checkpoint file."""
+    from scratch, from an authors' checkpoint file or from a folder saved without a processor."""
     folder = Path(args.init_from)
     return UpocrImageProcessor.for_model(folder if folder.is_dir() else None, size=args.image_size)
 

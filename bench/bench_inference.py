@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 from bench_space import cpu_name  # noqa: E402  (bench/ is this script's own folder on sys.path)
 
 from upocr_hf import UpocrConfig, UpocrModel  # noqa: E402
+from upocr_hf.keep_background import tiled_keep_background_removal  # noqa: E402
 from upocr_hf.tiling import tiled_predict, tiled_predict_tasks  # noqa: E402
 
 #: main before the speed work of this benchmark (separate q/k/v GEMMs, position bias recomputed in every forward)
@@ -222,13 +223,14 @@ def keep_background_rows(
     """One image's tiled keep-background model calls: old code (a pass per task), both prompts in every window
     (the code before the text-first pass), and today's pipeline (the text, then the removal where it is)."""
     inputs = pipe.preprocess(image, task="text-removal", tile=True, keep_background=True)
-    pixels, meta = inputs["pixel_values"], [inputs["meta"]]
+    pixels, meta = inputs["pixel_values"], inputs["meta"]
     tasks = ["text-removal", "text-segmentation"]
     options = dict(tile_size=pipe.image_processor.size.height, batch_size=args.tile_batch)
-    region = dict(progress=None, threshold=pipe.image_processor.segmentation_threshold, dilation=None)
+    threshold = pipe.image_processor.segmentation_threshold
 
-    def text_first() -> dict:
-        return pipe._tiled_keep_background(pixels, tasks[0], meta, options, **region)
+    def text_first() -> tuple[torch.Tensor, torch.Tensor]:
+        region = lambda text, _: pipe._text_region(text, meta, threshold, None)  # noqa: E731
+        return tiled_keep_background_removal(pipe.model, pixels, tasks[0], region, options)
 
     with torch.inference_mode():
         times = alternating_times(

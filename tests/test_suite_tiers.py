@@ -1,5 +1,6 @@
-"""The suite's tiers: every test that starts another process carries the `slow` mark, so `pytest -m "not slow"` is
-quick and stays in-process. Read from the test files' syntax trees, not by running them."""
+"""The suite's tiers: every test that starts a fresh interpreter, a launcher or a browser carries the `slow` mark, so
+`pytest -m "not slow"` is quick and stays in-process (forked workers, a multiprocessing pool or DataLoader workers,
+start in milliseconds and do not count). Read from the test files' syntax trees, not by running them."""
 
 from __future__ import annotations
 
@@ -9,33 +10,49 @@ from pathlib import Path
 import pytest
 
 TESTS = Path(__file__).resolve().parent
-#: Calls that start another process or a browser.
-PROCESS_STARTERS = {"run", "Popen", "check_call", "check_output", "sync_playwright", "async_playwright"}
+#: subprocess's functions that start a process.
+SUBPROCESS_STARTERS = {"run", "Popen", "call", "check_call", "check_output"}
+#: Other calls that start a process or a browser.
+OTHER_STARTERS = {"sync_playwright", "async_playwright"}
 
 
-def starts_a_process(node: ast.AST, helpers: set[str]) -> bool:
-    """Whether `node` calls subprocess.*, Playwright, or one of the module's own helpers that does."""
+def process_starters(tree: ast.Module) -> tuple[set[str], set[str]]:
+    """The names under which `tree` reaches subprocess (the module's aliases) and its starters (imported by name)."""
+    modules, functions = {"subprocess"}, set(OTHER_STARTERS)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            modules |= {alias.asname or alias.name for alias in node.names if alias.name == "subprocess"}
+        elif isinstance(node, ast.ImportFrom) and node.module == "subprocess":
+            functions |= {
+                alias.asname or alias.name for alias in node.names if alias.name in SUBPROCESS_STARTERS
+            }
+    return modules, functions
+
+
+def starts_a_process(node: ast.AST, helpers: set[str], starters: tuple[set[str], set[str]]) -> bool:
+    """Whether `node` calls subprocess, Playwright, or one of the module's own helpers that does."""
+    modules, functions = starters
     for call in ast.walk(node):
         if not isinstance(call, ast.Call):
             continue
         function = call.func
         if isinstance(function, ast.Attribute) and isinstance(function.value, ast.Name):
-            if function.value.id == "subprocess" and function.attr in PROCESS_STARTERS:
+            if function.value.id in modules and function.attr in SUBPROCESS_STARTERS:
                 return True
-        if isinstance(function, ast.Name) and (
-            function.id in helpers or function.id in PROCESS_STARTERS - {"run"}
-        ):
+        if isinstance(function, ast.Name) and (function.id in helpers or function.id in functions):
             return True
     return False
 
 
-def process_helpers(tree: ast.Module) -> set[str]:
+def process_helpers(tree: ast.Module, starters: tuple[set[str], set[str]]) -> set[str]:
     """The module's functions and fixtures that start a process, directly or through one another."""
     functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
     found: set[str] = set()
     while True:
         more = {
-            name for name, node in functions.items() if name not in found and starts_a_process(node, found)
+            name
+            for name, node in functions.items()
+            if name not in found and starts_a_process(node, found, starters)
         }
         if not more:
             return found
@@ -60,18 +77,26 @@ def module_is_slow(tree: ast.Module) -> bool:
     return False
 
 
+def collected_tests(body: list[ast.stmt], class_marks: set[str] = frozenset()):
+    """`(test function, marks on it or its class)` for the module's tests, test classes' methods included."""
+    for node in body:
+        if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
+            yield node, class_marks | marks(node.decorator_list)
+        elif isinstance(node, ast.ClassDef) and node.name.startswith("Test"):
+            yield from collected_tests(node.body, class_marks | marks(node.decorator_list))
+
+
 def unmarked_process_tests(source: str) -> list[str]:
     tree = ast.parse(source)
     if module_is_slow(tree):
         return []
-    helpers = process_helpers(tree)
+    starters = process_starters(tree)
+    helpers = process_helpers(tree, starters)
     return [
         node.name
-        for node in tree.body
-        if isinstance(node, ast.FunctionDef)
-        and node.name.startswith("test_")
-        and (starts_a_process(node, helpers) or {a.arg for a in node.args.args} & helpers)
-        and "slow" not in marks(node.decorator_list)
+        for node, node_marks in collected_tests(tree.body)
+        if (starts_a_process(node, helpers, starters) or {a.arg for a in node.args.args} & helpers)
+        and "slow" not in node_marks
     ]
 
 
@@ -94,6 +119,18 @@ def test_in_process():
     assert 1
 """
     assert unmarked_process_tests(source) == ["test_direct", "test_through_fixture"]
+    aliased = """
+import subprocess as sp
+from subprocess import check_output as output
+def test_alias():
+    sp.run(["x"])
+def test_imported_by_name():
+    output(["x"])
+class TestGroup:
+    def test_method(self):
+        sp.Popen(["x"])
+"""
+    assert unmarked_process_tests(aliased) == ["test_alias", "test_imported_by_name", "test_method"]
     assert unmarked_process_tests("import pytest\npytestmark = [pytest.mark.slow]\n" + source) == []
 
 

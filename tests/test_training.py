@@ -644,7 +644,7 @@ def test_deepspeed_clips_at_max_grad_norm():
     ],
 )
 def test_shipped_accelerate_configs_parse(name, kind, machines):
-    """The README's multi-GPU, multi-node, DeepSpeed and FSDP examples are valid `accelerate launch --config_file`s
+    """The multi-GPU, multi-node, DeepSpeed and FSDP configurations the README names are valid `--config_file`s
     (they need GPUs to run as they are; the FSDP one also runs on CPU ranks in the FSDP test above)."""
     from accelerate.commands.config.config_args import load_config_from_file
 

@@ -177,6 +177,10 @@ def chunked_window_attention(
     there. The scaling writes each window's heads contiguous, as the GEMMs want them, in the same pass.
     bench/bench_inference.py measures it against SDPA. Inference only: no dropout, no autograd.
     """
+    if dropout:
+        raise ValueError(
+            f"cpu_chunked window attention is for inference only: got attention dropout {dropout}"
+        )
     query, key = (torch.mul(t, factor, out=t.new_empty(t.shape)) for t, factor in zip((query, key), scaling))
     value = value.contiguous()
     batch_windows, heads, tokens, head_dim = query.shape

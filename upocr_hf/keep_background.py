@@ -92,7 +92,7 @@ class TwoPassProgress:
 
 
 def tiled_keep_background_removal(
-    model: Callable[..., Any],
+    model: torch.nn.Module,
     pixel_values: torch.Tensor,
     task: str,
     text_region: Callable[[torch.Tensor, int], torch.Tensor],

@@ -282,7 +282,8 @@ class UpocrSelfAttention(nn.Module):
         logit_scale = torch.clamp(self.logit_scale, max=math.log(100.0)).exp()
         norms = [torch.linalg.vector_norm(t, dim=-1, keepdim=True).clamp_min(1e-12) for t in (query, key)]
         scaling = ((logit_scale / norms[0]).to(query.dtype), (1.0 / norms[1]).to(key.dtype))
-        implementation = self.config._attn_implementation
+        # a layer built from a bare config (no PreTrainedModel around it) has no implementation set: eager
+        implementation = self.config._attn_implementation or "eager"
         if fast:
             implementation = inference_attention_implementation(implementation, query)
         context = WINDOW_ATTENTION_FUNCTIONS[implementation](
@@ -311,7 +312,8 @@ class UpocrSelfAttention(nn.Module):
         else:
             projected = (self.query(hidden_states), self.key(hidden_states), self.value(hidden_states))
         shape = (batch_windows, tokens, self.num_heads, self.head_dim)
-        return tuple(t.reshape(shape).transpose(1, 2) for t in projected)
+        query, key, value = (t.reshape(shape).transpose(1, 2) for t in projected)
+        return query, key, value
 
 
 class UpocrPostLayerNorm(nn.LayerNorm):
@@ -671,7 +673,8 @@ class UpocrModel(UpocrPreTrainedModel):
     """
 
     #: `upocr_hf.hub.push_to_hub`, set when the package is imported (the tools layer registers itself here, so the
-    #: model never imports it); None where this file runs as a folder's code without the package.
+    #: model never imports it); None where this file runs as a folder's code (`trust_remote_code`), the package
+    #: installed or not.
     hub_folder_uploader: ClassVar[Callable[..., Any] | None] = None
 
     def __init__(self, config: UpocrConfig):
@@ -720,7 +723,7 @@ class UpocrModel(UpocrPreTrainedModel):
         (`image_processor`; default: the one `UpocrImageProcessor.for_model` makes), the model, processor and pipeline
         code, and a model card, so that `pipeline("upocr", model=repo_id, trust_remote_code=True)` works (keyword
         arguments as `upocr_hf.hub.push_to_hub`'s: `private`, `token`, `revision`, `create_pr`, `commit_message`,
-        `metrics`, `training`). Loaded as a folder's code without the upocr_hf package, transformers' own
+        `metrics`, `training`). Loaded as a folder's code (`trust_remote_code`), transformers' own
         `push_to_hub` (the model's files only) is used."""
         upload = type(self).hub_folder_uploader
         if upload is None:

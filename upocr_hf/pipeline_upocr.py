@@ -17,8 +17,9 @@ folder with the installed package's code instead, without trusting the folder's.
 Call options: `task` (a name from `model.config.tasks`, or another of its names in the task registry, like the
 CLI's "remove", "segment", "detect-tampering"; resolved once per call into its registry `Task`); `upocr_task`, the
 same for a default given at construction, where `task` is `pipeline()`'s own argument (`pipeline("upocr",
-model=folder, upocr_task="segment")`); `tile` (high-resolution mode, see `tiling.py`), `tile_size`, `tile_overlap`, `keep_background` (text removal
-only: pixels outside the text region stay byte-identical to the input), `threshold` (segmentation and the
+model=folder, upocr_task="segment")`); `tile` (high-resolution mode, see `tiling.py`), `tile_size`,
+`tile_overlap`, `keep_background` (text removal only: pixels outside the text region stay byte-identical to the
+input), `threshold` (segmentation and the
 keep-background mask), `dilation`, `difference_threshold`, `min_region_area`, `min_region_share` (of the image's
 pixels) and `min_region_score` (tampered-text regions smaller or less confident are read as the next most likely
 class; `region_rule=True` takes all three from the model folder's `tamper_region_rule`, the rule chosen for its
@@ -170,13 +171,15 @@ class UpocrPipeline(Pipeline):
     def preprocess(
         self,
         image: Any,
-        task: Task | None = None,
+        task: Task | str | None = None,
         tile: bool | None = None,
         keep_background: bool = False,
         max_pixels: int | None | str = "default",
     ) -> dict[str, Any]:
-        """One image (path, PIL, array, tensor) → `{"pixel_values": (1, 3, h, w), "meta": {per-image info}}`."""
-        task = task or self.resolve(None)  # no task given: the error says which the model knows
+        """One image (path, PIL, array, tensor) → `{"pixel_values": (1, 3, h, w), "meta": {per-image info}}`.
+        `task` comes resolved from a call (`_sanitize_parameters`); a name is resolved here (no task: the error
+        says which the model knows)."""
+        task = task if isinstance(task, Task) else self.resolve(task)
         tile = self.image_processor.do_tile if tile is None else tile
         full = self.image_processor.convert_image(image, max_pixels=max_pixels)
         if tile:
