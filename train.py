@@ -42,6 +42,7 @@ from upocr_hf.checkpointing import (
 from upocr_hf.command_line import DefaultsHelpFormatter, describe
 from upocr_hf.configuration_upocr import CONFIG_PRESETS
 from upocr_hf.data import DatasetFolderError, MultiTaskDataLoader, UpocrAugment, load_task_datasets
+from upocr_hf.data.rendered import RENDERED_TASKS, RenderedTaskDataset, SyntheticSource
 from upocr_hf.evaluation import evaluate_model
 from upocr_hf.file_utils import staged_folder
 from upocr_hf.hub import prepare_hub_folder
@@ -72,7 +73,7 @@ class TrainArguments:
     data: list[str] = field(
         default_factory=list,
         metadata={
-            "help": "TASK=DIR for each task to train (a folder in the layout of its public dataset: SCUT-EnsText, TextSeg, Tampered-IC13, or image pairs)."
+            "help": "TASK=DIR for each task to train (a folder in the layout of its public dataset: SCUT-EnsText, TextSeg, Tampered-IC13, or image pairs), or TASK=synthetic:LOOK[:WEIGHT][,LOOK[:WEIGHT]...] for synthetic data rendered as it is read, at --image_size, never repeating (looks: photos, signs, training; e.g. synthetic:photos:3,signs:1)."
         },
     )
     train_splits: list[str] = field(
@@ -317,15 +318,41 @@ def build_accelerator(args: TrainArguments) -> Accelerator:
     return accelerator
 
 
+def training_sources(args: TrainArguments) -> dict[str, Path | SyntheticSource]:
+    """`--data` read: each task's folder, or the looks of its rendered synthetic data (checked before any work)."""
+    sources = {
+        task: SyntheticSource.parse(str(folder)) if SyntheticSource.names(folder) else folder
+        for task, folder in parse_task_folders(args.data).items()
+    }
+    rendered = [task for task, source in sources.items() if isinstance(source, SyntheticSource)]
+    unrenderable = [task for task in rendered if task not in RENDERED_TASKS]
+    if unrenderable:
+        raise ValueError(
+            f"--data {unrenderable}: the synthetic generator renders data for {RENDERED_TASKS} only"
+        )
+    with_splits = [task for task in parse_split_overrides(args.train_splits) if task in rendered]
+    if with_splits:
+        raise ValueError(f"--train_splits for {with_splits}: rendered synthetic data has no splits")
+    return sources
+
+
 def training_loader(
-    args: TrainArguments, folders: dict[str, Path], model: torch.nn.Module, accelerator: Accelerator
+    args: TrainArguments,
+    sources: dict[str, Path | SyntheticSource],
+    model: torch.nn.Module,
+    accelerator: Accelerator,
 ) -> MultiTaskDataLoader:
     """One endless loader over every task's training splits, each augmented by its task's recipe."""
+    folders = {task: source for task, source in sources.items() if isinstance(source, Path)}
     overrides = parse_split_overrides(args.train_splits)
     splits = {task: overrides.get(task, list(get_task(task).train_splits)) for task in folders}
     datasets = load_task_datasets(
         folders, splits, streaming=args.streaming, on_error=LOADER_ON_ERROR[args.on_bad_sample]
     )
+    for task, source in sources.items():
+        if isinstance(source, SyntheticSource):
+            datasets[task] = RenderedTaskDataset(task, source, size=args.image_size, seed=args.seed)
+    datasets = {task: datasets[task] for task in sources}  # the registry's task order, as --data gave it
     augment = UpocrAugment(args.image_size, tasks=model.config.tasks)
     streams = [task for task, dataset in datasets.items() if isinstance(dataset, IterableDataset)]
     for task, dataset in datasets.items():
@@ -347,6 +374,12 @@ def validation_datasets(args: TrainArguments, tasks: list[str]) -> dict:
     unknown = [t for t in folders if t not in tasks]
     if unknown:
         raise ValueError(f"--validation_data for task(s) {unknown} that --data does not train")
+    rendered = [t for t, folder in folders.items() if SyntheticSource.names(folder)]
+    if rendered:
+        raise ValueError(
+            f"--validation_data for {rendered}: validation needs a fixed folder, not rendered data (write one with "
+            "python -m upocr_hf.data.synthetic)"
+        )
     unscored = [t for t in folders if not get_task(t).selection_metric]
     if unscored:
         raise ValueError(f"--validation_data: task(s) {unscored} have no selection metric to validate with")
@@ -472,12 +505,12 @@ def prepare_run(args: TrainArguments) -> Run:
     """Model, data, loss and optimisation of a run, prepared by Accelerate and resumed when asked."""
     accelerator = build_accelerator(args)
     set_seed(args.seed)
-    folders = parse_task_folders(args.data)
-    model = build_model(args.init_from, args.config, list(folders))
+    sources = training_sources(args)
+    model = build_model(args.init_from, args.config, list(sources))
     if args.gradient_checkpointing:
         enable_activation_checkpointing(model)
     model.train()
-    loader = training_loader(args, folders, model, accelerator)
+    loader = training_loader(args, sources, model, accelerator)
     loss_fn = UpocrLoss(
         model.config.tasks,
         perceptual=args.perceptual_loss,
@@ -487,7 +520,7 @@ def prepare_run(args: TrainArguments) -> Run:
         class_weights=parse_class_weights(args.class_loss_weights),
     )
     loss_fn.to(accelerator.device)
-    logger.info("tasks %s; %s", list(folders), loss_fn.perceptual_description)
+    logger.info("tasks %s; %s", list(sources), loss_fn.perceptual_description)
     optimizer, scheduler = optimization(args, model)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     progress = TrainingProgress()
@@ -497,7 +530,7 @@ def prepare_run(args: TrainArguments) -> Run:
     accelerator.wait_for_everyone()
     if args.resume_from_checkpoint:
         load_checkpoint(accelerator, checkpoints.resolve(args.resume_from_checkpoint), progress, loader)
-    validation = validation_datasets(args, list(folders))
+    validation = validation_datasets(args, list(sources))
     return Run(
         args, accelerator, model, loader, loss_fn, optimizer, scheduler, progress, checkpoints, validation
     )
