@@ -110,12 +110,13 @@ def plot(args: argparse.Namespace) -> None:
 
 def contact_sheet(args: argparse.Namespace) -> None:
     """Held-out inputs, outputs and targets of each task: one row per image, 256-px tiles."""
-    from transformers import pipeline
-
-    import upocr_hf  # noqa: F401 - registers the "upocr" pipeline
+    from upocr_hf import UpocrImageProcessor, UpocrModel, UpocrPipeline
     from upocr_hf.data.synthetic import load_synthetic_folders
 
-    pipe = pipeline("upocr", model=args.model, device="cpu")
+    # the package's pipeline, not the folder's copy of its code: a folder saved with code names it as remote code,
+    # which transformers runs only with trust_remote_code
+    model = UpocrModel.from_pretrained(args.model).eval()
+    pipe = UpocrPipeline(model=model, image_processor=UpocrImageProcessor.for_model(args.model))
     tile = 256
     rows = []
     for task, dataset in load_synthetic_folders(args.data, split="test").items():

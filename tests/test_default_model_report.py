@@ -127,3 +127,25 @@ def test_the_cards_held_out_score_is_that_of_the_weights_that_landed(tmp_path):
     report.main(["card", "--lineage", str(lineage), "--out", str(tmp_path / "card.md")])
     rows = {line.split(" | ")[0]: line for line in (tmp_path / "card.md").read_text().splitlines()}
     assert "| 0.7042 |" in rows["| best-run"] and "| 0.7027 |" in rows["| final-run"]
+
+
+def test_the_contact_sheet_draws_a_folder_saved_with_its_code(tmp_path):
+    """A training run's best/ folder carries the pipeline code, which transformers runs only as remote code: the
+    sheet must use the package's pipeline and still draw every task's input, output and target."""
+    import argparse
+
+    from conftest import fixed_synthetic_config, randomised_tiny_model
+    from PIL import Image
+
+    from upocr_hf import UpocrImageProcessor
+    from upocr_hf.data.synthetic import generate_folders
+    from upocr_hf.hub import prepare_hub_folder
+
+    folder = prepare_hub_folder(randomised_tiny_model(), UpocrImageProcessor(size=64), tmp_path / "best")
+    assert (folder / "pipeline_upocr.py").is_file()
+    generate_folders(tmp_path / "data", 2, size=64, split="test", config=fixed_synthetic_config())
+    out = tmp_path / "sheet.png"
+    args = argparse.Namespace(model=str(folder), data=str(tmp_path / "data"), per_task=1, out=str(out))
+    load_report().contact_sheet(args)
+    with Image.open(out) as sheet:
+        assert sheet.size == (3 * 256 + 8, 3 * (256 + 4) + 20)
