@@ -42,7 +42,7 @@ from upocr_hf.checkpointing import (
 from upocr_hf.command_line import DefaultsHelpFormatter, describe
 from upocr_hf.configuration_upocr import CONFIG_PRESETS
 from upocr_hf.data import DatasetFolderError, MultiTaskDataLoader, UpocrAugment, load_task_datasets
-from upocr_hf.data.rendered import RENDERED_TASKS, RenderedTaskDataset, SyntheticSource
+from upocr_hf.data.rendered import RenderedTaskDataset, SyntheticSource, require_rendered_task
 from upocr_hf.evaluation import evaluate_model
 from upocr_hf.file_utils import staged_folder
 from upocr_hf.hub import prepare_hub_folder
@@ -325,11 +325,11 @@ def training_sources(args: TrainArguments) -> dict[str, Path | SyntheticSource]:
         for task, folder in parse_task_folders(args.data).items()
     }
     rendered = [task for task, source in sources.items() if isinstance(source, SyntheticSource)]
-    unrenderable = [task for task in rendered if task not in RENDERED_TASKS]
-    if unrenderable:
-        raise ValueError(
-            f"--data {unrenderable}: the synthetic generator renders data for {RENDERED_TASKS} only"
-        )
+    for task in rendered:
+        try:
+            require_rendered_task(task)
+        except ValueError as error:
+            raise ValueError(f"--data {task}=...: {error}") from None
     with_splits = [task for task in parse_split_overrides(args.train_splits) if task in rendered]
     if with_splits:
         raise ValueError(f"--train_splits for {with_splits}: rendered synthetic data has no splits")

@@ -110,13 +110,11 @@ def plot(args: argparse.Namespace) -> None:
 
 def contact_sheet(args: argparse.Namespace) -> None:
     """Held-out inputs, outputs and targets of each task: one row per image, 256-px tiles."""
-    from upocr_hf import UpocrImageProcessor, UpocrModel, UpocrPipeline
+    from upocr_hf import load_upocr_pipeline
     from upocr_hf.data.synthetic import load_synthetic_folders
 
-    # the package's pipeline, not the folder's copy of its code: a folder saved with code names it as remote code,
-    # which transformers runs only with trust_remote_code
-    model = UpocrModel.from_pretrained(args.model).eval()
-    pipe = UpocrPipeline(model=model, image_processor=UpocrImageProcessor.for_model(args.model))
+    # the package's pipeline even for a run folder saved with its code (which transformers would run as remote code)
+    pipe = load_upocr_pipeline(args.model, device="cpu")
     tile = 256
     rows = []
     for task, dataset in load_synthetic_folders(args.data, split="test").items():

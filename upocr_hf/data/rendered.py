@@ -29,6 +29,7 @@ __all__ = [
     "SYNTHETIC_SOURCE_PREFIX",
     "RenderedTaskDataset",
     "SyntheticSource",
+    "require_rendered_task",
     "task_row",
 ]
 
@@ -82,22 +83,27 @@ class SyntheticSource:
         raise AssertionError("unreachable: offset < period")
 
 
+def require_rendered_task(task: str) -> None:
+    """`ValueError` unless the generator renders data for `task` (one of `RENDERED_TASKS`)."""
+    if task not in RENDERED_TASKS:
+        raise ValueError(
+            f"the synthetic generator has no data for task {task!r}: it renders data for {RENDERED_TASKS} only"
+        )
+
+
 def task_row(sample: SyntheticSample, task: str) -> dict[str, Any]:
     """One task's row of a rendered sample in the uniform schema (`image`, `target`, `mask`, `task`, `name`), with
     uint8 arrays where the folder loaders give images: the targets they would read from the written files."""
+    require_rendered_task(task)
     height, width = sample.image.shape[:2]
     if task == TEXT_REMOVAL:
         image, target = sample.image, sample.background
         mask = np.where(sample.text_mask, 255, 0).astype(np.uint8)
     elif task == TEXT_SEGMENTATION:
         image, target, mask = sample.image, textseg_label_to_target(sample.stroke_label), None
-    elif task == TAMPERED_TEXT_DETECTION:
+    else:  # tampered text detection
         image, mask = sample.tampered, None
         target = tampered_boxes_to_target(width, height, sample.tamper_boxes)
-    else:
-        raise ValueError(
-            f"the synthetic generator has no data for task {task!r}; it renders {RENDERED_TASKS}"
-        )
     return {"image": image, "target": target, "mask": mask, "task": task, "name": sample.name}
 
 
@@ -127,10 +133,7 @@ class RenderedTaskDataset(Dataset):
         length: int = EPOCH_SAMPLES,
         base: SyntheticConfig | None = None,
     ) -> None:
-        if task not in RENDERED_TASKS:
-            raise ValueError(
-                f"the synthetic generator has no data for task {task!r}; it renders {RENDERED_TASKS}"
-            )
+        require_rendered_task(task)
         self.task, self.source, self.seed, self.length = task, source, seed, length
         # fonts and photographs are looked up once here, not in every worker
         self.configs = [
