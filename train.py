@@ -57,6 +57,7 @@ from upocr_hf.training import (
     gather_full_model,
     optimizer_param_groups,
     parse_class_weights,
+    parse_removal_term_weights,
     parse_split_overrides,
     parse_task_folders,
     parse_task_weights,
@@ -162,6 +163,13 @@ class TrainArguments:
         metadata={
             "help": "Feed the perceptual/style VGG images of at most this many pixels on the longer side "
             "(default: the crop's own size, as the paper); cheaper on CPUs."
+        },
+    )
+    removal_term_weights: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "TERM=WEIGHT for the removal loss's perceptual and style terms (paper: perceptual=0.01 "
+            "style=120, chosen for the ImageNet VGG; CRAFT's batch-normalised features are on another scale)."
         },
     )
     num_workers: int = field(default=2, metadata={"help": "DataLoader workers per task."})
@@ -518,6 +526,7 @@ def prepare_run(args: TrainArguments) -> Run:
         perceptual_size=args.perceptual_size,
         task_weights=parse_task_weights(args.task_loss_weights),
         class_weights=parse_class_weights(args.class_loss_weights),
+        removal_term_weights=parse_removal_term_weights(args.removal_term_weights),
     )
     loss_fn.to(accelerator.device)
     logger.info("tasks %s; %s", list(sources), loss_fn.perceptual_description)
@@ -667,6 +676,7 @@ def save_final_model(model: torch.nn.Module, final_dir: Path, args: TrainArgumen
             "training crop": f"{size}×{size}",
             "perceptual/style loss": args.perceptual_loss,
             "perceptual/style size": args.perceptual_size or f"{size} (the crop)",
+            "perceptual/style weights": parse_removal_term_weights(args.removal_term_weights),
         }
         prepare_hub_folder(model, trained_model_processor(args), staging, training=training)
         (staging / "training_args.json").write_text(json.dumps(asdict(args), indent=2))

@@ -221,6 +221,23 @@ def test_removal_loss_with_random_vgg_matches_direct_recomputation(random_vgg: V
     assert (PERCEPTUAL_WEIGHT, STYLE_WEIGHT) == (0.01, 120.0)
 
 
+def test_removal_term_weights_replace_the_papers() -> None:
+    """`removal_term_weights` (train.py --removal_term_weights) reweighs the perceptual and style terms; a term not
+    named keeps the paper's weight, and an unknown term or a negative weight is refused by name."""
+    preds = _predictions(2, seed=8)
+    batch = _removal_batch(2, seed=9)
+    args = (preds, batch["pixel_values"], batch["labels"], batch["text_mask"], None, torch.zeros(2).long())
+    out = UpocrLoss(TASKS, perceptual="random", removal_term_weights={"perceptual": 0.5})(*args)
+    terms = {name.split("/")[-1]: value.item() for name, value in out.components.items()}
+    assert terms["perceptual"] > 0 and terms["style"] > 0
+    expected = terms["l1"] + 0.5 * terms["perceptual"] + STYLE_WEIGHT * terms["style"]
+    assert out.loss.item() == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match="unknown term 'styel'"):
+        UpocrLoss(TASKS, perceptual="off", removal_term_weights={"styel": 1.0})
+    with pytest.raises(ValueError, match=r"removal_term_weights\['style'\] must be a finite number >= 0"):
+        UpocrLoss(TASKS, perceptual="off", removal_term_weights={"style": -1.0})
+
+
 def test_perceptual_off_is_plain_l1() -> None:
     loss_fn = UpocrLoss(TASKS, perceptual="off")
     assert loss_fn.vgg is None and "off" in loss_fn.perceptual_description

@@ -25,6 +25,7 @@ from upocr_hf.training import (
     build_model,
     optimizer_param_groups,
     parse_class_weights,
+    parse_removal_term_weights,
     parse_split_overrides,
     parse_task_folders,
     parse_task_weights,
@@ -380,6 +381,34 @@ def test_every_per_task_option_reads_task_names_alike():
         parse_class_weights(["tampered-text-detecton=1,2,4"])
     with pytest.raises(ValueError, match=r"expected TASK=SPLIT\[,SPLIT\], got 'segment=train,'"):
         parse_split_overrides(["segment=train,"])
+
+
+def test_removal_term_weights_parse_into_every_terms_weight():
+    assert parse_removal_term_weights([]) == {"perceptual": 0.01, "style": 120.0}
+    assert parse_removal_term_weights(["perceptual=0.5"]) == {"perceptual": 0.5, "style": 120.0}
+    for bad, message in [
+        ("perceptual", "expected TERM=WEIGHT"),
+        ("style=much", "expected TERM=WEIGHT"),
+        ("gram=2", "unknown term 'gram'"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            parse_removal_term_weights([bad])
+    with pytest.raises(ValueError, match="'style' given twice"):
+        parse_removal_term_weights(["style=1", "style=2"])
+
+
+@pytest.mark.slow
+def test_removal_term_weights_reach_the_loss_and_the_card(synthetic_root, tmp_path):
+    extra = ["--removal_term_weights", "perceptual=0", "style=0"]
+    argv = tiny_run_args(synthetic_root, tmp_path / "run", 1, extra)
+    argv[argv.index("off")] = "random"  # the tiny run's own --perceptual_loss off gives way to this one
+    result = run_train(argv)
+    assert result.returncode == 0, result.stderr
+    logged = json.loads(result.stderr.split("step 1: ", 1)[1].splitlines()[0])
+    assert logged["loss/text-removal/perceptual"] > 0 and logged["loss/text-removal/style"] > 0
+    assert logged["loss/text-removal"] == pytest.approx(logged["loss/text-removal/l1"], rel=1e-6)
+    card = (tmp_path / "run" / "final" / "README.md").read_text()
+    assert "**perceptual/style weights**: perceptual=0.0, style=0.0" in card
 
 
 @pytest.mark.slow

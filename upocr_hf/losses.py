@@ -46,6 +46,9 @@ The VGG-16 of the perceptual and style terms is chosen with `perceptual=`:
 (area interpolation) to at most that many pixels on the longer side before the VGG: the VGG's cost grows with the
 pixels, and on a CPU the full-resolution terms can cost more than the model's own step.
 
+`removal_term_weights` replaces the weights 0.01 and 120 (``{"perceptual": w, "style": w}``): the paper chose them
+for the ImageNet VGG's features, and CRAFT's batch-normalised features are on another scale.
+
 The VGG holds no parameters: its weights are non-persistent buffers, so it never reaches an optimizer, never
 receives gradients, is left out of every `state_dict` (nothing of it is saved in checkpoints) and stays in eval
 mode even when the loss module is put in training mode.
@@ -76,6 +79,8 @@ REMOVAL_BACKGROUND_WEIGHTS: tuple[float, ...] = (0.8, 1.0, 2.0)
 PERCEPTUAL_WEIGHT: float = 0.01
 #: Weight of the style term of the removal loss.
 STYLE_WEIGHT: float = 120.0
+#: The removal terms whose weights `UpocrLoss(removal_term_weights=...)` may change, with the paper's weights.
+REMOVAL_TERM_WEIGHTS: dict[str, float] = {"perceptual": PERCEPTUAL_WEIGHT, "style": STYLE_WEIGHT}
 #: Weights of the masked smooth-L1 loss (segmentation, tampered text, new tasks), scales 1/4, 1/2, 1.
 REGRESSION_SCALE_WEIGHTS: tuple[float, ...] = (5.0, 6.0, 10.0)
 #: β of the smooth-L1 loss.
@@ -503,6 +508,20 @@ class UpocrLossOutput:
         return out
 
 
+def checked_removal_term_weights(weights: Mapping[str, float]) -> dict[str, float]:
+    """The paper's removal term weights (`REMOVAL_TERM_WEIGHTS`) with `weights` in place of those it names.
+
+    Raises `ValueError` for a term that is not ``perceptual`` or ``style``, or a weight that is not finite and >= 0."""
+    checked = dict(REMOVAL_TERM_WEIGHTS)
+    for term, weight in weights.items():
+        if term not in checked:
+            raise ValueError(f"removal_term_weights: unknown term {term!r} (terms: {', '.join(checked)}).")
+        if not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"removal_term_weights[{term!r}] must be a finite number >= 0, got {weight!r}.")
+        checked[term] = float(weight)
+    return checked
+
+
 class UpocrLoss(nn.Module):
     """All UPOCR losses: each task's `Task.loss` (the removal loss for text removal, masked smooth L1 for the others).
 
@@ -517,6 +536,8 @@ class UpocrLoss(nn.Module):
         class_weights: task name → one weight per class of its readout (mask: background, text; class map:
             background, real, tampered) for the pixels of that class in its smooth-L1 mean (`class_pixel_weights`).
             Tasks not named weigh every pixel 1, as the paper does.
+        removal_term_weights: ``"perceptual"`` / ``"style"`` → the weight of that removal term (the paper: 0.01 and
+            120, `REMOVAL_TERM_WEIGHTS`); terms not named keep the paper's weight.
 
     The chosen VGG is described by `perceptual_description` (logged at INFO on construction); it holds no
     parameters and nothing of it is in `state_dict()`. Move the module to the model's device with `.to()` (it is
@@ -531,6 +552,7 @@ class UpocrLoss(nn.Module):
         task_weights: Mapping[str, float] | None = None,
         class_weights: Mapping[str, Sequence[float]] | None = None,
         perceptual_size: int | None = None,
+        removal_term_weights: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__()
         if perceptual_size is not None and perceptual_size < 32:
@@ -561,6 +583,7 @@ class UpocrLoss(nn.Module):
                     f"class_weights[{task!r}] must be {expected} finite numbers > 0 (one per class), got {values!r}."
                 )
             self.class_weights[task] = tuple(float(v) for v in values)
+        self.removal_term_weights = checked_removal_term_weights(removal_term_weights or {})
         self.perceptual = perceptual
         # Only removal uses the VGG: skip building it when no removal task is configured.
         if any(get_task(task).loss == "removal" for task in self.tasks) or perceptual == "off":
@@ -596,7 +619,8 @@ class UpocrLoss(nn.Module):
         perceptual, style = perceptual_and_style_losses(self.vgg, output, composite, target)
         terms["perceptual"] = perceptual
         terms["style"] = style
-        return l1 + PERCEPTUAL_WEIGHT * perceptual + STYLE_WEIGHT * style, terms
+        weights = self.removal_term_weights
+        return l1 + weights["perceptual"] * perceptual + weights["style"] * style, terms
 
     def forward(
         self,
@@ -664,6 +688,6 @@ class UpocrLoss(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"tasks={self.tasks}, perceptual={self.perceptual!r}, perceptual_size={self.perceptual_size}, "
-            f"task_weights={self.task_weights}, "
-            f"class_weights={self.class_weights}"
+            f"task_weights={self.task_weights}, class_weights={self.class_weights}, "
+            f"removal_term_weights={self.removal_term_weights}"
         )

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import torch
 
 from .configuration_upocr import CONFIG_PRESETS, UpocrConfig
+from .losses import checked_removal_term_weights
 from .modeling_upocr import UpocrModel
 from .tasks import find_task, get_task, order_tasks, registered_tasks
 
@@ -227,6 +228,24 @@ def parse_class_weights(specs: Iterable[str]) -> dict[str, tuple[float, ...]]:
     return parse_task_options(specs, form, lambda text: tuple(_listed(text, float)))
 
 
+def parse_removal_term_weights(specs: Iterable[str]) -> dict[str, float]:
+    """`TERM=WEIGHT` arguments (TERM: ``perceptual`` or ``style``) → every removal term's weight, the paper's where
+    none is given (`upocr_hf.losses.REMOVAL_TERM_WEIGHTS`); `ValueError` for a malformed, unknown or repeated one."""
+    given: dict[str, float] = {}
+    for spec in specs:
+        term, sep, text = spec.partition("=")
+        try:
+            if not (sep and term and text):
+                raise ValueError
+            weight = float(text)
+        except ValueError:
+            raise ValueError(f"expected TERM=WEIGHT (a number), got {spec!r}") from None
+        if term in given:
+            raise ValueError(f"removal term {term!r} given twice")
+        given[term] = weight
+    return checked_removal_term_weights(given)
+
+
 def _listed(text: str, kind: Callable[[str], T]) -> list[T]:
     """Comma-separated values of `kind`; `ValueError` when one is empty or malformed."""
     items = text.split(",")
@@ -244,5 +263,6 @@ __all__ = [
     "parse_task_folders",
     "parse_task_options",
     "parse_class_weights",
+    "parse_removal_term_weights",
     "parse_task_weights",
 ]

@@ -1,0 +1,128 @@
+"""How much each term of the text-removal loss moves the model: the gradient of each weighted term.
+
+    python scripts/removal_loss_balance.py --model upocr_hf/default_model [--removal-term-weights perceptual=0.1]
+
+The paper weighs its perceptual and style terms 0.01 and 120 for the ImageNet VGG-16; CRAFT's batch-normalised
+VGG16-BN (`--perceptual_loss craft`) has features on another scale, so those weights need not give the terms the
+pull they had. This renders removal samples in the training style (`RenderedTaskDataset`, augmented as training
+augments them), computes the removal loss as training does (`UpocrLoss`, CRAFT's features at `--perceptual-size`),
+and measures, per batch, the norm of each weighted term's gradient over the model's parameters and its cosine with
+the L1 term's gradient. It prints a JSON record (means over the batches) and writes it to `--out` when given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from upocr_hf.data.augment import UpocrAugment, upocr_collate
+from upocr_hf.data.rendered import RenderedTaskDataset, SyntheticSource
+from upocr_hf.file_utils import atomic_write
+from upocr_hf.losses import UpocrLoss
+from upocr_hf.modeling_upocr import UpocrModel
+from upocr_hf.tasks import TEXT_REMOVAL
+from upocr_hf.training import parse_removal_term_weights
+
+
+def term_gradients(
+    model: UpocrModel, loss_fn: UpocrLoss, batch: dict
+) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """The raw removal terms of one batch and each weighted term's flattened gradient over the parameters."""
+    outputs = model(batch["pixel_values"], task=batch["task"])
+    _, terms = loss_fn.removal_loss(
+        outputs.multi_scale_predictions, batch["pixel_values"], batch["labels"], batch["text_mask"]
+    )
+    weights = {"l1": 1.0, **loss_fn.removal_term_weights}
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    gradients = {}
+    for name, value in terms.items():
+        grads = torch.autograd.grad(weights[name] * value, parameters, retain_graph=True, allow_unused=True)
+        gradients[name] = torch.cat(
+            [(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, parameters)]
+        )
+    return {name: float(value.detach()) for name, value in terms.items()}, gradients
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Cosine of two gradient vectors, summed in float64 (millions of float32 terms drift by 1e-4)."""
+    a, b = a.double(), b.double()
+    return float(a @ b / (a.norm() * b.norm()))
+
+
+def balance(model: UpocrModel, loss_fn: UpocrLoss, batches: list[dict]) -> dict[str, dict[str, float]]:
+    """Per term: raw value, weight, weighted value, gradient norm, its ratio to L1's and cosine with L1's (means)."""
+    sums: dict[str, dict[str, float]] = {}
+    weights = {"l1": 1.0, **loss_fn.removal_term_weights}
+    for batch in batches:
+        values, gradients = term_gradients(model, loss_fn, batch)
+        l1_gradient = gradients["l1"]
+        for name, gradient in gradients.items():
+            row = {
+                "raw": values[name],
+                "weight": weights[name],
+                "weighted": weights[name] * values[name],
+                "gradient_norm": float(gradient.norm()),
+                "gradient_norm_over_l1": float(gradient.norm() / l1_gradient.norm()),
+                "cosine_with_l1": cosine(gradient, l1_gradient),
+            }
+            total = sums.setdefault(name, dict.fromkeys(row, 0.0))
+            for key, value in row.items():
+                total[key] += value / len(batches)
+    return sums
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model", "--model-dir", default="upocr_hf/default_model", help="a save_pretrained folder"
+    )
+    parser.add_argument("--perceptual", default="craft", help="the VGG of the terms (UpocrLoss perceptual=)")
+    parser.add_argument("--perceptual-size", "--perceptual_size", type=int, default=192)
+    parser.add_argument("--removal-term-weights", "--removal_term_weights", nargs="*", default=[],
+                        metavar="TERM=WEIGHT", help="as train.py takes them (default: the paper's)")  # fmt: skip
+    parser.add_argument("--size", type=int, default=384, help="the training crop")
+    parser.add_argument("--look", default="photos", help="the synthetic look (SyntheticSource)")
+    parser.add_argument("--batches", type=int, default=4)
+    parser.add_argument("--batch-size", "--batch_size", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON record here")
+    args = parser.parse_args(argv)
+    try:
+        term_weights = parse_removal_term_weights(args.removal_term_weights)
+        source = SyntheticSource.parse(f"synthetic:{args.look}")
+    except ValueError as error:
+        parser.error(str(error))
+    torch.manual_seed(args.seed)
+    model = UpocrModel.from_pretrained(args.model).train()  # training mode, as the step sees it
+    loss_fn = UpocrLoss(
+        model.config.tasks,
+        perceptual=args.perceptual,
+        perceptual_size=args.perceptual_size,
+        removal_term_weights=term_weights,
+    )
+    dataset = RenderedTaskDataset(TEXT_REMOVAL, source, size=args.size, seed=args.seed)
+    dataset.set_transform(UpocrAugment(args.size, tasks=model.config.tasks))
+    rows = [dataset[index] for index in range(args.batches * args.batch_size)]
+    batches = [upocr_collate(rows[i : i + args.batch_size]) for i in range(0, len(rows), args.batch_size)]
+    record = {
+        "model": args.model,
+        "perceptual": args.perceptual,
+        "perceptual_size": args.perceptual_size,
+        "images": f"{len(rows)} rendered {args.look} removal samples (seed {args.seed}), {args.size} px",
+        "terms": balance(model, loss_fn, batches),
+    }
+    text = json.dumps(record, indent=2)
+    print(text)
+    if args.out is not None:
+        atomic_write(args.out, lambda file: file.write((text + "\n").encode()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""scripts/removal_loss_balance.py: the gradient each weighted removal term gives the model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import fixed_synthetic_config, load_script, randomised_tiny_model
+
+from upocr_hf.data.augment import UpocrAugment, upocr_collate
+from upocr_hf.data.rendered import RenderedTaskDataset, SyntheticSource
+from upocr_hf.losses import UpocrLoss
+from upocr_hf.tasks import TEXT_REMOVAL
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "removal_loss_balance.py"
+
+
+@pytest.fixture(scope="module")
+def script():
+    return load_script(SCRIPT, "removal_loss_balance")
+
+
+def _batches(model, size=64):
+    dataset = RenderedTaskDataset(
+        TEXT_REMOVAL, SyntheticSource.parse("synthetic:photos"), size=size, base=fixed_synthetic_config()
+    )
+    dataset.set_transform(UpocrAugment(size, tasks=model.config.tasks))
+    return [upocr_collate([dataset[0], dataset[1]])]
+
+
+def test_each_terms_gradient_scales_with_its_weight(script, one_torch_thread):
+    model = randomised_tiny_model().train()
+    batches = _batches(model)
+    paper = script.balance(model, UpocrLoss(model.config.tasks, perceptual="random"), batches)
+    heavier = script.balance(
+        model,
+        UpocrLoss(model.config.tasks, perceptual="random", removal_term_weights={"perceptual": 0.05}),
+        batches,
+    )
+    assert set(paper) == {"l1", "perceptual", "style"}
+    assert paper["l1"]["gradient_norm_over_l1"] == pytest.approx(1.0)
+    assert paper["l1"]["cosine_with_l1"] == pytest.approx(1.0, abs=1e-4)
+    assert paper["perceptual"]["weight"] == 0.01 and paper["style"]["weight"] == 120.0
+    assert paper["perceptual"]["gradient_norm"] > 0 and paper["style"]["gradient_norm"] > 0
+    # five times the weight, five times the pull; the other terms are untouched
+    ratio = heavier["perceptual"]["gradient_norm"] / paper["perceptual"]["gradient_norm"]
+    assert ratio == pytest.approx(5.0, rel=1e-4)
+    assert heavier["style"]["gradient_norm"] == pytest.approx(paper["style"]["gradient_norm"], rel=1e-5)
+
+
+def test_the_command_writes_its_record_and_refuses_an_unknown_term(
+    script, tmp_path, one_torch_thread, capsys
+):
+    folder = tmp_path / "model"
+    randomised_tiny_model().save_pretrained(folder)
+    out = tmp_path / "balance.json"
+    common = ["--model", str(folder), "--perceptual", "random", "--size", "64", "--perceptual-size", "32"]
+    assert script.main([*common, "--batches", "1", "--batch-size", "1", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert set(record["terms"]) == {"l1", "perceptual", "style"}
+    assert record["images"] == "1 rendered photos removal samples (seed 0), 64 px"
+    with pytest.raises(SystemExit):
+        script.main([*common, "--removal-term-weights", "gram=1"])
+    assert "unknown term 'gram'" in capsys.readouterr().err
