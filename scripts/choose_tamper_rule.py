@@ -25,10 +25,9 @@ import torch
 
 from upocr_hf.data import load_task_datasets
 from upocr_hf.file_utils import atomic_write
-from upocr_hf.image_processing_upocr import UpocrImageProcessor, confident_tampered_regions
+from upocr_hf.image_processing_upocr import confident_tampered_regions
 from upocr_hf.metrics import load_metric
-from upocr_hf.modeling_upocr import UpocrModel
-from upocr_hf.pipeline_upocr import UpocrPipeline
+from upocr_hf.pipeline_upocr import UpocrPipeline, load_upocr_pipeline
 from upocr_hf.tasks import TAMPERED_TEXT_DETECTION
 
 #: The grid searched: minimum mean tampered score of a region, minimum share of the image's pixels.
@@ -75,9 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--write", action="store_true", help="save the chosen rule into the folder")
     args = parser.parse_args(argv)
-    model = UpocrModel.from_pretrained(args.model).eval()
-    processor = UpocrImageProcessor.for_model(args.model)
-    pipe = UpocrPipeline(model=model, image_processor=processor)
+    pipe = load_upocr_pipeline(args.model)
+    processor = pipe.image_processor
     task_data = {TAMPERED_TEXT_DETECTION: Path(args.data)}
     dataset = load_task_datasets(task_data, {TAMPERED_TEXT_DETECTION: [args.split]})[TAMPERED_TEXT_DETECTION]
     with torch.inference_mode():
