@@ -269,6 +269,10 @@ def parse_args(argv: list[str]) -> TrainArguments:
         parser.error("--data needs at least one TASK=DIR")
     if args.image_size % 32:
         parser.error(f"--image_size must be a multiple of 32, got {args.image_size}")
+    try:  # a typo in a term is refused before anything is built
+        parse_removal_term_weights(args.removal_term_weights)
+    except ValueError as error:
+        parser.error(f"--removal_term_weights: {error}")
     for name, least in _LEAST_VALUES.items():
         if getattr(args, name) < least:
             parser.error(f"--{name} must be at least {least}, got {getattr(args, name)}")
@@ -676,8 +680,9 @@ def save_final_model(model: torch.nn.Module, final_dir: Path, args: TrainArgumen
             "training crop": f"{size}×{size}",
             "perceptual/style loss": args.perceptual_loss,
             "perceptual/style size": args.perceptual_size or f"{size} (the crop)",
-            "perceptual/style weights": parse_removal_term_weights(args.removal_term_weights),
         }
+        if args.perceptual_loss != "off":
+            training["perceptual/style weights"] = parse_removal_term_weights(args.removal_term_weights)
         prepare_hub_folder(model, trained_model_processor(args), staging, training=training)
         (staging / "training_args.json").write_text(json.dumps(asdict(args), indent=2))
     logger.info("saved the trained model to %s", final_dir)

@@ -383,25 +383,32 @@ def test_every_per_task_option_reads_task_names_alike():
         parse_split_overrides(["segment=train,"])
 
 
-def test_removal_term_weights_parse_into_every_terms_weight():
+def test_removal_term_weights_parse_into_every_terms_weight(capsys):
     assert parse_removal_term_weights([]) == {"perceptual": 0.01, "style": 120.0}
     assert parse_removal_term_weights(["perceptual=0.5"]) == {"perceptual": 0.5, "style": 120.0}
     for bad, message in [
         ("perceptual", "expected TERM=WEIGHT"),
         ("style=much", "expected TERM=WEIGHT"),
-        ("gram=2", "unknown term 'gram'"),
+        ("gram=2", "unknown removal term 'gram'"),
     ]:
         with pytest.raises(ValueError, match=message):
             parse_removal_term_weights([bad])
-    with pytest.raises(ValueError, match="'style' given twice"):
+    with pytest.raises(ValueError, match="removal term 'style' given twice"):
         parse_removal_term_weights(["style=1", "style=2"])
+    # train.py refuses a bad term while parsing, naming the flag, before a model or a run folder exists
+    sys.path.insert(0, str(REPO))
+    import train as train_script
+
+    with pytest.raises(SystemExit):
+        train_script.parse_args(["--data", "text-removal=x", "--removal_term_weights", "styel=1"])
+    assert "--removal_term_weights: unknown removal term 'styel'" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_removal_term_weights_reach_the_loss_and_the_card(synthetic_root, tmp_path):
     extra = ["--removal_term_weights", "perceptual=0", "style=0"]
     argv = tiny_run_args(synthetic_root, tmp_path / "run", 1, extra)
-    argv[argv.index("off")] = "random"  # the tiny run's own --perceptual_loss off gives way to this one
+    argv[argv.index("--perceptual_loss") + 1] = "random"  # instead of the tiny run's "off"
     result = run_train(argv)
     assert result.returncode == 0, result.stderr
     logged = json.loads(result.stderr.split("step 1: ", 1)[1].splitlines()[0])

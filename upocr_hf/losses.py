@@ -595,6 +595,11 @@ class UpocrLoss(nn.Module):
             self.perceptual_description = "perceptual/style loss: not used (no text-removal task)"
         logger.info(self.perceptual_description)
 
+    @property
+    def removal_weights(self) -> dict[str, float]:
+        """The weight of each term of the removal loss (``l1``, ``perceptual``, ``style``) in its sum."""
+        return {"l1": 1.0, **self.removal_term_weights}
+
     def removal_loss(
         self,
         predictions: Sequence[torch.Tensor],
@@ -619,8 +624,8 @@ class UpocrLoss(nn.Module):
         perceptual, style = perceptual_and_style_losses(self.vgg, output, composite, target)
         terms["perceptual"] = perceptual
         terms["style"] = style
-        weights = self.removal_term_weights
-        return l1 + weights["perceptual"] * perceptual + weights["style"] * style, terms
+        weights = self.removal_weights
+        return sum(weights[name] * value for name, value in terms.items()), terms
 
     def forward(
         self,

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import torch
 
 from .configuration_upocr import CONFIG_PRESETS, UpocrConfig
-from .losses import checked_removal_term_weights
+from .losses import REMOVAL_TERM_WEIGHTS, checked_removal_term_weights
 from .modeling_upocr import UpocrModel
 from .tasks import find_task, get_task, order_tasks, registered_tasks
 
@@ -183,12 +183,12 @@ def _refuse_near_miss(name: str) -> None:
         )
 
 
-def parse_task_options(specs: Iterable[str], form: str, value: Callable[[str], T]) -> dict[str, T]:
-    """Parse `TASK=VALUE` arguments into `{task id: value(VALUE)}`: the one parser of every per-task option.
-
-    A task goes by any of its registered names, a near miss of one is refused (a new task needs a name unlike the
-    known ones), and each task is given once. `value` raises `ValueError` for a malformed VALUE; `form` names the
-    syntax in the error."""
+def parse_key_values(
+    specs: Iterable[str], form: str, value: Callable[[str], T], key: Callable[[str], str], what: str
+) -> dict[str, T]:
+    """Parse `KEY=VALUE` arguments into `{key(KEY): value(VALUE)}`, each key once: the one parser of every
+    KEY=VALUE option. `value` and `key` raise `ValueError` for a malformed VALUE or an unknown KEY; `form` names
+    the syntax and `what` the kind of key in the errors."""
     parsed: dict[str, T] = {}
     for spec in specs:
         name, sep, text = spec.partition("=")
@@ -198,12 +198,25 @@ def parse_task_options(specs: Iterable[str], form: str, value: Callable[[str], T
             converted = value(text)
         except ValueError:
             raise ValueError(f"expected {form}, got {spec!r}") from None
-        _refuse_near_miss(name)
-        task = get_task(name).id  # any of a registered task's names; a new task's name as it is
-        if task in parsed:
-            raise ValueError(f"task {task!r} given twice")
-        parsed[task] = converted
+        checked = key(name)
+        if checked in parsed:
+            raise ValueError(f"{what} {checked!r} given twice")
+        parsed[checked] = converted
     return parsed
+
+
+def _task_id(name: str) -> str:
+    """The id of the task `name` names (any of a registered task's names; a new task's name as it is)."""
+    _refuse_near_miss(name)
+    return get_task(name).id
+
+
+def parse_task_options(specs: Iterable[str], form: str, value: Callable[[str], T]) -> dict[str, T]:
+    """Parse `TASK=VALUE` arguments into `{task id: value(VALUE)}` (`parse_key_values`): every per-task option.
+
+    A task goes by any of its registered names, a near miss of one is refused (a new task needs a name unlike the
+    known ones), and each task is given once."""
+    return parse_key_values(specs, form, value, key=_task_id, what="task")
 
 
 def parse_task_folders(specs: Iterable[str]) -> dict[str, Path]:
@@ -231,19 +244,14 @@ def parse_class_weights(specs: Iterable[str]) -> dict[str, tuple[float, ...]]:
 def parse_removal_term_weights(specs: Iterable[str]) -> dict[str, float]:
     """`TERM=WEIGHT` arguments (TERM: ``perceptual`` or ``style``) → every removal term's weight, the paper's where
     none is given (`upocr_hf.losses.REMOVAL_TERM_WEIGHTS`); `ValueError` for a malformed, unknown or repeated one."""
-    given: dict[str, float] = {}
-    for spec in specs:
-        term, sep, text = spec.partition("=")
-        try:
-            if not (sep and term and text):
-                raise ValueError
-            weight = float(text)
-        except ValueError:
-            raise ValueError(f"expected TERM=WEIGHT (a number), got {spec!r}") from None
-        if term in given:
-            raise ValueError(f"removal term {term!r} given twice")
-        given[term] = weight
+    given = parse_key_values(specs, "TERM=WEIGHT (a number)", float, key=_removal_term, what="removal term")
     return checked_removal_term_weights(given)
+
+
+def _removal_term(name: str) -> str:
+    if name not in REMOVAL_TERM_WEIGHTS:
+        raise ValueError(f"unknown removal term {name!r} (terms: {', '.join(REMOVAL_TERM_WEIGHTS)})")
+    return name
 
 
 def _listed(text: str, kind: Callable[[str], T]) -> list[T]:
@@ -259,6 +267,7 @@ __all__ = [
     "build_model",
     "gather_full_model",
     "optimizer_param_groups",
+    "parse_key_values",
     "parse_split_overrides",
     "parse_task_folders",
     "parse_task_options",
