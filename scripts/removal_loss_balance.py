@@ -23,11 +23,29 @@ import torch
 
 from upocr_hf.data.augment import UpocrAugment, upocr_collate
 from upocr_hf.data.rendered import RenderedTaskDataset, SyntheticSource
+from upocr_hf.data.synthetic import SyntheticConfig
 from upocr_hf.file_utils import atomic_write
 from upocr_hf.losses import PERCEPTUAL_CHOICES, UpocrLoss
 from upocr_hf.modeling_upocr import UpocrModel
 from upocr_hf.tasks import TEXT_REMOVAL
 from upocr_hf.training import parse_removal_term_weights
+
+
+def removal_batches(
+    source: SyntheticSource,
+    size: int,
+    seed: int,
+    count: int,
+    batch_size: int,
+    tasks: list[str],
+    base: SyntheticConfig | None = None,
+) -> list[dict]:
+    """`count` training batches of removal samples rendered from `source` and augmented as training augments them
+    (`base`: the generator's config, default the training style with this machine's fonts and photographs)."""
+    dataset = RenderedTaskDataset(TEXT_REMOVAL, source, size=size, seed=seed, base=base)
+    dataset.set_transform(UpocrAugment(size, tasks=tasks))
+    rows = [dataset[index] for index in range(count * batch_size)]
+    return [upocr_collate(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
 
 
 def term_gradients(
@@ -126,15 +144,12 @@ def main(argv: list[str] | None = None) -> int:
         perceptual_size=args.perceptual_size,
         removal_term_weights=term_weights,
     )
-    dataset = RenderedTaskDataset(TEXT_REMOVAL, source, size=args.size, seed=args.seed)
-    dataset.set_transform(UpocrAugment(args.size, tasks=model.config.tasks))
-    rows = [dataset[index] for index in range(args.batches * args.batch_size)]
-    batches = [upocr_collate(rows[i : i + args.batch_size]) for i in range(0, len(rows), args.batch_size)]
+    batches = removal_batches(source, args.size, args.seed, args.batches, args.batch_size, model.config.tasks)
     record = {
         "model": args.model,
         "perceptual": args.perceptual_loss,
         "perceptual_size": args.perceptual_size,
-        "images": f"{len(rows)} rendered removal samples (looks {args.looks}, seed {args.seed}), {args.size} px",
+        "images": f"{args.batches * args.batch_size} rendered removal samples (looks {args.looks}, seed {args.seed}), {args.size} px",
         "terms": balance(model, loss_fn, batches),
     }
     text = json.dumps(record, indent=2)

@@ -232,7 +232,7 @@ def test_removal_term_weights_replace_the_papers() -> None:
     assert terms["perceptual"] > 0 and terms["style"] > 0
     expected = terms["l1"] + 0.5 * terms["perceptual"] + STYLE_WEIGHT * terms["style"]
     assert out.loss.item() == pytest.approx(expected, rel=1e-6)
-    with pytest.raises(ValueError, match="unknown term 'styel'"):
+    with pytest.raises(ValueError, match="unknown removal term 'styel'"):
         UpocrLoss(TASKS, perceptual="off", removal_term_weights={"styel": 1.0})
     with pytest.raises(ValueError, match=r"removal_term_weights\['style'\] must be a finite number >= 0"):
         UpocrLoss(TASKS, perceptual="off", removal_term_weights={"style": -1.0})

@@ -10,10 +10,8 @@ import pytest
 import torch
 from conftest import fixed_synthetic_config, load_script, randomised_tiny_model
 
-from upocr_hf.data.augment import UpocrAugment, upocr_collate
-from upocr_hf.data.rendered import RenderedTaskDataset, SyntheticSource
+from upocr_hf.data.rendered import SyntheticSource
 from upocr_hf.losses import UpocrLoss
-from upocr_hf.tasks import TEXT_REMOVAL
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "removal_loss_balance.py"
 
@@ -23,17 +21,14 @@ def script():
     return load_script(SCRIPT, "removal_loss_balance")
 
 
-def _batches(model, size=64):
-    dataset = RenderedTaskDataset(
-        TEXT_REMOVAL, SyntheticSource.parse("synthetic:photos"), size=size, base=fixed_synthetic_config()
-    )
-    dataset.set_transform(UpocrAugment(size, tasks=model.config.tasks))
-    return [upocr_collate([dataset[0], dataset[1]])]
+def _batches(script, model):
+    source = SyntheticSource.parse("synthetic:photos")
+    return script.removal_batches(source, 64, 0, 1, 2, model.config.tasks, base=fixed_synthetic_config())
 
 
 def test_each_terms_gradient_scales_with_its_weight(script, one_torch_thread):
     model = randomised_tiny_model().train()
-    batches = _batches(model)
+    batches = _batches(script, model)
     paper = script.balance(model, UpocrLoss(model.config.tasks, perceptual="random"), batches)
     heavier = script.balance(
         model,
@@ -53,7 +48,7 @@ def test_the_terms_gradients_add_up_to_the_training_loss(script, one_torch_threa
     """The script measures the loss training back-propagates: its weighted terms' gradients sum to that loss's."""
     model = randomised_tiny_model().train()
     loss_fn = UpocrLoss(model.config.tasks, perceptual="random", removal_term_weights={"perceptual": 0.3})
-    (batch,) = _batches(model)
+    (batch,) = _batches(script, model)
     _, gradients = script.term_gradients(model, loss_fn, batch)
     outputs = model(batch["pixel_values"], task=batch["task"])
     loss = loss_fn(
@@ -73,8 +68,8 @@ def test_the_command_writes_its_record_and_refuses_an_unknown_term(
     script, tmp_path, one_torch_thread, capsys, monkeypatch
 ):
     # the generator's fonts and photographs pinned, as every test pins them
-    fixed = functools.partial(RenderedTaskDataset, base=fixed_synthetic_config())
-    monkeypatch.setattr(script, "RenderedTaskDataset", fixed)
+    fixed = functools.partial(script.removal_batches, base=fixed_synthetic_config())
+    monkeypatch.setattr(script, "removal_batches", fixed)
     folder = tmp_path / "model"
     randomised_tiny_model().save_pretrained(folder)
     out = tmp_path / "balance.json"

@@ -515,7 +515,7 @@ def checked_removal_term_weights(weights: Mapping[str, float]) -> dict[str, floa
     checked = dict(REMOVAL_TERM_WEIGHTS)
     for term, weight in weights.items():
         if term not in checked:
-            raise ValueError(f"removal_term_weights: unknown term {term!r} (terms: {', '.join(checked)}).")
+            raise ValueError(f"unknown removal term {term!r} (terms: {', '.join(checked)})")
         if not math.isfinite(weight) or weight < 0:
             raise ValueError(f"removal_term_weights[{term!r}] must be a finite number >= 0, got {weight!r}.")
         checked[term] = float(weight)
