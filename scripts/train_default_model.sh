@@ -37,7 +37,8 @@ if [ ! -f "$data/validation/TextSeg/split.json" ]; then
     "${synthetic[@]}" --num 150 --size 512 --out "$data/validation" --seed 11 --split test --style held-out --look photos
 fi
 # the forged images the demo's tampered-region rule is chosen on (seed 12), apart from those its figures are measured on
-if [ ! -f "$data/rule/Tampered-IC13/split.json" ]; then
+# (written last: synthetic.json, the folder's record of its runs; a tampering-only folder has no split.json)
+if [ ! -f "$data/rule/Tampered-IC13/synthetic.json" ]; then
     $PY -m upocr_hf.data.synthetic --workers 2 --num 100 --size 512 --out "$data/rule" --seed 12 --split test \
         --style held-out --look photos --tasks tampered
 fi

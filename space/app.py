@@ -298,13 +298,16 @@ def legend_html(labels: Mapping[int, str]) -> str:
 # ---------------------------------------------------------------------------------------------------- the verdict
 
 #: The tampered-text rule of this demo for a model folder that has none of its own (`tamper_region_rule`, chosen
-#: on validation data by scripts/choose_tamper_rule.py; that one is used where it exists): a region counts when it
-#: covers at least this share of the image (and at least MIN_REGION_PIXELS) and its mean tampered score is at least
-#: MIN_REGION_SCORE. Smaller or hesitant regions are read as their next most likely class. The verdict, the region count, the area shares and both pictures all
+#: on validation data by scripts/choose_tamper_rule.py; that one is used where it exists): a text region, judged
+#: whole as a word is forged or not, counts as tampered when at least MIN_TAMPERED_SHARE of its pixels read
+#: tampered, it covers at least MIN_REGION_SHARE of the image (and at least MIN_REGION_PIXELS) and its mean
+#: tampered score is at least MIN_REGION_SCORE. Tampered pixels outside such regions are read as their next most
+#: likely class. The verdict, the region count, the area shares and both pictures all
 #: come from the class map after this rule, so they cannot contradict each other.
 MIN_REGION_SHARE = 2e-4
 MIN_REGION_PIXELS = 16
 MIN_REGION_SCORE = 0.5
+MIN_TAMPERED_SHARE = 0.5
 
 
 def min_region_area(height: int, width: int) -> int:
@@ -376,7 +379,7 @@ def tile_reporter(progress: Any, clock: Any = time.monotonic) -> Any:
 
 
 #: Pipeline options this app uses that older pipeline code (a model folder's copy) may not know.
-NEWER_OPTIONS = ("min_region_score", "progress_callback")
+NEWER_OPTIONS = ("min_region_score", "min_tampered_share", "progress_callback")
 
 
 def pipeline_options(pipe: Any) -> set[str]:
@@ -571,7 +574,11 @@ class UpocrDemo:
         if getattr(self.pipe.image_processor, "tamper_region_rule", None) and "region_rule" in self.options:
             options["region_rule"] = True  # the rule chosen for this model on validation data
         else:
-            options.update(min_region_area=min_region_area(height, width), min_region_score=MIN_REGION_SCORE)
+            options.update(
+                min_region_area=min_region_area(height, width),
+                min_region_score=MIN_REGION_SCORE,
+                min_tampered_share=MIN_TAMPERED_SHARE,
+            )
         result, seconds = self._run(pixels, TAMPERED_TEXT_DETECTION, progress, **options)
         verdict = TamperVerdict(np.asarray(result["class_map"]), list(result.get("regions") or []))
         marked = draw_masks(

@@ -369,6 +369,29 @@ def test_tamper_verdict_shares_and_regions_agree(tiny_model_dir, photo, tampered
     assert not changed[32, 63]
 
 
+def test_the_verdict_counts_forged_words_not_specks(tiny_model_dir, photo):
+    """A real word inside a tampered rim broken into pieces, and a forged word read tampered in three pieces
+    between real columns: without a rule of its own, the tab judges each text region whole."""
+    prediction = torch.zeros(1, 3, 64, 64)
+    prediction[:, 0] = 1.0
+    real = torch.tensor([0.0, 1.0, 0.0])[:, None, None]
+    tampered = torch.tensor([0.0, 0.0, 1.0])[:, None, None]
+    prediction[:, :, 4:18, 4:34] = tampered
+    prediction[:, :, 5:17, 5:33] = real
+    prediction[:, :, 4:18, 12:14] = prediction[:, :, 4:18, 24:26] = real  # gaps: the rim is 4 pieces
+    prediction[:, :, 30:42, 10:40] = tampered
+    prediction[:, :, 30:42, 20:22] = prediction[:, :, 30:42, 30:32] = real  # the forged word: 3 pieces
+    app = load_app()
+    demo = app.UpocrDemo(crafted_pipeline(tiny_model_dir, prediction), app.ModelFacts("x"))
+    path = photo.parent / "rimmed.png"
+    Image.fromarray(np.full((64, 64, 3), 200, dtype=np.uint8)).save(path)
+    _, class_map, verdict, _ = demo.detect(str(path))
+    assert verdict == "### ⚠ Tampered text found: 1 region"
+    shown = np.asarray(class_map)
+    assert (shown[30:42, 10:40] == app.CLASS_DISPLAY_RGB[2]).all()  # the forged word, whole
+    assert not (shown[:20] == app.CLASS_DISPLAY_RGB[2]).all(axis=-1).any()  # no rim left
+
+
 def test_drawn_masks_stay_visible_on_their_own_colour():
     app = load_app()
     green = np.zeros((40, 40, 3), dtype=np.uint8)

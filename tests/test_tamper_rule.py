@@ -60,6 +60,42 @@ def test_share_and_score_minima_drop_small_and_hesitant_regions(model_dir) -> No
     assert postprocess == {"min_region_share": 0.0}
 
 
+def _word_with_a_tampered_rim_and_a_forged_word() -> torch.Tensor:
+    """A (1, 3, 40, 60) prediction: a real 10x10 word inside a 1-px ring read tampered, broken into 4 pieces by a
+    gap in each side, and a forged 10x10 word read tampered on 60 % of its pixels, real on the rest."""
+    prediction = torch.zeros(1, 3, 40, 60)
+    prediction[0, 0] = 1.0
+    real, tampered = torch.tensor([0.0, 1.0, 0.0]).view(3, 1, 1), torch.tensor([0.0, 0.2, 0.8]).view(3, 1, 1)
+    prediction[0, :, 4:16, 4:16] = tampered  # the rim...
+    prediction[0, :, 5:15, 5:15] = real  # ...around the real word
+    for side in (4, 15):
+        prediction[0, :, side, 9:11] = real.view(3, 1)  # gaps: the rim is 4 tampered pieces
+        prediction[0, :, 9:11, side] = real.view(3, 1)
+    prediction[0, :, 20:30, 40:50] = real
+    prediction[0, :, 20:26, 40:50] = tampered
+    return prediction
+
+
+def test_text_region_rule_judges_each_word_whole(model_dir) -> None:
+    pipe = UpocrPipeline(model=UpocrModel.from_pretrained(model_dir), image_processor=UpocrImageProcessor())
+    meta = {"task": pipe.resolve(TAMPERED_TEXT_DETECTION), "original_size": (40, 60)}
+    read = lambda **rule: pipe.postprocess(  # noqa: E731
+        {"prediction": _word_with_a_tampered_rim_and_a_forged_word(), "meta": [meta]}, **rule
+    )
+    assert len(read()["regions"]) == 5  # per tampered component: each rim piece counts
+    words = read(min_tampered_share=0.0)
+    assert [r["area"] for r in words["regions"]] == [144, 100]  # per text region: each word counts once
+    assert (words["class_map"][4:16, 4:16] == 2).all()
+    ruled = read(min_tampered_share=0.5)
+    assert [(r["box"], r["area"]) for r in ruled["regions"]] == [([40, 20, 50, 30], 100)]
+    assert (ruled["class_map"][20:30, 40:50] == 2).all()  # the forged word reads tampered whole...
+    assert (ruled["class_map"][4:16, 4:16] < 2).all()  # ...the rim of the real word does not
+    assert (ruled["class_map"][5:15, 5:15] == 1).all()
+    assert read(min_tampered_share=0.7)["regions"] == []
+    with pytest.raises(ValueError, match="min_tampered_share must be a number between 0.0 and 1.0"):
+        pipe._sanitize_parameters(min_tampered_share=2)
+
+
 def test_rule_is_chosen_on_validation_data_saved_and_scored_under(
     model_dir, tamper_data, tmp_path, capsys
 ) -> None:
@@ -72,11 +108,11 @@ def test_rule_is_chosen_on_validation_data_saved_and_scored_under(
     )
     assert chooser.main(["--model", str(model_dir), "--data", str(tamper_data), "--write"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-    assert len(rows) == len(chooser.SCORES) * len(chooser.SHARES)
+    assert len(rows) == len(chooser.SCORES) * len(chooser.SHARES) * len(chooser.TAMPERED_SHARES)
     best = max(row["tampered_f_score"] for row in rows)
     rule = UpocrImageProcessor.from_pretrained(model_dir).tamper_region_rule
-    assert set(rule) == {"min_region_score", "min_region_share"}
-    chosen = next(r for r in rows if (r["min_region_score"], r["min_region_share"]) == tuple(rule.values()))
+    assert set(rule) == {"min_region_score", "min_region_share", "min_tampered_share"}
+    chosen = next(r for r in rows if all(r[key] == value for key, value in rule.items()))
     assert chosen["tampered_f_score"] == best
     out = tmp_path / "ruled.json"
     assert evaluate_main(["--model", str(model_dir), "--task", TAMPERED_TEXT_DETECTION, "--data", str(tamper_data),

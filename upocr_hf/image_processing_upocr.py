@@ -43,7 +43,8 @@ class UpocrImageProcessorKwargs(ImagesKwargs, total=False):
     segmentation_threshold (`float`, *optional*, defaults to `self.segmentation_threshold`):
         Default threshold of the text-mask read-out.
     tamper_region_rule (`dict`, *optional*, defaults to `self.tamper_region_rule`):
-        The tampered-region rule chosen for the model (`min_region_score`, `min_region_share`, `min_region_area`).
+        The tampered-region rule chosen for the model (`min_region_score`, `min_region_share`, `min_region_area`,
+        `min_tampered_share`).
     """
 
     max_pixels: int | None
@@ -75,7 +76,8 @@ class UpocrImageProcessor(TorchvisionBackend):
         segmentation_threshold (`float`, *optional*, defaults to 0.4, the paper's): the text-mask threshold used
             when a call does not give one.
         tamper_region_rule (`dict`, *optional*, defaults to `None`): the tampered-text region rule chosen for the
-            model on validation data, `{"min_region_score", "min_region_share", "min_region_area"}` (see
+            model on validation data, `{"min_region_score", "min_region_share", "min_region_area",
+            "min_tampered_share"}` (see
             `post_process_tampered_text_detection`); `UpocrPipeline(..., region_rule=True)` and the demo apply it.
             `None`: no rule was chosen (the paper's plain argmax).
     """
@@ -285,6 +287,7 @@ class UpocrImageProcessor(TorchvisionBackend):
         target_sizes: Any = None,
         min_region_area: int = 1,
         min_region_score: float = 0.0,
+        min_tampered_share: float | None = None,
     ) -> list[dict[str, Any]]:
         """Tampered-text predictions → class maps at the original sizes.
 
@@ -292,7 +295,9 @@ class UpocrImageProcessor(TorchvisionBackend):
         - `class_map`: `torch.LongTensor (H, W)`, argmax over the clamped, resized RGB channels: 0 background (red),
           1 real text (green), 2 tampered text (blue); ties go to the lower class. A tampered-text region (8-connected)
           with fewer than `min_region_area` pixels or a mean tampered score below `min_region_score` is not read as
-          tampered: its pixels take the more likely of the other two classes, so the map and `regions` agree;
+          tampered: its pixels take the more likely of the other two classes, so the map and `regions` agree. With
+          `min_tampered_share`, regions are whole text regions instead, tampered or not as a whole (a word is
+          forged or not; see `confident_tampered_regions`);
         - `scores`: `torch.FloatTensor (3, H, W)`, the clamped channels divided by their sum (1/3 each where all
           are 0): probability-like, summing to 1 per pixel;
         - `regions`: the tampered-text regions that remain, largest first, each `{"box": [x_min, y_min, x_max,
@@ -305,7 +310,7 @@ class UpocrImageProcessor(TorchvisionBackend):
         for prediction, size in zip(predictions, sizes):
             class_map, scores = read_class_map(prediction, size)
             class_map, regions = confident_tampered_regions(
-                class_map, scores, min_region_area, min_region_score
+                class_map, scores, min_region_area, min_region_score, min_tampered_share
             )
             results.append({"class_map": class_map, "scores": scores, "regions": regions})
         return results
@@ -359,22 +364,37 @@ def connected_regions(
 
 
 def confident_tampered_regions(
-    class_map: torch.Tensor, scores: torch.Tensor, min_area: int = 1, min_score: float = 0.0
+    class_map: torch.Tensor,
+    scores: torch.Tensor,
+    min_area: int = 1,
+    min_score: float = 0.0,
+    min_tampered_share: float | None = None,
 ) -> tuple[torch.Tensor, list[dict[str, Any]]]:
     """Apply the tampered-region rule to an argmax class map `(H, W)` with its scores `(3, H, W)`.
 
-    A tampered-text region (8-connected, class 2) smaller than `min_area` pixels or with a mean tampered score
-    below `min_score` is not evidence of tampering (specks at resized borders, hesitant blobs): its pixels take the
-    more likely of background and real text. Returns the class map after the rule and the regions that pass it
-    (`connected_regions`' format, largest first).
+    Without `min_tampered_share`, a region is an 8-connected tampered-text component (class 2): one smaller than
+    `min_area` pixels or with a mean tampered score below `min_score` is not evidence of tampering (specks at
+    resized borders, hesitant blobs). With it, a region is a text region (8-connected, real or tampered text),
+    judged as a whole, as a word is forged or not: it is tampered when at least `min_tampered_share` of its pixels
+    read tampered, it has at least `min_area` pixels and its mean tampered score is at least `min_score`; all its
+    pixels then read tampered. A thin tampered rim around a real word is then not a forgery, and one forged word
+    counts once however many pieces the argmax breaks it into. Pixels read tampered outside the regions that pass
+    take the more likely of background and real text. Returns the class map after the rule and the regions that
+    pass it (`connected_regions`' format, largest first).
     """
-    labels, regions = _labelled_regions(_as_numpy(class_map == 2), _as_numpy(scores[2]))
+    tampered = class_map == 2
+    region_mask = tampered if min_tampered_share is None else class_map > 0
+    labels, regions = _labelled_regions(_as_numpy(region_mask), _as_numpy(scores[2]))
     kept = _passing(regions, min_area, min_score)
-    if len(kept) < len(regions):
-        kept_labels = {region["label"] for region in kept}
-        dropped_labels = [region["label"] for region in regions if region["label"] not in kept_labels]
-        dropped = torch.from_numpy(np.isin(labels, dropped_labels)).to(class_map.device)
-        class_map = torch.where(dropped, scores[:2].argmax(dim=0), class_map)
+    if min_tampered_share is not None:
+        tampered_pixels = np.bincount(labels[_as_numpy(tampered)], minlength=len(regions) + 1)
+        kept = [r for r in kept if tampered_pixels[r["label"]] >= min_tampered_share * r["area"]]
+    in_kept = torch.from_numpy(np.isin(labels, [region["label"] for region in kept])).to(class_map.device)
+    # the argmax of background and real text (ties: background); Tensor.argmax over two channels is slow on CPU
+    runner_up = (scores[1] > scores[0]).to(class_map.dtype)
+    class_map = torch.where(tampered & ~in_kept, runner_up, class_map)
+    if min_tampered_share is not None:
+        class_map = torch.where(in_kept, torch.full_like(class_map, 2), class_map)
     return class_map, _largest_first(kept)
 
 

@@ -22,8 +22,9 @@ model=folder, upocr_task="segment")`); `tile` (high-resolution mode, see `tiling
 input), `threshold` (segmentation and the
 keep-background mask), `dilation`, `difference_threshold`, `min_region_area`, `min_region_share` (of the image's
 pixels) and `min_region_score` (tampered-text regions smaller or less confident are read as the next most likely
-class; `region_rule=True` takes all three from the model folder's `tamper_region_rule`, the rule chosen for its
-model on validation data), `max_pixels`, `progress_callback`
+class), `min_tampered_share` (regions are then whole text regions, tampered when at least that share of their pixels
+is; `region_rule=True` takes all four from the model folder's `tamper_region_rule`, the rule chosen for its model on
+validation data), `max_pixels`, `progress_callback`
 (tile mode: called as `progress_callback(tiles_done, tiles_total)` after each model call); `batch_size` (images
 per model call in resize mode, tiles per model call in tile mode). Device and dtype are the standard pipeline
 arguments (`pipeline(..., device="cuda", dtype=torch.bfloat16)`). Where a call leaves `tile` or `threshold` out,
@@ -119,6 +120,7 @@ class UpocrPipeline(Pipeline):
         min_region_area: int | None = None,
         min_region_score: float | None = None,
         min_region_share: float | None = None,
+        min_tampered_share: float | None = None,
         region_rule: bool | None = None,
         max_pixels: int | None | str = "unset",
         tile_batch_size: int | None = None,
@@ -155,6 +157,7 @@ class UpocrPipeline(Pipeline):
             min_region_area=_checked("min_region_area", min_region_area, int, 1, None),
             min_region_score=_checked("min_region_score", min_region_score, float, 0.0, 1.0),
             min_region_share=_checked("min_region_share", min_region_share, float, 0.0, 1.0),
+            min_tampered_share=_checked("min_tampered_share", min_tampered_share, float, 0.0, 1.0),
         )
         if region_rule:
             folder_rule = dict(getattr(self.image_processor, "tamper_region_rule", None) or {})
@@ -254,6 +257,7 @@ class UpocrPipeline(Pipeline):
         min_region_area: int = 1,
         min_region_score: float = 0.0,
         min_region_share: float = 0.0,
+        min_tampered_share: float | None = None,
     ) -> dict[str, Any]:
         """One image's model output (transformers unbatches batched calls) → its result dict (see the module
         docstring). `prediction` and `text_prediction` are `(1, 3, h, w)`."""
@@ -266,7 +270,7 @@ class UpocrPipeline(Pipeline):
         if readout == "class-map":
             height, width = meta["original_size"]
             area = max(min_region_area, math.ceil(min_region_share * height * width))
-            return self._read_class_map(prediction, meta, area, min_region_score)
+            return self._read_class_map(prediction, meta, area, min_region_score, min_tampered_share)
         text_prediction = model_outputs.get("text_prediction")
         text_region = model_outputs.get("text_region")  # found before a tiled removal
         region = dict(threshold=threshold, dilation=dilation, difference_threshold=difference_threshold)
@@ -281,10 +285,15 @@ class UpocrPipeline(Pipeline):
         return {"task": meta["task"].id, "mask": mask, "scores": reading["scores"].numpy(), "image": image}
 
     def _read_class_map(
-        self, prediction: torch.Tensor, meta: dict[str, Any], min_region_area: int, min_region_score: float
+        self,
+        prediction: torch.Tensor,
+        meta: dict[str, Any],
+        min_region_area: int,
+        min_region_score: float,
+        min_tampered_share: float | None,
     ) -> dict[str, Any]:
         reading = self.image_processor.post_process_tampered_text_detection(
-            prediction, [meta["original_size"]], min_region_area, min_region_score
+            prediction, [meta["original_size"]], min_region_area, min_region_score, min_tampered_share
         )[0]
         class_map = reading["class_map"].numpy().astype(np.uint8)
         return {"task": meta["task"].id, "class_map": class_map, "scores": reading["scores"].numpy(),
