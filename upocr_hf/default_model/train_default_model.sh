@@ -37,7 +37,8 @@ if [ ! -f "$data/validation/TextSeg/split.json" ]; then
     "${synthetic[@]}" --num 150 --size 512 --out "$data/validation" --seed 11 --split test --style held-out --look photos
 fi
 # the forged images the demo's tampered-region rule is chosen on (seed 12), apart from those its figures are measured on
-if [ ! -f "$data/rule/Tampered-IC13/split.json" ]; then
+# (written last: synthetic.json, the folder's record of its runs; a tampering-only folder has no split.json)
+if [ ! -f "$data/rule/Tampered-IC13/synthetic.json" ]; then
     $PY -m upocr_hf.data.synthetic --workers 2 --num 100 --size 512 --out "$data/rule" --seed 12 --split test \
         --style held-out --look photos --tasks tampered
 fi
@@ -64,14 +65,19 @@ echo $(( $(date +%s) - started )) >> "$run/wall_seconds"
 #    trivial baselines and the cv2.inpaint anchors (scripts/evaluate_photos.sh)
 $PY scripts/choose_tamper_rule.py --model "$run/best" --data "$data/rule/Tampered-IC13" --write | tail -1
 scripts/evaluate_photos.sh "$run/best" "$data/validation" "$eval/new" --anchors
-# the shipped model's figures change only with its files, the package's code, the validation data and the evaluation
-# script: evaluated once per version of those, shared by the segments
-version=$( (cat "$shipped"/{model.safetensors,config.json,preprocessor_config.json} "$data"/validation/*/split.json
-    find upocr_hf -name '*.py' | sort | xargs cat; cat scripts/evaluate_photos.sh) | sha256sum | cut -c1-16)
+# the shipped model is judged like the new one: on a copy whose tampered-region rule the same chooser picks again on
+# the same rule data (a rule the shipped folder got from an older chooser would compare rules of two kinds). Its
+# figures change only with its files, the package's code, the data and these scripts: evaluated once per version of
+# those, shared by the segments
+version=$( (cat "$shipped"/{model.safetensors,config.json,preprocessor_config.json} "$data"/{validation,rule}/*/*.json
+    find upocr_hf -name '*.py' | sort | xargs cat; cat scripts/{evaluate_photos.sh,choose_tamper_rule.py}) |
+    sha256sum | cut -c1-16)
 incumbent="$work/eval/incumbent-$version"
 if [ ! -f "$incumbent/done" ]; then
-    rm -rf "$incumbent"
-    scripts/evaluate_photos.sh "$shipped" "$data/validation" "$incumbent"
+    rm -rf "$incumbent" && mkdir -p "$incumbent/model"
+    cp "$shipped"/{model.safetensors,config.json,preprocessor_config.json} "$incumbent/model/"
+    $PY scripts/choose_tamper_rule.py --model "$incumbent/model" --data "$data/rule/Tampered-IC13" --write | tail -1
+    scripts/evaluate_photos.sh "$incumbent/model" "$data/validation" "$incumbent"
     touch "$incumbent/done"
 fi
 
