@@ -109,11 +109,12 @@ def test_rule_is_chosen_on_validation_data_saved_and_scored_under(
     assert chooser.main(["--model", str(model_dir), "--data", str(tamper_data), "--write"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert len(rows) == len(chooser.SCORES) * len(chooser.SHARES) * len(chooser.TAMPERED_SHARES)
-    best = max(row["tampered_f_score"] for row in rows)
+    best = max(row["mf"] for row in rows)
     rule = UpocrImageProcessor.from_pretrained(model_dir).tamper_region_rule
     assert set(rule) == {"min_region_score", "min_region_share", "min_tampered_share"}
     chosen = next(r for r in rows if all(r[key] == value for key, value in rule.items()))
-    assert chosen["tampered_f_score"] == best
+    assert chosen["mf"] == best
+    assert chosen["mf"] == pytest.approx((chosen["real_f_score"] + chosen["tampered_f_score"]) / 2)
     out = tmp_path / "ruled.json"
     assert evaluate_main(["--model", str(model_dir), "--task", TAMPERED_TEXT_DETECTION, "--data", str(tamper_data),
                           "--region-rule", "--no-progress", "--output-json", str(out)]) == 0  # fmt: skip
@@ -126,3 +127,17 @@ def test_rule_is_chosen_on_validation_data_saved_and_scored_under(
             ["--baseline", "--task", TAMPERED_TEXT_DETECTION, "--data", str(tamper_data), "--region-rule"]
         )
     assert np.isfinite(record["metrics"]["mf"])
+
+
+def test_chooser_prefers_balance_over_calling_every_word_forged() -> None:
+    chooser = load_script(
+        Path(__file__).resolve().parents[1] / "scripts" / "choose_tamper_rule.py", "choose_tamper_rule"
+    )
+    row = lambda score, share, tampered_share, tampered_f, real_f: {  # noqa: E731
+        "min_region_score": score, "min_region_share": share, "min_tampered_share": tampered_share,
+        "tampered_f_score": tampered_f, "real_f_score": real_f, "mf": (tampered_f + real_f) / 2,
+    }  # fmt: skip
+    everything_forged = row(0.0, 1e-3, 0.25, 0.40, 0.50)  # the higher tampered F, bought with real text
+    balanced, stricter_twin = row(0.4, 1e-3, 0.5, 0.36, 0.66), row(0.4, 2e-3, 0.5, 0.36, 0.66)
+    assert chooser.choose([everything_forged, balanced]) is balanced
+    assert chooser.choose([balanced, stricter_twin, everything_forged]) is stricter_twin
