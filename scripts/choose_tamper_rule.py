@@ -9,10 +9,10 @@ tampered-pixel components instead counts every speck of a broken-up tampered rim
 grid has text-region rules only.) This runs the model once per image (the folder's inference mode), then reads
 every class map under each rule of a small grid and keeps the rule with the highest mF, the mean of the real- and
 tampered-text F (ties: the stricter rule): tampered-text F alone rewards a rule that calls most real text forged
-(on the default model it chose a rule under which every word of the demo's examples read tampered). Each row also says how many regions the rule reports per image and which share of them is mostly
-forged text. Choose on data that the figures the demo quotes
-are not measured on. `--write` saves the rule into the folder's `preprocessor_config.json` (written whole, then
-moved into place).
+(on the default model it chose a rule under which every word of the demo's examples read tampered). Each row also
+says how many regions the rule reports per image and which share of them is mostly forged text. Choose on data that
+the figures the demo quotes are not measured on. `--write` saves the rule into the folder's
+`preprocessor_config.json` (written whole, then moved into place).
 """
 
 from __future__ import annotations

@@ -20,6 +20,13 @@ from upocr_hf.tasks import TAMPERED_TEXT_DETECTION, get_task
 
 
 @pytest.fixture(scope="module")
+def chooser():
+    return load_script(
+        Path(__file__).resolve().parents[1] / "scripts" / "choose_tamper_rule.py", "choose_tamper_rule"
+    )
+
+
+@pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("ruled-model")
     torch.manual_seed(0)
@@ -97,15 +104,12 @@ def test_text_region_rule_judges_each_word_whole(model_dir) -> None:
 
 
 def test_rule_is_chosen_on_validation_data_saved_and_scored_under(
-    model_dir, tamper_data, tmp_path, capsys
+    chooser, model_dir, tamper_data, tmp_path, capsys
 ) -> None:
     # no rule saved yet: --region-rule refuses, naming the folder
     with pytest.raises(SystemExit, match="no tamper_region_rule"):
         evaluate_main(["--model", str(model_dir), "--task", TAMPERED_TEXT_DETECTION, "--data", str(tamper_data),
                        "--region-rule", "--no-progress"])  # fmt: skip
-    chooser = load_script(
-        Path(__file__).resolve().parents[1] / "scripts" / "choose_tamper_rule.py", "choose_tamper_rule"
-    )
     assert chooser.main(["--model", str(model_dir), "--data", str(tamper_data), "--write"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert len(rows) == len(chooser.SCORES) * len(chooser.SHARES) * len(chooser.TAMPERED_SHARES)
@@ -129,10 +133,7 @@ def test_rule_is_chosen_on_validation_data_saved_and_scored_under(
     assert np.isfinite(record["metrics"]["mf"])
 
 
-def test_chooser_prefers_balance_over_calling_every_word_forged() -> None:
-    chooser = load_script(
-        Path(__file__).resolve().parents[1] / "scripts" / "choose_tamper_rule.py", "choose_tamper_rule"
-    )
+def test_chooser_prefers_balance_over_calling_every_word_forged(chooser) -> None:
     row = lambda score, share, tampered_share, tampered_f, real_f: {  # noqa: E731
         "min_region_score": score, "min_region_share": share, "min_tampered_share": tampered_share,
         "tampered_f_score": tampered_f, "real_f_score": real_f, "mf": (tampered_f + real_f) / 2,
