@@ -94,6 +94,13 @@ class TrainArguments:
         default="paper",
         metadata={"help": f"For scratch: a preset {sorted(CONFIG_PRESETS)} or a config.json path."},
     )
+    deepen_to: str | None = field(
+        default=None,
+        metadata={
+            "help": f"With a trained --init_from: a preset {sorted(CONFIG_PRESETS)} or config.json with its widths and "
+            "more blocks per stage; the added blocks start as identities."
+        },
+    )
     image_size: int = field(
         default=512,
         metadata={
@@ -518,7 +525,7 @@ def prepare_run(args: TrainArguments) -> Run:
     accelerator = build_accelerator(args)
     set_seed(args.seed)
     sources = training_sources(args)
-    model = build_model(args.init_from, args.config, list(sources))
+    model = build_model(args.init_from, args.config, list(sources), args.deepen_to)
     if args.gradient_checkpointing:
         enable_activation_checkpointing(model)
     model.train()

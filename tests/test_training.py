@@ -15,12 +15,14 @@ import torch
 from conftest import fixed_synthetic_config
 from safetensors.torch import load_file
 
-from upocr_hf import UpocrImageProcessor, UpocrModel
+from upocr_hf import UpocrConfig, UpocrImageProcessor, UpocrModel
 from upocr_hf.checkpointing import CheckpointError, CheckpointFolders
+from upocr_hf.configuration_upocr import CONFIG_PRESETS
 from upocr_hf.data.synthetic import generate_folders
 from upocr_hf.losses import UpocrLoss
 from upocr_hf.tasks import DEFAULT_TASKS, get_task
 from upocr_hf.training import (
+    WIDTH_FIELDS,
     PaperSchedule,
     build_model,
     optimizer_param_groups,
@@ -508,6 +510,8 @@ def test_a_new_task_trains_from_a_pretrained_folder(tmp_path, synthetic_root, ti
             pixels = (torch.rand(48, 64, 3, generator=rng) * 255).to(torch.uint8).numpy()
             Image.fromarray(pixels).save(folder / f"s{i}.png")
     tiny_model.save_pretrained(tmp_path / "initial")
+    deeper = tmp_path / "deeper.json"  # the run also deepens the model: the flag reaches the model it trains
+    UpocrConfig(**{**CONFIG_PRESETS["tiny"], "encoder_depths": [2, 2, 1, 2]}).to_json_file(deeper)
     # the folder's processor (input size, inference defaults) carries over to the trained model
     chosen = UpocrImageProcessor(size={"height": 96, "width": 96}, do_tile=True, segmentation_threshold=0.55)
     chosen.save_pretrained(tmp_path / "initial")
@@ -515,7 +519,7 @@ def test_a_new_task_trains_from_a_pretrained_folder(tmp_path, synthetic_root, ti
         "--data", f"text-removal={synthetic_root / 'SCUT-EnsText'}", f"deblur={tmp_path / 'deblur'}",
         "--init_from", str(tmp_path / "initial"), "--output_dir", str(tmp_path / "run"), "--image_size", "64",
         "--max_steps", "2", "--batch_size_per_task", "2", "--perceptual_loss", "off", "--num_workers", "0",
-        "--logging_steps", "1",
+        "--logging_steps", "1", "--deepen_to", str(deeper),
     ])  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "added task prompts for ['deblur']" in result.stderr
@@ -523,9 +527,43 @@ def test_a_new_task_trains_from_a_pretrained_folder(tmp_path, synthetic_root, ti
     model = UpocrModel.from_pretrained(tmp_path / "run" / "final")
     assert model.config.tasks == [*DEFAULT_TASKS, "deblur"]
     assert model.task_embeddings.num_embeddings == 4
+    assert model.config.encoder_depths == [2, 2, 1, 2]
     processor = UpocrImageProcessor.from_pretrained(tmp_path / "run" / "final")
     assert processor.do_tile and processor.segmentation_threshold == 0.55
     assert (processor.size.height, processor.size.width) == (96, 96)
+
+
+def test_a_deepened_model_computes_what_it_grew_from_until_trained(tiny_model, tmp_path):
+    """`--deepen_to`: the trained blocks are copied, the added ones are identities that still receive gradients."""
+    tiny_model.save_pretrained(tmp_path / "initial")
+    deeper = tmp_path / "deeper.json"
+    UpocrConfig(
+        **{**CONFIG_PRESETS["tiny"], "encoder_depths": [2, 2, 3, 2], "decoder_depths": [2, 1, 1, 1, 3]}
+    ).to_json_file(deeper)
+    deepened = build_model(str(tmp_path / "initial"), "paper", DEFAULT_TASKS, str(deeper)).double().eval()
+    assert (deepened.config.encoder_depths, deepened.config.decoder_depths) == ([2, 2, 3, 2], [2, 1, 1, 1, 3])
+    assert deepened.num_parameters() > tiny_model.num_parameters()
+    pixels = torch.rand(2, 3, 64, 96, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with torch.no_grad():
+        expected = tiny_model.double().eval()(pixels, task=[0, 2]).prediction
+        assert torch.equal(deepened(pixels, task=[0, 2]).prediction, expected)
+    deepened.train()
+    deepened(pixels, task=[0, 2]).prediction.square().mean().backward()
+    added = deepened.encoder.stages[2].blocks[2]
+    assert added.attention_norm.weight.grad.abs().sum() > 0
+
+    compact, deep = (UpocrConfig(**CONFIG_PRESETS[name]) for name in ("compact", "compact-deep"))
+    assert all(
+        getattr(compact, name) == getattr(deep, name) for name in WIDTH_FIELDS
+    )  # the shipped model deepens
+    with pytest.raises(ValueError, match="embed_dim is 32 but the --init_from model's is 16"):
+        build_model(str(tmp_path / "initial"), "paper", DEFAULT_TASKS, "compact")
+    shallower = tmp_path / "shallower.json"
+    UpocrConfig(**{**CONFIG_PRESETS["tiny"], "encoder_depths": [1, 1, 1, 2]}).to_json_file(shallower)
+    with pytest.raises(ValueError, match=r"encoder_depths \[1, 1, 1, 2\] removes blocks"):
+        build_model(str(tmp_path / "initial"), "paper", DEFAULT_TASKS, str(shallower))
+    with pytest.raises(ValueError, match="--deepen_to deepens a trained --init_from model"):
+        build_model("scratch", "tiny", DEFAULT_TASKS, str(deeper))
 
 
 class _PlantedCode:

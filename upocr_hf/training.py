@@ -103,7 +103,68 @@ def enable_activation_checkpointing(model: UpocrModel) -> None:
     enable()
 
 
-def build_model(init_from: str, config: str, tasks: Sequence[str]) -> UpocrModel:
+def resolve_config(config: str, tasks: Sequence[str]) -> UpocrConfig:
+    """The configuration named by `config`: a preset from `CONFIG_PRESETS` or a path to a `config.json`, with
+    `tasks` as its task prompts."""
+    if config in CONFIG_PRESETS:
+        return UpocrConfig(**CONFIG_PRESETS[config], tasks=list(tasks))
+    if Path(config).is_file():
+        model_config = UpocrConfig.from_json_file(config)
+        model_config.tasks = list(tasks)
+        model_config.validate_architecture()
+        return model_config
+    raise ValueError(f"{config!r} is neither a preset {sorted(CONFIG_PRESETS)} nor a config.json file")
+
+
+#: The configuration fields a deepened model keeps from the model it grows from (its depths are the target's).
+WIDTH_FIELDS = (
+    "embed_dim",
+    "encoder_num_heads",
+    "decoder_num_heads",
+    "encoder_window_size",
+    "encoder_pretrained_window_size",
+    "decoder_window_size",
+    "decoder_pretrained_window_size",
+    "mlp_ratio",
+    "hidden_act",
+    "qkv_bias",
+    "continuous_position_bias_hidden_size",
+    "layer_norm_eps",
+)
+
+
+def deepen_model(model: UpocrModel, target: UpocrConfig) -> UpocrModel:
+    """`model` with `target`'s numbers of blocks per stage, each at least `model`'s: its trained blocks are copied
+    and the added ones are appended at the end of their stage.
+
+    An added block starts as an identity (its post-norms are zero-initialised, `UpocrPostLayerNorm`), so the deepened
+    model computes exactly what `model` computes until training changes it: a capacity study can start the deeper
+    architecture from the best trained weights instead of from scratch.
+    """
+    widths = {name: getattr(target, name) for name in WIDTH_FIELDS}
+    differing = [name for name, value in widths.items() if value != getattr(model.config, name)]
+    if differing:
+        name = differing[0]
+        raise ValueError(
+            f"--deepen_to: {name} is {widths[name]} but the --init_from model's is {getattr(model.config, name)}; "
+            f"only encoder_depths and decoder_depths may differ ({', '.join(WIDTH_FIELDS)} must match)"
+        )
+    for name in ("encoder_depths", "decoder_depths"):
+        now, wanted = getattr(model.config, name), getattr(target, name)
+        if any(w < n for n, w in zip(now, wanted, strict=True)):
+            raise ValueError(f"--deepen_to: {name} {wanted} removes blocks of the --init_from model's {now}")
+    config = model.config.__class__.from_dict(model.config.to_dict())
+    config.encoder_depths, config.decoder_depths = list(target.encoder_depths), list(target.decoder_depths)
+    deepened = UpocrModel(config)
+    unexpected = deepened.load_state_dict(model.state_dict(), strict=False).unexpected_keys
+    if unexpected:  # cannot happen while blocks are only appended; a guard against a renamed module
+        raise RuntimeError(f"weights with no place in the deepened model: {unexpected[:3]}")
+    return deepened.train(model.training)
+
+
+def build_model(
+    init_from: str, config: str, tasks: Sequence[str], deepen_to: str | None = None
+) -> UpocrModel:
     """The model a run starts from.
 
     Args:
@@ -111,19 +172,18 @@ def build_model(init_from: str, config: str, tasks: Sequence[str]) -> UpocrModel
             converted on the fly).
         config: for `"scratch"`, a preset name from `CONFIG_PRESETS` or a path to a `config.json`.
         tasks: the tasks the run trains; a pretrained model gets new task prompts for those it does not know.
+        deepen_to: for a pretrained model, a preset or `config.json` with more blocks per stage and the same
+            widths: the model is deepened to it (`deepen_model`).
     """
     if init_from == "scratch":
-        if config in CONFIG_PRESETS:
-            model_config = UpocrConfig(**CONFIG_PRESETS[config], tasks=list(tasks))
-        elif Path(config).is_file():
-            model_config = UpocrConfig.from_json_file(config)
-            model_config.tasks = list(tasks)
-            model_config.validate_architecture()
-        else:
+        if deepen_to is not None:
             raise ValueError(
-                f"--config {config!r} is neither a preset {sorted(CONFIG_PRESETS)} nor a config.json file"
+                "--deepen_to deepens a trained --init_from model; from scratch, name the --config"
             )
-        return UpocrModel(model_config)
+        try:
+            return UpocrModel(resolve_config(config, tasks))
+        except ValueError as error:
+            raise ValueError(f"--config: {error}") from None
     path = Path(init_from)
     if path.is_dir():
         model = UpocrModel.from_pretrained(path)
@@ -139,6 +199,13 @@ def build_model(init_from: str, config: str, tasks: Sequence[str]) -> UpocrModel
             "added task prompts for %s to the initial model (it knew %s)",
             added,
             model.config.tasks[: -len(added)],
+        )
+    if deepen_to is not None:
+        model = deepen_model(model, resolve_config(deepen_to, model.config.tasks))
+        logger.info(
+            "deepened the initial model to encoder depths %s, decoder depths %s",
+            model.config.encoder_depths,
+            model.config.decoder_depths,
         )
     return model
 
