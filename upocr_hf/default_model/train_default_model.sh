@@ -63,21 +63,24 @@ echo $(( $(date +%s) - started )) >> "$run/wall_seconds"
 # 4. choose the best model's tampered-region rule (the demo's) on the rule split, then evaluate it and the shipped one
 #    on the validation split (readable words included, tampering also under the rule), beside the
 #    trivial baselines and the cv2.inpaint anchors (scripts/evaluate_photos.sh)
-$PY scripts/choose_tamper_rule.py --model "$run/best" --data "$data/rule/Tampered-IC13" --write | tail -1
-scripts/evaluate_photos.sh "$run/best" "$data/validation" "$eval/new" --anchors
+rule_and_evaluate() {  # MODEL_DIR OUT_DIR [--anchors]
+    $PY scripts/choose_tamper_rule.py --model "$1" --data "$data/rule/Tampered-IC13" --write | tail -1
+    scripts/evaluate_photos.sh "$1" "$data/validation" "$2" "${@:3}"
+}
+rule_and_evaluate "$run/best" "$eval/new" --anchors
 # the shipped model is judged like the new one: on a copy whose tampered-region rule the same chooser picks again on
 # the same rule data (a rule the shipped folder got from an older chooser would compare rules of two kinds). Its
 # figures change only with its files, the package's code, the data and these scripts: evaluated once per version of
 # those, shared by the segments
-version=$( (cat "$shipped"/{model.safetensors,config.json,preprocessor_config.json} "$data"/{validation,rule}/*/*.json
+shipped_files=("$shipped"/{model.safetensors,config.json,preprocessor_config.json})
+version=$( (cat "${shipped_files[@]}" "$data"/{validation,rule}/*/*.json
     find upocr_hf -name '*.py' | sort | xargs cat; cat scripts/{evaluate_photos.sh,choose_tamper_rule.py}) |
     sha256sum | cut -c1-16)
 incumbent="$work/eval/incumbent-$version"
 if [ ! -f "$incumbent/done" ]; then
     rm -rf "$incumbent" && mkdir -p "$incumbent/model"
-    cp "$shipped"/{model.safetensors,config.json,preprocessor_config.json} "$incumbent/model/"
-    $PY scripts/choose_tamper_rule.py --model "$incumbent/model" --data "$data/rule/Tampered-IC13" --write | tail -1
-    scripts/evaluate_photos.sh "$incumbent/model" "$data/validation" "$incumbent"
+    cp "${shipped_files[@]}" "$incumbent/model/"
+    rule_and_evaluate "$incumbent/model" "$incumbent"
     touch "$incumbent/done"
 fi
 
