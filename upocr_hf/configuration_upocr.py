@@ -295,19 +295,6 @@ CONFIG_PRESETS: dict[str, dict[str, object]] = {
         drop_path_rate=0.0,
         decoder_drop_path_rate=0.0,
     ),
-    # compact with three times the blocks at stride 16 in the encoder and twice in the decoder: 7.0M parameters, to
-    # grow the shipped model into (`train.py --deepen_to compact-deep`) for a capacity study
-    "compact-deep": dict(
-        embed_dim=32,
-        encoder_depths=[2, 2, 6, 2],
-        encoder_num_heads=[1, 2, 4, 8],
-        encoder_window_size=8,
-        encoder_pretrained_window_size=8,
-        decoder_depths=[2, 4, 2, 2, 2],
-        decoder_num_heads=[8, 4, 2, 1, 1],
-        drop_path_rate=0.0,
-        decoder_drop_path_rate=0.0,
-    ),
     "tiny": dict(
         embed_dim=16,
         encoder_depths=[2, 1, 1, 2],
@@ -322,6 +309,14 @@ CONFIG_PRESETS: dict[str, dict[str, object]] = {
         drop_path_rate=0.0,
         decoder_drop_path_rate=0.0,
     ),
+}
+
+# compact with three times the blocks at stride 16 in the encoder and twice in the decoder: 7.0M parameters, to grow
+# the shipped model into (`train.py --deepen_to compact-deep`) for a capacity study
+CONFIG_PRESETS["compact-deep"] = {
+    **CONFIG_PRESETS["compact"],
+    "encoder_depths": [2, 2, 6, 2],
+    "decoder_depths": [2, 4, 2, 2, 2],
 }
 
 
